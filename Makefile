@@ -1,0 +1,26 @@
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test install system-deps
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml scripts/install_torch.sh | $(BIN)/python
+	bash scripts/install_torch.sh $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# tmux drives the real terminal app in one test.
+system-deps:
+	@command -v tmux >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q tmux) || echo "tmux not installed: the tmux test will be skipped"
+
+demo: install
+	$(BIN)/sdxl-tui demo
+
+test: install system-deps
+	$(BIN)/python -m pytest -q

@@ -1,0 +1,144 @@
+"""Typed, frozen events: the only way the engine tells the world what it is doing.
+
+Every event serialises to one JSON object (`to_json`) with a `type` field, and back
+(`event_from_json`), so `events.jsonl` replays into the same objects the live run emitted.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+# Phases, in the order a run usually passes through them.
+LOADING_MODEL = "loading_model"
+SCANNING_DATASET = "scanning_dataset"
+CACHING_LATENTS = "caching_latents"
+CACHING_TEXT = "caching_text_encoder_outputs"
+TRAINING = "training"
+SAMPLING = "sampling"
+SAVING = "saving"
+FINISHED = "finished"
+FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Event:
+    time: float = 0.0  # wall-clock seconds (time.time()) when emitted
+
+    def to_json(self) -> str:
+        return json.dumps({"type": type(self).__name__, **dataclasses.asdict(self)})
+
+
+@dataclass(frozen=True)
+class Phase(Event):
+    """A new phase began; `total` is the item count of a phase with its own progress."""
+    name: str = ""
+    total: Optional[int] = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class PhaseProgress(Event):
+    """Progress inside a phase (e.g. caching latents 312 / 1000)."""
+    name: str = ""
+    done: int = 0
+    total: int = 0
+
+
+@dataclass(frozen=True)
+class RunStarted(Event):
+    output_dir: str = ""
+    total_steps: int = 0
+    total_epochs: int = 0
+    steps_per_epoch: int = 0
+    batch_size: int = 1
+    num_processes: int = 1
+    resumed_from_step: int = 0
+    config_path: str = ""
+
+
+@dataclass(frozen=True)
+class Memory:
+    """CUDA figures in bytes where CUDA exists; otherwise only process RSS."""
+    device: str = "cpu"
+    allocated: Optional[int] = None
+    reserved: Optional[int] = None
+    peak: Optional[int] = None
+    total: Optional[int] = None
+    rss: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Step(Event):
+    """Metrics at a logging interval (the only place the loop syncs with the device)."""
+    step: int = 0
+    total_steps: int = 0
+    epoch: int = 0
+    loss: float = 0.0
+    smoothed_loss: float = 0.0
+    lr: dict[str, float] = field(default_factory=dict)  # parameter group -> learning rate
+    seconds_per_step: float = 0.0
+    images_per_second: float = 0.0
+    eta_seconds: float = 0.0
+    memory: Memory = field(default_factory=Memory)
+
+
+@dataclass(frozen=True)
+class Saved(Event):
+    path: str = ""
+    step: int = 0
+    epoch: int = 0
+    kind: str = "lora"  # "lora" or "state"
+
+
+@dataclass(frozen=True)
+class Sample(Event):
+    path: str = ""
+    prompt: str = ""
+    step: int = 0
+
+
+@dataclass(frozen=True)
+class Warning_(Event):
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Log(Event):
+    message: str = ""
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Finished(Event):
+    """The run ended normally or after a requested stop."""
+    step: int = 0
+    lora_path: str = ""
+    stopped: bool = False  # True when it ended on a stop request
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Failed(Event):
+    message: str = ""
+    hint: str = ""
+    step: int = 0
+    kind: str = "error"  # error class name, for exit codes and UI wording
+    last_good: str = ""  # newest LoRA that survived
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (Phase, PhaseProgress, RunStarted, Step, Saved, Sample, Warning_, Log, Finished, Failed)
+}
+
+Emit = Callable[[Event], None]
+
+
+def event_from_json(line: str) -> Event:
+    raw: dict[str, Any] = json.loads(line)
+    cls = EVENT_TYPES[raw.pop("type")]
+    if cls is Step and isinstance(raw.get("memory"), dict):
+        raw["memory"] = Memory(**raw["memory"])
+    return cls(**raw)

@@ -1,0 +1,65 @@
+"""`sdxl-tui` command line: a thin dispatcher over sdxl_tui.commands.*.
+
+Exit codes (also in the README): 0 done, 1 unexpected error, 2 usage, 65 data error,
+66 model error, 70 training diverged, 73 output error, 74 disk full, 78 config error,
+129/130/143 stopped by SIGHUP/SIGINT/SIGTERM after saving.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command -> (module, one-line help). Order is the order --help lists them.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "wizard": ("sdxl_tui.commands.wizard", "open the terminal wizard (the default)"),
+    "train": ("sdxl_tui.commands.train", "train headless from a config TOML"),
+    "resume": ("sdxl_tui.commands.resume", "continue a stopped run from its newest saved state"),
+    "watch": ("sdxl_tui.commands.watch", "open the live dashboard of a run started elsewhere"),
+    "plan": ("sdxl_tui.commands.plan", "check a config and dataset without loading a model"),
+    "demo": ("sdxl_tui.commands.demo", "make the tiny model and demo data, then train on them"),
+    "inspect": ("sdxl_tui.commands.inspect", "check a LoRA file and say where it will load"),
+    "import-kohya": ("sdxl_tui.commands.import_kohya", "convert an sd-scripts args TOML to a run config"),
+    "export-kohya": ("sdxl_tui.commands.export_kohya", "write sd-scripts args + dataset TOML for a run config"),
+    "make-tiny-model": ("sdxl_tui.commands.make_tiny_model", "build the tiny SDXL-shaped test model"),
+    "make-demo-dataset": ("sdxl_tui.commands.make_demo_dataset", "write the demo images, captions and dataset TOML"),
+    "options": ("sdxl_tui.commands.options", "list every config option with its help"),
+}
+
+
+def _load(command: str):
+    return importlib.import_module(COMMANDS[command][0])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sdxl-tui",
+        description="Train SDXL LoRA adapters: a wizard, a live dashboard, and headless replay of the same config.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        child = sub.add_parser(name, help=help_text, description=help_text)
+        try:
+            _load(name).add_arguments(child)
+        except ModuleNotFoundError:
+            child.set_defaults(_missing=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = args.command or "wizard"
+    if getattr(args, "_missing", False):
+        print(f"sdxl-tui: '{command}' is not available in this build", file=sys.stderr)
+        return 2
+    if args.command is None:
+        args = parser.parse_args(["wizard", *argv])
+    from engine.errors import SdxlTuiError
+
+    try:
+        return int(_load(command).run(args) or 0)
+    except SdxlTuiError as exc:
+        print(f"sdxl-tui {command}: {exc}", file=sys.stderr)
+        return exc.exit_code
