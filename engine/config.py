@@ -245,3 +245,34 @@ def locate(name: str) -> tuple[str, str]:
 
 def help_for(section: str, key: str) -> str:
     return SECTIONS[section].model_fields[key].description or ""
+
+
+# Options holding file or folder paths. Relative ones are relative to the config file's
+# folder, so a config replays the same from any working directory.
+PATH_OPTIONS = (
+    ("model", "pretrained_model_name_or_path"), ("model", "vae"), ("model", "tokenizer_cache_dir"),
+    ("dataset", "dataset_config"), ("network", "network_weights"), ("saving", "output_dir"),
+    ("sampling", "sample_prompts"), ("logging", "logging_dir"),
+)
+
+
+def resolve_relative_paths(cfg: RunConfig, base_dir: "str | object") -> RunConfig:
+    """A copy with relative path options made absolute against `base_dir`.
+
+    A model or VAE value that is not an existing path stays as written (it may be a Hub id).
+    """
+    from pathlib import Path
+
+    base = Path(str(base_dir)).resolve()
+    changes: dict[str, object] = {}
+    for section, key in PATH_OPTIONS:
+        value = getattr(getattr(cfg, section), key)
+        if not value or Path(value).expanduser().is_absolute():
+            if value and value.startswith("~"):
+                changes[f"{section}.{key}"] = str(Path(value).expanduser())
+            continue
+        candidate = base / value
+        if key in ("pretrained_model_name_or_path", "vae") and not candidate.exists():
+            continue
+        changes[f"{section}.{key}"] = str(candidate)
+    return cfg.with_values(**changes) if changes else cfg

@@ -120,6 +120,13 @@ def _comment_lines(text: str) -> list[str]:
     return [f"# {part}" for part in text.split("\n")]
 
 
+def _default_note(section: str, key: str) -> str:
+    default = SECTIONS[section].model_fields[key].get_default(call_default_factory=True)
+    if default is None:
+        return " (default: unset)"
+    return f" (default: {tomlkit.item(default).as_string()})"
+
+
 def _fresh_document(cfg: RunConfig) -> tomlkit.TOMLDocument:
     doc = tomlkit.document()
     doc.add(tomlkit.comment("sdxl-tui run config. Every key is an sd-scripts option name where one exists."))
@@ -129,7 +136,7 @@ def _fresh_document(cfg: RunConfig) -> tomlkit.TOMLDocument:
         table = tomlkit.table()
         values = getattr(cfg, section).model_dump()
         for key, value in values.items():
-            table.add(tomlkit.comment(f"{key}: {help_for(section, key)}"))
+            table.add(tomlkit.comment(f"{key}: {help_for(section, key)}{_default_note(section, key)}"))
             if value is None:
                 table.add(tomlkit.comment(f"{key} =   (unset)"))
             else:
@@ -173,7 +180,8 @@ def save_config(cfg: RunConfig, path: str | Path, base: tomlkit.TOMLDocument | N
 def parse_set_value(raw: str) -> Any:
     """`--set key=value`: the value as a TOML value, bare words taken as strings."""
     try:
-        return tomlkit.parse(f"v = {raw}")["v"].unwrap()
+        value = tomlkit.parse(f"v = {raw}")["v"]
+        return value.unwrap() if hasattr(value, "unwrap") else value
     except ParseError:
         return raw
 
