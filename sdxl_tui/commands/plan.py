@@ -1,0 +1,33 @@
+"""`sdxl-tui plan CONFIG.toml`: check a config and its dataset without loading a model."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="run config TOML (its dataset_config path is relative to its folder)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="override an option for this check, e.g. --set train_batch_size=4 (repeatable)")
+    parser.add_argument("--world-size", type=int, default=1, metavar="N",
+                        help="count batches per process for N training processes (default 1)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.markup import escape
+
+    from engine.config_io import apply_sets, load_config
+    from engine.dataset import data_error
+    from engine.plan import make_plan
+
+    cfg = apply_sets(load_config(args.config), args.sets)
+    plan = make_plan(cfg, base_dir=Path(args.config).resolve().parent, world_size=max(1, args.world_size))
+    console = Console(highlight=False, soft_wrap=True)
+    for line in plan.lines():
+        style = "red" if line.lstrip().startswith("✗") else "yellow" if line.lstrip().startswith("!") else None
+        console.print(escape(line), style=style)
+    if plan.problems:
+        raise data_error(plan.scanned)
+    return 0
