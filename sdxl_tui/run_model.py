@@ -1,0 +1,426 @@
+"""The run as a person sees it: engine events folded into one `RunView` snapshot.
+
+UI-free and clock-free (the caller passes `now`), so the Textual dashboard, the Rich console
+view and `watch`'s replay of events.jsonl all show the same figures, and tests can pin them.
+Histories are bounded: the loss series halves its resolution (pairwise means) whenever it
+outgrows `max_points`, so the chart always covers every step at a fixed cost.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+from engine import events as ev
+
+PHASE_LABELS = {
+    ev.LOADING_MODEL: "Loading model",
+    ev.SCANNING_DATASET: "Scanning dataset",
+    ev.CACHING_LATENTS: "Caching latents",
+    ev.CACHING_TEXT: "Caching text-encoder outputs",
+    ev.TRAINING: "Training",
+    ev.SAMPLING: "Sampling",
+    ev.SAVING: "Saving",
+    ev.FINISHED: "Finished",
+    ev.FAILED: "Failed",
+}
+MEMORY_HISTORY = 120
+
+
+@dataclass(frozen=True)
+class PhaseView:
+    name: str
+    done: int = 0
+    total: Optional[int] = None
+    detail: str = ""
+
+    @property
+    def label(self) -> str:
+        return PHASE_LABELS.get(self.name, self.name.replace("_", " ").capitalize())
+
+    @property
+    def fraction(self) -> Optional[float]:
+        return min(1.0, self.done / self.total) if self.total else None
+
+
+@dataclass(frozen=True)
+class LogLine:
+    time: float
+    level: str  # "info", "warning", "error"
+    message: str
+
+
+@dataclass(frozen=True)
+class FinalState:
+    status: str  # "finished", "stopped" or "failed"
+    step: int = 0
+    lora_path: str = ""
+    seconds: float = 0.0
+    message: str = ""
+    hint: str = ""
+    kind: str = ""
+    last_good: str = ""
+
+
+@dataclass(frozen=True)
+class RunView:
+    output_dir: str = ""
+    config_path: str = ""
+    phase: Optional[PhaseView] = None
+    step: int = 0
+    total_steps: int = 0
+    epoch: int = 0
+    total_epochs: int = 0
+    batch_size: int = 1
+    resumed_from_step: int = 0
+    loss: Optional[float] = None
+    smoothed_loss: Optional[float] = None
+    loss_steps: tuple[int, ...] = ()
+    loss_raw: tuple[float, ...] = ()
+    loss_smooth: tuple[float, ...] = ()
+    lr: tuple[tuple[str, float], ...] = ()
+    seconds_per_step: float = 0.0
+    images_per_second: float = 0.0
+    eta_seconds: Optional[float] = None
+    memory: Optional[ev.Memory] = None
+    memory_history: tuple[int, ...] = ()
+    checkpoints: tuple[ev.Saved, ...] = ()
+    samples: tuple[ev.Sample, ...] = ()
+    warnings: tuple[str, ...] = ()
+    log: tuple[LogLine, ...] = ()
+    log_total: int = 0  # lines ever logged: lets a log widget append only what is new
+    final: Optional[FinalState] = None
+    started_at: Optional[float] = None
+    last_event_at: Optional[float] = None
+    now: float = 0.0
+    events_seen: int = 0
+
+    @property
+    def running(self) -> bool:
+        return self.final is None
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0
+
+    @property
+    def elapsed(self) -> float:
+        if self.final is not None and self.final.seconds:
+            return self.final.seconds
+        end = self.last_event_at if self.final is not None else self.now
+        return max(0.0, (end or 0.0) - self.started_at) if self.started_at is not None else 0.0
+
+    @property
+    def rate_text(self) -> str:
+        return format_rate(self.seconds_per_step)
+
+    @property
+    def latest_sample(self) -> Optional[ev.Sample]:
+        return self.samples[-1] if self.samples else None
+
+    @property
+    def memory_figure(self) -> Optional[int]:
+        return memory_figure(self.memory) if self.memory else None
+
+
+def memory_figure(memory: ev.Memory) -> Optional[int]:
+    """The one number the history tracks: CUDA allocated where known, else process RSS."""
+    return memory.allocated if memory.allocated is not None else memory.rss
+
+
+class Downsampled:
+    """x/y series that keeps at most `max_points` points by merging neighbours pairwise."""
+
+    def __init__(self, columns: int, max_points: int = 2048) -> None:
+        self.max_points = max(4, max_points - max_points % 2)
+        self.stride = 1
+        self.x: list[int] = []
+        self.ys: list[list[float]] = [[] for _ in range(columns)]
+        self._pending: list[tuple[int, tuple[float, ...]]] = []
+
+    def add(self, x: int, *ys: float) -> None:
+        self._pending.append((x, ys))
+        if len(self._pending) >= self.stride:
+            self._flush()
+
+    def _flush(self) -> None:
+        point = _mean_point(self._pending)
+        self._pending = []
+        self.x.append(point[0])
+        for column, value in zip(self.ys, point[1]):
+            column.append(value)
+        if len(self.x) > self.max_points:
+            self._halve()
+
+    def _halve(self) -> None:
+        pairs = len(self.x) // 2
+        self.x = [self.x[2 * i + 1] for i in range(pairs)] + self.x[2 * pairs:]
+        self.ys = [[(c[2 * i] + c[2 * i + 1]) / 2 for i in range(pairs)] + c[2 * pairs:] for c in self.ys]
+        self.stride *= 2
+
+    def snapshot(self) -> tuple[tuple[int, ...], tuple[tuple[float, ...], ...]]:
+        xs, ys = list(self.x), [list(c) for c in self.ys]
+        if self._pending:  # show the partial bucket too, so the newest step is never hidden
+            x, values = _mean_point(self._pending)
+            xs.append(x)
+            for column, value in zip(ys, values):
+                column.append(value)
+        return tuple(xs), tuple(tuple(c) for c in ys)
+
+
+def _mean_point(points: list[tuple[int, tuple[float, ...]]]) -> tuple[int, tuple[float, ...]]:
+    columns = zip(*(values for _, values in points))
+    return points[-1][0], tuple(sum(c) / len(c) for c in columns)
+
+
+@dataclass
+class RunModel:
+    """Folds events in arrival order; `view(now)` returns the frozen snapshot."""
+
+    output_dir: str = ""
+    config_path: str = ""
+    max_points: int = 2048
+    max_log_lines: int = 1000
+    _fields: dict = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self._loss = Downsampled(2, self.max_points)
+        self._memory: deque[int] = deque(maxlen=MEMORY_HISTORY)
+        self._log: deque[LogLine] = deque(maxlen=self.max_log_lines)
+        self._log_total = 0
+        self._checkpoints: list[ev.Saved] = []
+        self._samples: list[ev.Sample] = []
+        self._warnings: list[str] = []
+        self._last_step: Optional[ev.Step] = None
+        self._ema: Optional[float] = None
+        self._fields = {"output_dir": self.output_dir, "config_path": self.config_path}
+        self.events_seen = 0
+
+    def apply_all(self, events: Iterable[ev.Event]) -> "RunModel":
+        for event in events:
+            self.apply(event)
+        return self
+
+    def apply(self, event: ev.Event) -> None:
+        self.events_seen += 1
+        f = self._fields
+        if event.time:
+            f.setdefault("started_at", event.time)
+            f["last_event_at"] = event.time
+        handler = getattr(self, "_on_" + type(event).__name__.rstrip("_"), None)
+        if handler is not None:
+            handler(event)
+
+    def _on_RunStarted(self, e: ev.RunStarted) -> None:
+        self._fields.update(
+            output_dir=e.output_dir or self._fields["output_dir"],
+            config_path=e.config_path or self._fields["config_path"],
+            total_steps=e.total_steps, total_epochs=e.total_epochs, batch_size=e.batch_size,
+            resumed_from_step=e.resumed_from_step, step=e.resumed_from_step,
+        )
+        self._logline(e.time, "info", f"run started: {e.total_steps} steps, {e.total_epochs} epochs"
+                      + (f", resumed at step {e.resumed_from_step}" if e.resumed_from_step else ""))
+
+    def _on_Phase(self, e: ev.Phase) -> None:
+        self._fields["phase"] = PhaseView(e.name, 0, e.total, e.detail)
+        if e.name not in (ev.FINISHED, ev.FAILED):
+            detail = f" ({e.detail})" if e.detail else ""
+            self._logline(e.time, "info", f"{PhaseView(e.name).label.lower()}{detail}")
+
+    def _on_PhaseProgress(self, e: ev.PhaseProgress) -> None:
+        phase: Optional[PhaseView] = self._fields.get("phase")
+        detail = phase.detail if phase and phase.name == e.name else ""
+        self._fields["phase"] = PhaseView(e.name, e.done, e.total, detail)
+
+    def _on_Step(self, e: ev.Step) -> None:
+        smoothed = e.smoothed_loss
+        if smoothed == 0.0 and e.loss != 0.0:  # engine sent no average: keep our own
+            self._ema = e.loss if self._ema is None else 0.9 * self._ema + 0.1 * e.loss
+            smoothed = self._ema
+        if math.isfinite(e.loss) and math.isfinite(smoothed):
+            self._loss.add(e.step, e.loss, smoothed)
+        figure = memory_figure(e.memory)
+        if figure is not None:
+            self._memory.append(figure)
+        self._fields.update(
+            step=e.step, total_steps=e.total_steps or self._fields.get("total_steps", 0), epoch=e.epoch,
+            loss=e.loss, smoothed_loss=smoothed, lr=tuple(e.lr.items()),
+            seconds_per_step=e.seconds_per_step, images_per_second=e.images_per_second,
+            memory=e.memory,
+        )
+        self._last_step = e
+        if self._fields.get("phase") is None or self._fields["phase"].name != ev.TRAINING:
+            self._fields["phase"] = PhaseView(ev.TRAINING)
+
+    def _on_Saved(self, e: ev.Saved) -> None:
+        self._checkpoints.append(e)
+        self._logline(e.time, "info", f"saved {e.kind} at step {e.step}: {self._short(e.path)}")
+
+    def _on_Sample(self, e: ev.Sample) -> None:
+        self._samples.append(e)
+        self._logline(e.time, "info", f"sample at step {e.step}: {self._short(e.path)}")
+
+    def _on_Warning(self, e: ev.Warning_) -> None:
+        self._warnings.append(e.message)
+        self._logline(e.time, "warning", e.message)
+
+    def _on_Log(self, e: ev.Log) -> None:
+        self._logline(e.time, e.level, e.message)
+
+    def _on_Finished(self, e: ev.Finished) -> None:
+        status = "stopped" if e.stopped else "finished"
+        self._fields["final"] = FinalState(status, e.step, e.lora_path, e.seconds)
+        self._fields["phase"] = PhaseView(ev.FINISHED)
+        self._logline(e.time, "info", f"{status} at step {e.step}" + (f": {e.lora_path}" if e.lora_path else ""))
+
+    def _on_Failed(self, e: ev.Failed) -> None:
+        self._fields["final"] = FinalState("failed", e.step, "", 0.0, e.message, e.hint, e.kind, e.last_good)
+        self._fields["phase"] = PhaseView(ev.FAILED)
+        self._logline(e.time, "error", f"failed at step {e.step}: {e.message}")
+
+    def _short(self, path: str) -> str:
+        return display_path(path, self._fields.get("output_dir", ""))
+
+    def _logline(self, time: float, level: str, message: str) -> None:
+        self._log.append(LogLine(time, level, message))
+        self._log_total += 1
+
+    def view(self, now: Optional[float] = None) -> RunView:
+        f = self._fields
+        now = f.get("last_event_at", 0.0) if now is None else now
+        steps, (raw, smooth) = self._loss.snapshot()
+        return RunView(
+            **{k: v for k, v in f.items()},
+            loss_steps=steps, loss_raw=raw, loss_smooth=smooth,
+            eta_seconds=self._eta(now),
+            memory_history=tuple(self._memory),
+            checkpoints=tuple(self._checkpoints), samples=tuple(self._samples),
+            warnings=tuple(self._warnings), log=tuple(self._log), log_total=self._log_total,
+            now=now, events_seen=self.events_seen,
+        )
+
+    def _eta(self, now: float) -> Optional[float]:
+        """The engine's ETA at its last step, counted down since (never below zero)."""
+        step = self._last_step
+        if step is None or self._fields.get("final") is not None:
+            return None
+        since = max(0.0, now - step.time) if step.time else 0.0
+        return max(0.0, step.eta_seconds - since)
+
+
+def fold(events: Iterable[ev.Event], now: Optional[float] = None, **kwargs) -> RunView:
+    """The view after all of `events` (a finished run's report, or a test's expectation)."""
+    return RunModel(**kwargs).apply_all(events).view(now)
+
+
+# --- formatting shared by every view -------------------------------------------------------
+
+def format_rate(seconds_per_step: float) -> str:
+    """tqdm's convention: it/s while faster than one step a second, s/it once slower."""
+    if seconds_per_step <= 0:
+        return "–"
+    if seconds_per_step >= 1.0:
+        return f"{seconds_per_step:.2f} s/it"
+    return f"{1.0 / seconds_per_step:.2f} it/s"
+
+
+def format_duration(seconds: Optional[float]) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "–"
+    seconds = int(round(max(0.0, seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours >= 24:
+        return f"{hours // 24}d {hours % 24:02d}:{minutes:02d}:{secs:02d}"
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def format_bytes(count: Optional[int]) -> str:
+    if count is None:
+        return "–"
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def format_lr(value: float) -> str:
+    return f"{value:.2e}" if value else "0"
+
+
+def format_loss(value: Optional[float]) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.4f}" if math.isfinite(value) else str(value)
+
+
+SPARK_CHARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Iterable[float], width: int) -> str:
+    """The newest `width` values as block characters scaled between their min and max."""
+    tail = [v for v in values if math.isfinite(v)][-width:] if width > 0 else []
+    if not tail:
+        return ""
+    low, high = min(tail), max(tail)
+    span = high - low
+    top = len(SPARK_CHARS) - 1
+    return "".join(SPARK_CHARS[int(round((v - low) / span * top)) if span else top // 2] for v in tail)
+
+
+def resample(values: tuple[float, ...], width: int) -> list[float]:
+    """`values` averaged into `width` buckets (or returned as is when they already fit)."""
+    if len(values) <= width or width <= 0:
+        return list(values)
+    out = []
+    for i in range(width):
+        lo, hi = i * len(values) // width, (i + 1) * len(values) // width
+        chunk = values[lo:max(hi, lo + 1)]
+        out.append(sum(chunk) / len(chunk))
+    return out
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
+def display_path(path: str, output_dir: str) -> str:
+    """Paths inside the output dir are shown relative to it (every view names the dir once)."""
+    try:
+        return str(Path(path).relative_to(output_dir)) if output_dir else path
+    except ValueError:
+        return path
+
+
+def final_lines(view: RunView) -> list[tuple[str, str]]:
+    """How the run ended, what it wrote and where; for a failure, why and what to do.
+
+    (text, style) pairs: the dashboard banner, the console view and plain output share them.
+    """
+    final = view.final
+    if final is None:
+        return []
+    where = view.output_dir or "the output dir"
+    if final.status == "failed":
+        lines = [(f"✖ Failed at step {final.step}: {final.message}", "bold red")]
+        if final.hint:
+            lines.append((f"What to do: {final.hint}", ""))
+        lines.append((f"Last good LoRA: {final.last_good}", "cyan") if final.last_good
+                     else ("No LoRA was saved before the failure.", ""))
+        lines.append((f"Full record: {Path(where) / 'events.jsonl'}", "grey70"))
+        return lines
+    headline = (f"■ Stopped on request at step {final.step}" if final.status == "stopped"
+                else f"✔ Finished: {final.step} steps")
+    lines = [(f"{headline} in {format_duration(view.elapsed)}", "bold green")]
+    if final.lora_path:
+        lines.append((f"LoRA: {final.lora_path}", "cyan"))
+    saves = sum(1 for saved in view.checkpoints if saved.kind == "lora")
+    states = len(view.checkpoints) - saves
+    written = ", ".join(plural(n, word) for n, word in
+                        ((saves, "LoRA save"), (states, "state"), (len(view.samples), "sample")) if n or word != "state")
+    lines.append((f"Written to {where}: {written}, config.toml, events.jsonl", "grey70"))
+    return lines

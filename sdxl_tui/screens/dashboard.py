@@ -1,0 +1,322 @@
+"""The live dashboard: owns a training run (engine.run in a worker thread) or watches one
+that another process is writing (events.jsonl follower + control file).
+
+Worker threads only post messages; every widget update happens here, in the UI thread,
+from one `RunView` snapshot (sdxl_tui.run_model), the same one the console view renders.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+from textual.worker import Worker, WorkerState
+
+from engine.control import RunControl
+from engine.events import Event, Failed, Finished
+from sdxl_tui.messages import EngineEvent, EventsEnded
+from sdxl_tui.run_model import FinalState, RunModel, RunView
+from sdxl_tui.screens.dashboard_modals import ConfigScreen, ConfirmScreen
+from sdxl_tui.widgets.log_pane import LogPane
+from sdxl_tui.widgets.loss_chart import LossChart
+from sdxl_tui.widgets.memory_gauge import MemoryGauge, NvmlProbe
+from sdxl_tui.widgets.run_status import (
+    RunStatus, checkpoints_text, final_text, header_text, warnings_text,
+)
+from sdxl_tui.widgets.sample_preview import SamplePreview
+
+EventsSource = Callable[[threading.Event], Iterable[Event]]
+CommandSink = Callable[[str], None]
+CSS_FILE = Path(__file__).resolve().parent.parent / "dashboard.tcss"
+NO_BELL_ENV = "SDXL_TUI_NO_BELL"
+
+
+def bell_wanted(flag: Optional[bool]) -> bool:
+    if flag is not None:
+        return flag
+    return os.environ.get(NO_BELL_ENV, "") not in ("1", "true", "yes")
+
+
+class DashboardScreen(Screen[Optional[FinalState]]):
+    """Dismisses with the run's FinalState, or None when left while the run goes on."""
+
+    CSS_PATH = CSS_FILE
+    BINDINGS = [
+        Binding("x", "stop", "Stop", id="dashboard.stop"),
+        Binding("s", "save_now", "Save now", id="dashboard.save_now"),
+        Binding("p", "sample_now", "Sample now", id="dashboard.sample_now"),
+        Binding("l", "toggle_log", "Log", id="dashboard.toggle_log"),
+        Binding("c", "show_config", "Config", id="dashboard.config"),
+        Binding("q", "leave", "Leave", id="dashboard.leave"),
+    ]
+
+    def __init__(
+        self,
+        cfg,
+        config_path: Optional[Path],
+        *,
+        events_source: Optional[EventsSource] = None,
+        commands: Optional[CommandSink] = None,
+        clock: Callable[[], float] = time.time,
+        bell: Optional[bool] = None,
+        nvml: bool = True,
+        output_dir: Optional[str | Path] = None,
+        name: Optional[str] = None,
+    ) -> None:
+        """Without `events_source` the screen runs `engine.run(cfg, …)` itself; with one it
+        shows those events and sends stop / save / sample through `commands` (if given)."""
+        super().__init__(name=name)
+        self.cfg = cfg
+        self.config_path = Path(config_path) if config_path else None
+        self.events_source = events_source
+        self.owns_run = events_source is None
+        self.control = RunControl()
+        self._commands = commands
+        self.clock = clock
+        self.bell_enabled = bell_wanted(bell)
+        self._nvml_wanted = nvml
+        self._nvml: Optional[NvmlProbe] = None
+        if output_dir is None:
+            output_dir = cfg.saving.output_dir if cfg is not None else ""
+        self.model = RunModel(output_dir=str(output_dir), config_path=str(self.config_path or ""))
+        self.view: RunView = self.model.view(clock())
+        self.result = None  # engine.run's RunResult when this screen owned the run
+        self.stopping = False
+        self.source_ended = False
+        self._leave_when_done = False
+        self._halt_follow = threading.Event()
+
+    # --- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def watching(cls, output_dir: str | Path, **kwargs) -> "DashboardScreen":
+        """The dashboard of a run another process writes into `output_dir`."""
+        from engine.control_file import send_command
+        from engine.event_follow import follow_events
+
+        folder = Path(output_dir)
+        config_path = folder / "config.toml"
+        cfg = _load_config_quietly(config_path)
+
+        def source(stop: threading.Event) -> Iterable[Event]:
+            return follow_events(folder, stop=stop)
+
+        def commands(command: str) -> None:
+            send_command(folder, command, sender="sdxl-tui watch")
+
+        return cls(cfg, config_path if config_path.exists() else None,
+                   events_source=source, commands=commands, output_dir=folder, **kwargs)
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="run-header")
+        yield Static(id="final-banner")
+        with Horizontal(id="top-row"):
+            yield RunStatus(id="run-status")
+            yield MemoryGauge(id="memory")
+        with Horizontal(id="middle-row"):
+            yield LossChart(id="loss-chart")
+            yield SamplePreview(id="sample")
+        with Horizontal(id="bottom-row"):
+            yield Static(id="checkpoints")
+            yield Static(id="warnings")
+        yield LogPane(id="log")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#checkpoints").border_title = "Checkpoints"
+        self.query_one("#warnings").border_title = "Warnings"
+        self.query_one("#run-status").border_title = "Progress"
+        self._render_view()
+        if self.owns_run:
+            self._run_engine()
+        else:
+            self._follow_events()
+        self.set_interval(1.0, self._tick)
+
+    def on_unmount(self) -> None:
+        self._halt_follow.set()
+        if self._nvml is not None:
+            self._nvml.close()
+
+    # --- workers: they only post messages -------------------------------------------------
+
+    @work(thread=True, exit_on_error=False, name="engine", group="dashboard")
+    def _run_engine(self):
+        import engine
+
+        return engine.run(self.cfg, self._post_event, self.control)
+
+    @work(thread=True, exit_on_error=False, name="events", group="dashboard")
+    def _follow_events(self) -> None:
+        assert self.events_source is not None
+        try:
+            for event in self.events_source(self._halt_follow):
+                self.post_message(EngineEvent(event))
+        finally:
+            self.post_message(EventsEnded())
+
+    def _post_event(self, event: Event) -> None:
+        self.post_message(EngineEvent(event))
+
+    def on_worker_state_changed(self, message: Worker.StateChanged) -> None:
+        worker = message.worker
+        if worker.name == "engine" and message.state == WorkerState.SUCCESS:
+            self.result = worker.result
+        elif message.state == WorkerState.ERROR and self.model.view().final is None:
+            error = worker.error
+            self._apply([Failed(time=self.clock(), message=str(getattr(error, "message", error)),
+                                hint=getattr(error, "hint", "") or "see the log pane (l) for details",
+                                kind=type(error).__name__)])
+
+    # --- events in ------------------------------------------------------------------------
+
+    def on_engine_event(self, message: EngineEvent) -> None:
+        self._apply(message.events)
+
+    def on_events_ended(self, _: EventsEnded) -> None:
+        self.source_ended = True
+        self._render_view()
+
+    def _apply(self, events: list[Event]) -> None:
+        ended = False
+        for event in events:
+            self.model.apply(event)
+            ended = ended or isinstance(event, (Finished, Failed))
+        self._render_view()
+        if ended:
+            self._on_run_ended()
+
+    def _on_run_ended(self) -> None:
+        self.stopping = False
+        if self.bell_enabled:
+            self.app.bell()
+        self.refresh_bindings()
+        self._render_view()
+        if self._leave_when_done:
+            self.dismiss(self.view.final)
+
+    def _tick(self) -> None:
+        """Once a second: ETA countdown, elapsed time, a quiet run's age, the card's memory."""
+        if self.view.running:
+            self._render_view()
+        self._poll_card()
+
+    def _poll_card(self) -> None:
+        memory = self.view.memory
+        if not self._nvml_wanted or memory is None or not memory.device.startswith("cuda"):
+            return
+        if self._nvml is None:
+            self._nvml = NvmlProbe()
+        self.query_one(MemoryGauge).show_card(self._nvml.usage(memory.device))
+
+    def _render_view(self) -> None:
+        view = self.view = self.model.view(self.clock())
+        self.query_one("#run-header", Static).update(header_text(view, self.mode_label, self.stopping))
+        banner = self.query_one("#final-banner", Static)
+        banner.display = view.final is not None
+        if view.final is not None:
+            banner.set_class(view.final.status == "failed", "failed")
+            banner.update(final_text(view))
+        self.query_one(RunStatus).show(view)
+        self.query_one(MemoryGauge).show(view)
+        self.query_one(LossChart).show(view)
+        self.query_one(SamplePreview).show(view.latest_sample, view.output_dir)
+        self.query_one("#checkpoints", Static).update(checkpoints_text(view))
+        self.query_one("#warnings", Static).update(warnings_text(view))
+        self.query_one(LogPane).show(view)
+
+    @property
+    def mode_label(self) -> str:
+        if self.owns_run:
+            return " training "
+        return " report " if self.view.final is not None else " watching "
+
+    # --- commands out ---------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple) -> Optional[bool]:
+        if action in ("stop", "save_now", "sample_now"):
+            can_command = self.owns_run or self._commands is not None
+            return True if (can_command and self.view.running) else None
+        return True
+
+    def _send(self, command: str) -> None:
+        if self.owns_run:
+            {"stop": lambda: self.control.request_stop("stopped from the dashboard"),
+             "save_now": self.control.save_now, "sample_now": self.control.sample_now}[command]()
+        elif self._commands is not None:
+            self._commands(command)
+
+    def action_stop(self) -> None:
+        def answered(yes: Optional[bool]) -> None:
+            if yes:
+                self._request_stop()
+
+        self.app.push_screen(ConfirmScreen(
+            "Stop training? The current step finishes, the LoRA is saved, then the run ends.",
+            "stop and save", "keep training"), answered)
+
+    def _request_stop(self) -> None:
+        self._send("stop")
+        self.stopping = True
+        self._render_view()
+
+    def action_save_now(self) -> None:
+        self._send("save_now")
+        self.notify("Save requested: the LoRA is written after the current step.")
+
+    def action_sample_now(self) -> None:
+        self._send("sample_now")
+        self.notify("Sample requested: images are made after the current step.")
+
+    def action_toggle_log(self) -> None:
+        log = self.query_one(LogPane)
+        log.display = not log.display
+
+    def action_show_config(self) -> None:
+        title = f"Config: {self.config_path}" if self.config_path else "Config"
+        if self.view.running:
+            title += " (read-only while running)"
+        self.app.push_screen(ConfigScreen(self._config_text(), title))
+
+    def _config_text(self) -> str:
+        if self.config_path is not None and self.config_path.exists():
+            return self.config_path.read_text(encoding="utf-8")
+        if self.cfg is not None:
+            from engine.config_io import dumps_config
+
+            return dumps_config(self.cfg)
+        return "# no config.toml was found next to this run's events.jsonl\n"
+
+    def action_leave(self) -> None:
+        if not self.owns_run or not self.view.running:
+            self.dismiss(self.view.final)
+            return
+
+        def answered(yes: Optional[bool]) -> None:
+            if yes:
+                self._leave_when_done = True
+                self._request_stop()
+
+        self.app.push_screen(ConfirmScreen(
+            "The run is still going, and it ends when this app does. Stop it (finish the step, "
+            "save) and leave once it is saved?", "stop, save and leave", "keep training"), answered)
+
+
+def _load_config_quietly(path: Path):
+    """The run's config if it loads; the watch view works without it (only `c` needs it)."""
+    if not path.exists():
+        return None
+    try:
+        from engine.config_io import load_config
+
+        return load_config(path)
+    except Exception:
+        return None
