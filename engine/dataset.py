@@ -183,7 +183,7 @@ def _list_images(folder: Path) -> tuple[list[Path], list[Path]]:
 
 
 def _caption_for(image: Path, subset: SubsetSpec, out: _Collector, stats: dict[str, int]) -> str:
-    cap_path = image.with_suffix(subset.caption_extension)
+    cap_path = image.parent / (image.stem + subset.caption_extension)
     caption = None
     if cap_path.is_file():
         try:

@@ -60,6 +60,14 @@ def _str(v: Any) -> str:
     raise ValueError("a string")
 
 
+def _extension(v: Any) -> str:
+    """sd-scripts adds the dot when a caption extension lacks one ("txt" -> ".txt")."""
+    text = _str(v) if isinstance(v, str) and v.strip(".") else ""
+    if not text:
+        raise ValueError('a file extension such as ".txt"')
+    return text if text.startswith(".") else "." + text
+
+
 def _opt_str(v: Any) -> Optional[str]:
     return None if v is None else _str(v)
 
@@ -129,7 +137,7 @@ SUBSET_KEYS: dict[str, KeySpec] = {
     "caption_dropout_rate": KeySpec(_float(0.0, 1.0), 0.0),
     "caption_dropout_every_n_epochs": KeySpec(_int(0), 0),
     "caption_tag_dropout_rate": KeySpec(_float(0.0, 1.0), 0.0),
-    "caption_extension": KeySpec(_str, ".caption"),
+    "caption_extension": KeySpec(_extension, ".caption"),
     "class_tokens": KeySpec(_opt_str, None),
     "token_warmup_min": KeySpec(_int(1), 1),
     "token_warmup_step": KeySpec(_float(0.0), 0.0),

@@ -82,6 +82,13 @@ def test_defaults_match_sd_scripts(tmp_path):
     assert s.class_tokens is None and s.caption_prefix is None
 
 
+def test_caption_extension_gets_its_dot_like_sd_scripts(tmp_path):
+    path = write(tmp_path, '[[datasets]]\nresolution = 1024\n[[datasets.subsets]]\nimage_dir = "a"\ncaption_extension = "txt"\n')
+    assert load_dataset_config(path).all_subsets()[0].caption_extension == ".txt"
+    with pytest.raises(ConfigError, match="file extension"):
+        load_dataset_config(write(tmp_path, path.read_text().replace('"txt"', '""')))
+
+
 def test_image_dir_is_relative_to_the_toml_folder(tmp_path, monkeypatch):
     monkeypatch.chdir("/")
     cfg = load_dataset_config(write(tmp_path, LAYERED))
