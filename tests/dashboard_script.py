@@ -7,7 +7,7 @@ from pathlib import Path
 from engine import events as ev
 
 T0 = 1_750_000_000.0  # any fixed wall-clock time
-OUTPUT_DIR = "tests/assets/scripted_run"
+OUTPUT_DIR = "runs/scripted_run"  # relative: tests chdir into a tmp dir first
 SAMPLE_PATH = f"{OUTPUT_DIR}/samples/lora_000200_00.png"
 GIB = 1024 ** 3
 
