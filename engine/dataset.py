@@ -27,6 +27,7 @@ from engine.errors import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 UPSCALE_WARNING = 2.0  # warn when an image must be enlarged this much (linear) to fill its bucket
+SIZE_READERS = 4
 LISTED = 8  # per kind of warning, name this many files before summarising
 
 
@@ -124,7 +125,9 @@ def read_image_size(path: Path) -> Size:
         with Image.open(path) as im:
             width, height = im.size
             fmt = im.format
-            orientation = im.getexif().get(0x0112, 1)
+            # PNG's getexif() decodes the whole image to find a late eXIf chunk: read only an early one
+            has_exif = fmt != "PNG" or "exif" in im.info
+            orientation = im.getexif().get(0x0112, 1) if has_exif else 1
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         raise BadImage(f"{path}: unreadable image ({exc.__class__.__name__}: {exc})") from None
     if fmt == "JPEG" and not _jpeg_has_end_marker(path):
@@ -221,8 +224,8 @@ def _scan_folder_subset(subset: SubsetSpec, out: _Collector) -> tuple[list[tuple
             stats["orphan_captions"] += 1
             out.group("captions without an image", f"{other}: caption file without a matching image")
     found = []
-    for image in images:
-        size = _checked_size(image, out, stats)
+    for image, outcome in zip(images, _read_sizes(images)):
+        size = _checked_size(outcome, out, stats)
         if size is None:
             continue
         found.append((image, _caption_for(image, subset, out, stats), size))
@@ -252,7 +255,7 @@ def _scan_metadata_subset(subset: SubsetSpec, out: _Collector) -> tuple[list[tup
         if image is None:
             out.problems.append(f"{meta_path}: image '{key}' not found")
             continue
-        size = _checked_size(image, out, stats)
+        size = _checked_size(_try_size(image), out, stats)
         if size is None:
             continue
         entry = entry if isinstance(entry, dict) else {}
@@ -274,10 +277,26 @@ def _metadata_image_path(key: str, subset: SubsetSpec) -> Optional[Path]:
     return next((c for c in candidates if c.is_file()), None)
 
 
-def _checked_size(image: Path, out: _Collector, stats: dict[str, int]) -> Optional[Size]:
+def _try_size(image: Path) -> "Size | BadImage":
     try:
         return read_image_size(image)
     except BadImage as exc:
+        return exc
+
+
+def _read_sizes(images: list[Path]) -> list["Size | BadImage"]:
+    """Header reads are I/O-bound (network drives, cold disks): a few threads, order kept."""
+    if len(images) < 16:
+        return [_try_size(p) for p in images]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=SIZE_READERS) as pool:
+        return list(pool.map(_try_size, images))
+
+
+def _checked_size(outcome: "Size | BadImage", out: _Collector, stats: dict[str, int]) -> Optional[Size]:
+    if isinstance(outcome, BadImage):
+        exc = outcome
         stats["unreadable"] += 1
         if out.skip_bad_images:
             out.skipped += 1
@@ -285,6 +304,7 @@ def _checked_size(image: Path, out: _Collector, stats: dict[str, int]) -> Option
         else:
             out.problems.append(f"{exc} → fix or remove it, or set skip_bad_images = true")
         return None
+    return outcome
 
 
 def _items_for_dataset(spec: DatasetSpec, out: _Collector) -> tuple[list[ImageItem], list[SubsetStats]]:
