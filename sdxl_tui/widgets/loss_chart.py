@@ -86,13 +86,16 @@ def plot(steps: tuple[int, ...], raw: tuple[float, ...], smooth: tuple[float, ..
     for col, bucket in enumerate(_columns(steps, raw, cols)):
         if bucket is not None:
             fill(raw_bits, col, dot_row(bucket.high), dot_row(bucket.low))
-    previous: Optional[int] = None
-    for col, bucket in enumerate(_columns(steps, smooth, cols)):
-        if bucket is None:
-            continue
-        row = dot_row(bucket.total / bucket.count)
-        fill(smooth_bits, col, row, row if previous is None else previous)
-        previous = row
+    points = [(col, dot_row(bucket.total / bucket.count))
+              for col, bucket in enumerate(_columns(steps, smooth, cols)) if bucket is not None]
+    for (col0, row0), (col1, row1) in zip(points, points[1:]):  # a line, even between far points
+        previous = row0
+        for col in range(col0 + 1, col1 + 1):
+            row = int(round(row0 + (row1 - row0) * (col - col0) / (col1 - col0)))
+            fill(smooth_bits, col, row, previous)
+            previous = row
+    if points:
+        fill(smooth_bits, points[0][0], points[0][1], points[0][1])
 
     lines = []
     for r in range(rows):
