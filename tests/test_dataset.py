@@ -147,6 +147,9 @@ def test_regularisation_images_are_balanced_to_training_count(tmp_path):
     path = config(tmp_path, subset("train", "num_repeats = 4") + subset("reg", "is_reg = true"))
     result = scan(path)
     assert result.num_train_images == 12 and result.num_reg_images == 12
+    odd = scan(config(tmp_path, subset("train", "num_repeats = 3") + subset("reg", "is_reg = true\nnum_repeats = 2")))
+    # each reg image first with its own 2 repeats (4), then one more each in turn up to 9
+    assert [i.num_repeats for i in odd.items if i.is_reg] == [5, 4]
     many = config(tmp_path, subset("train") + subset("reg", "is_reg = true\nnum_repeats = 5"))
     result = scan(many)
     assert result.num_train_images == 3 and result.num_reg_images == 5  # first reg image with its 5 repeats
