@@ -1,0 +1,207 @@
+"""The Textual App: screens, bindings with stable ids, CSS, theme, command palette entries.
+
+The draft run lives in `self.state` (a WizardState); step screens are installed once per
+draft and switched between, so going back keeps what was typed.
+"""
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Optional
+
+from textual.app import App
+from textual.binding import Binding
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.theme import Theme
+
+from sdxl_tui.screens.start import StartScreen, list_templates
+from sdxl_tui.screens.step_base import STEP_TITLES
+from sdxl_tui.wizard_state import WizardState
+
+_HERE = Path(__file__).parent
+
+# Every colour is an exact xterm-256 palette entry, so the theme looks the same when a
+# terminal (or tmux without RGB) falls back to 256 colours.
+THEME_256 = Theme(
+    name="sdxl-256",
+    primary="#5f87d7",
+    secondary="#5fafaf",
+    accent="#d7af5f",
+    warning="#d7af00",
+    error="#ff5f5f",
+    success="#5faf5f",
+    foreground="#d0d0d0",
+    background="#1c1c1c",
+    surface="#262626",
+    panel="#303030",
+    dark=True,
+)
+
+
+def _step_module(step: int):
+    import importlib
+
+    names = ("step_model", "step_dataset", "step_network", "step_learning", "step_memory",
+             "step_samples", "step_review")
+    return importlib.import_module(f"sdxl_tui.screens.{names[step - 1]}")
+
+
+class WizardCommands(Provider):
+    """Command palette: open a template or config, jump to a step."""
+
+    def _commands(self) -> list[tuple[str, object, str]]:
+        app: WizardApp = self.app  # type: ignore[assignment]
+        out: list[tuple[str, object, str]] = []
+        for template in list_templates():
+            out.append((f"Open template: {template.name}", partial(app.open_template, template.path),
+                        template.summary))
+        out.append(("Open config…", app.action_open_config, "open a saved run config"))
+        out.append(("Import sd-scripts config…", app.action_import_kohya, "args TOML or kohya_ss GUI JSON"))
+        out.append(("Start screen", partial(app.goto_step, 0), "back to the first screen"))
+        if app.has_draft:
+            for number, title in enumerate(STEP_TITLES, start=1):
+                out.append((f"Go to step {number}: {title}", partial(app.goto_step, number), ""))
+        return out
+
+    async def discover(self) -> Hits:
+        for name, callback, help_text in self._commands():
+            yield DiscoveryHit(name, callback, help=help_text)  # type: ignore[arg-type]
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, callback, help_text in self._commands():
+            score = matcher.match(name)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), callback, help=help_text)  # type: ignore[arg-type]
+
+
+class WizardApp(App):
+    TITLE = "sdxl-tui"
+    CSS_PATH = [p for p in (_HERE / "sdxl_tui.tcss", _HERE / "dashboard.tcss") if p.exists()]
+    COMMANDS = App.COMMANDS | {WizardCommands}
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    BINDINGS = [
+        Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
+        Binding("f1", "goto_step(1)", "Model", id="app.step1", show=False),
+        Binding("f2", "goto_step(2)", "Dataset", id="app.step2", show=False),
+        Binding("f3", "goto_step(3)", "Network", id="app.step3", show=False),
+        Binding("f4", "goto_step(4)", "Learning", id="app.step4", show=False),
+        Binding("f5", "goto_step(5)", "Memory", id="app.step5", show=False),
+        Binding("f6", "goto_step(6)", "Samples", id="app.step6", show=False),
+        Binding("f7", "goto_step(7)", "Review", id="app.step7", show=False),
+    ]
+
+    def __init__(self, config_path: Optional[Path] = None, *, cursor_blink: bool = True,
+                 save_dir: Optional[Path] = None, gpu=None) -> None:
+        super().__init__()
+        self.state = WizardState()
+        self.has_draft = False
+        self.cursor_blink = cursor_blink  # tests freeze it for stable snapshots
+        self.save_dir = save_dir or Path.cwd()  # where a new run's config is proposed
+        self._initial_config = config_path
+        self._installed_steps: set[int] = set()
+        self.gpu = gpu  # sdxl_tui.gpu_info.GpuInfo once detected (tests pin it)
+
+    def on_mount(self) -> None:
+        self.register_theme(THEME_256)
+        self.theme = "sdxl-256"
+        self.push_screen(StartScreen())
+        if self._initial_config is not None:
+            self.open_config(self._initial_config)
+
+    # -- beginning a draft -------------------------------------------------------------------
+    def begin(self, state: WizardState, step: int = 1) -> None:
+        self.state = state
+        self.has_draft = True
+        for number in list(self._installed_steps):
+            if not any(s is self._step_screen_if_installed(number) for s in self.screen_stack):
+                self.uninstall_screen(f"step-{number}")
+                self._installed_steps.discard(number)
+        self.goto_step(step)
+        if state.source_note:
+            self.notify(state.source_note, timeout=4)
+
+    def open_template(self, path: Path) -> None:
+        from sdxl_tui.wizard_state import template_state
+
+        self._begin_from(lambda: template_state(path))
+
+    def open_defaults(self) -> None:
+        self.begin(WizardState(source_note="new run from the built-in defaults"))
+
+    def open_config(self, path: Path, kohya: bool = False) -> None:
+        from sdxl_tui.wizard_state import import_kohya_state, load_state
+
+        self._begin_from(lambda: import_kohya_state(path) if kohya else load_state(path))
+
+    def open_recent(self, run) -> None:
+        from sdxl_tui.wizard_state import load_state
+
+        self._begin_from(lambda: load_state(run.config_path), step=len(STEP_TITLES))
+
+    def _begin_from(self, make_state, step: int = 1) -> None:
+        from engine.errors import SdxlTuiError
+
+        try:
+            state = make_state()
+        except (SdxlTuiError, OSError, ImportError) as exc:
+            self.notify(str(exc), title="Could not open", severity="error", timeout=8)
+            return
+        self.begin(state, step)
+
+    def action_open_config(self) -> None:
+        self.goto_step(0)
+        self.call_after_refresh(lambda: self.screen.action_open_config())  # type: ignore[attr-defined]
+
+    def action_import_kohya(self) -> None:
+        self.goto_step(0)
+        self.call_after_refresh(lambda: self.screen.action_import_kohya())  # type: ignore[attr-defined]
+
+    # -- moving between steps ----------------------------------------------------------------
+    def _step_screen_if_installed(self, number: int):
+        return self.get_screen(f"step-{number}") if number in self._installed_steps else None
+
+    def action_goto_step(self, step: int) -> None:
+        if self.has_draft:
+            self.goto_step(step)
+
+    def goto_step(self, step: int) -> None:
+        if step <= 0:
+            target = next((s for s in self.screen_stack if isinstance(s, StartScreen)), None)
+            if target is None:
+                self.switch_screen(StartScreen())
+            else:
+                while self.screen is not target:
+                    self.pop_screen()
+            return
+        step = min(step, len(STEP_TITLES))
+        name = f"step-{step}"
+        if step not in self._installed_steps:
+            self.install_screen(_step_module(step).SCREEN(), name)
+            self._installed_steps.add(step)
+        if isinstance(self.screen, StartScreen):
+            self.push_screen(name)
+        elif self.screen is not self.get_screen(name):
+            self.switch_screen(name)
+
+    # -- running -----------------------------------------------------------------------------
+    def start_training(self, config_path: Path) -> None:
+        """Open the live view of a run of the saved config (the dashboard once it exists)."""
+        from engine.config_io import load_config
+
+        from sdxl_tui.recent_runs import remember
+
+        from sdxl_tui.wizard_state import absolutize_paths
+
+        # Relative paths in a run config are relative to its folder, wherever the app was started.
+        cfg = absolutize_paths(load_config(config_path), config_path.parent)
+        out_dir = Path(cfg.saving.output_dir)
+        if not out_dir.is_absolute():
+            out_dir = (config_path.parent / out_dir).resolve()
+            cfg = cfg.with_values(output_dir=str(out_dir))
+        remember(out_dir)
+        try:
+            from sdxl_tui.screens.dashboard import DashboardScreen
+        except ImportError:
+            from sdxl_tui.screens.progress import ProgressScreen as DashboardScreen
+        self.push_screen(DashboardScreen(cfg, config_path))

@@ -1,0 +1,1 @@
+"""Wizard screens: the start screen, one module per step, and the run progress view."""

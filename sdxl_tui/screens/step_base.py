@@ -1,0 +1,154 @@
+"""What every wizard step shares: header with the step strip, fields, info panel, back/next.
+
+A step lists its fields in `compose_fields` and fills its info panel in `refresh_info`,
+which runs whenever the draft changes (an edit here, or on return from another step). The
+info panel also lists the rule issues (engine.rules) that involve this step's options.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import Button, Footer, Static
+
+from sdxl_tui.planning import PlanReady, make_draft_plan
+from sdxl_tui.widgets.fields import ConfigField
+
+STEP_TITLES = ("Model", "Dataset", "Network", "Learning", "Memory & speed", "Samples & saving", "Review")
+
+
+def step_strip(current: int) -> str:
+    parts = []
+    for number, title in enumerate(STEP_TITLES, start=1):
+        short = title.split(" ")[0]
+        parts.append(f"[reverse] {number} {short} [/]" if number == current else f" {number} {short} ")
+    return "".join(parts)
+
+
+class StepScreen(Screen):
+    """Base class: subclasses set STEP and implement compose_fields / refresh_info."""
+
+    STEP = 0
+    AUTO_FOCUS = "#step-fields .field-editor"  # the first field, not its scroll container
+    NEEDS_PLAN = False  # steps showing plan figures re-plan the draft as it changes
+    BINDINGS = [
+        Binding("ctrl+n", "next_step", "Next", id="wizard.next", priority=True),
+        Binding("escape", "previous_step", "Back", id="wizard.back"),
+        Binding("ctrl+r", "goto_review", "Review", id="wizard.review"),
+    ]
+
+    @property
+    def title_text(self) -> str:
+        return STEP_TITLES[self.STEP - 1]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="step-header"):
+            yield Static(f"[b]Step {self.STEP}/7 · {self.title_text}[/b]", id="step-title")
+            yield Static(step_strip(self.STEP), id="step-strip")
+        with Horizontal(id="step-body"):
+            with VerticalScroll(id="step-fields"):
+                yield from self.compose_fields()
+            with VerticalScroll(id="step-info"):
+                yield from self.compose_info()
+                yield Static("", id="step-issues")
+        with Horizontal(id="step-nav"):
+            yield Button("◀ Back", id="nav-back", compact=True)
+            yield Static("", id="nav-spacer")
+            yield Button("Next ▶", id="nav-next", compact=True, variant="primary")
+        yield Footer()
+
+    def compose_fields(self) -> Iterable[Widget]:
+        return ()
+
+    def compose_info(self) -> Iterable[Widget]:
+        return ()
+
+    # -- keys that this step's issues are filtered by ----------------------------------------
+    def field_keys(self) -> set[str]:
+        return {f.key for f in self.query(ConfigField)}
+
+    def on_screen_resume(self) -> None:
+        for field in self.query(ConfigField):
+            field.reload()
+        self.refresh_everything()
+
+    def on_mount(self) -> None:
+        self.refresh_everything()
+
+    def refresh_everything(self) -> None:
+        self.refresh_info()
+        self.refresh_issues()
+        if self.NEEDS_PLAN:
+            self.request_plan()
+
+    # -- planning in a worker ----------------------------------------------------------------
+    @property
+    def current_plan(self):
+        """The latest plan outcome if it was made for the draft as it is now, else None."""
+        state = self.app.state  # type: ignore[attr-defined]
+        outcome = state.plan
+        fresh = outcome is not None and outcome.cfg == state.cfg and outcome.dataset_toml == state.dataset_toml
+        return outcome if fresh else None
+
+    def request_plan(self) -> None:
+        state = self.app.state  # type: ignore[attr-defined]
+        if self.current_plan is None:
+            self._plan_worker(state.cfg, state.dataset_toml, state.base_dir)
+
+    @work(thread=True, exclusive=True, group="plan", exit_on_error=False)
+    def _plan_worker(self, cfg, dataset_toml, base_dir) -> None:
+        self.post_message(PlanReady(make_draft_plan(cfg, dataset_toml, base_dir)))
+
+    def on_plan_ready(self, message: PlanReady) -> None:
+        state = self.app.state  # type: ignore[attr-defined]
+        if message.outcome.cfg == state.cfg and message.outcome.dataset_toml == state.dataset_toml:
+            state.plan = message.outcome
+            self.refresh_info()
+
+    def refresh_info(self) -> None:
+        """Subclasses update their info panel from self.app.state."""
+
+    def refresh_issues(self) -> None:
+        keys = self.field_keys()
+        try:
+            issues = [i for i in self.app.state.issues() if keys & set(i.keys)]  # type: ignore[attr-defined]
+        except ImportError:
+            issues = []
+        lines = [("[red]✗[/] " if i.level == "error" else "[yellow]![/] ") + escape(i.message) for i in issues]
+        self.query_one("#step-issues", Static).update("\n".join(lines))
+
+    def on_config_field_edited(self, event: ConfigField.Edited) -> None:
+        for field in self.query(ConfigField):
+            if field is not event.field:
+                field.reload()
+        event.field.set_note("\n".join(f"→ {note}" for note in event.notes))
+        self.refresh_everything()
+
+    # -- navigation --------------------------------------------------------------------------
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "nav-next":
+            event.stop()
+            self.action_next_step()
+        elif event.button.id == "nav-back":
+            event.stop()
+            self.action_previous_step()
+
+    def action_next_step(self) -> None:
+        self.app.goto_step(self.STEP + 1)  # type: ignore[attr-defined]
+
+    def action_previous_step(self) -> None:
+        self.app.goto_step(self.STEP - 1)  # type: ignore[attr-defined]
+
+    def action_goto_review(self) -> None:
+        self.app.goto_step(len(STEP_TITLES))  # type: ignore[attr-defined]
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)

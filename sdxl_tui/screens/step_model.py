@@ -1,0 +1,88 @@
+"""Step 1 · Model: the base SDXL model (path or Hub id) and an optional separate VAE.
+
+On leaving the model field the source is detected (diffusers folder / single file / Hub id)
+with `engine.models`, which reads only file headers and configs: no torch here.
+"""
+from __future__ import annotations
+
+from textual import work
+from textual.message import Message
+from textual.widgets import Input, Static
+
+from sdxl_tui.screens.step_base import StepScreen, escape
+from sdxl_tui.widgets.fields import ConfigField
+
+
+def human_size(size: int | None) -> str:
+    if not size:
+        return "unknown size"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{size} B"
+        size /= 1000
+    return ""
+
+
+def describe_model(name: str) -> str:
+    """What the model field points at, in one or two lines (never raises)."""
+    if not name:
+        return "No model yet: type a folder, a .safetensors file or a Hub id (e.g. stabilityai/stable-diffusion-xl-base-1.0)."
+    try:
+        from engine.models import check_sdxl_shape, detect_model_source
+    except ImportError:
+        return "Model detection is not available in this build."
+    try:
+        source = detect_model_source(name)
+    except Exception as exc:  # a person's typo must not crash the wizard: show why
+        return f"[red]✗[/] {escape(str(exc))}"
+    lines = [f"[b]{escape(source.kind)}[/b] · {escape(source.description)} · {human_size(source.size_bytes)}"]
+    try:
+        shape = check_sdxl_shape(source)
+    except Exception as exc:
+        lines.append(f"[red]✗ not SDXL-shaped:[/] {escape(str(exc))}")
+    else:
+        if shape:
+            lines.append(f"[green]✓[/] {escape(str(shape))}")
+    return "\n".join(lines)
+
+
+class ModelDetected(Message):
+    def __init__(self, name: str, text: str) -> None:
+        super().__init__()
+        self.name = name
+        self.text = text
+
+
+class ModelStep(StepScreen):
+    STEP = 1
+
+    def compose_fields(self):
+        yield ConfigField("pretrained_model_name_or_path", label="Base model", path=True)
+        yield ConfigField("vae", label="Separate VAE", path=True)
+        yield ConfigField("tokenizer_cache_dir", label="Tokenizer folder", path=True)
+
+    def compose_info(self):
+        yield Static("[b]Model[/b]", classes="info-title")
+        yield Static("", id="model-detected")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.detect(self.app.state.cfg.model.pretrained_model_name_or_path)  # type: ignore[attr-defined]
+
+    def on_input_blurred(self, event: Input.Blurred) -> None:
+        if event.input.id == "in-pretrained_model_name_or_path":
+            self.detect(self.app.state.cfg.model.pretrained_model_name_or_path)  # type: ignore[attr-defined]
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "in-pretrained_model_name_or_path":
+            self.detect(self.app.state.cfg.model.pretrained_model_name_or_path)  # type: ignore[attr-defined]
+
+    @work(thread=True, exclusive=True, group="detect-model", exit_on_error=False)
+    def detect(self, name: str) -> None:
+        self.post_message(ModelDetected(name, describe_model(name)))
+
+    def on_model_detected(self, message: ModelDetected) -> None:
+        self.query_one("#model-detected", Static).update(message.text)
+
+
+SCREEN = ModelStep

@@ -1,0 +1,107 @@
+"""Step 3 · Network: rank, alpha (and the scale alpha / rank it gives), dropout, conv LoRA, unet-only.
+
+Conv LoRA (LoCon) is sd-scripts' `network_args = ["conv_dim=N", "conv_alpha=M"]`; the two
+inputs here edit those entries and keep any other network_args as they were.
+"""
+from __future__ import annotations
+
+from textual.widgets import Input, Static
+
+from sdxl_tui.screens.step_base import StepScreen
+from sdxl_tui.widgets.fields import ConfigField, LabelledRow, plain_input
+
+CONV_KEYS = ("conv_dim", "conv_alpha")
+
+
+def with_conv_args(args: list[str], conv_dim: str, conv_alpha: str) -> list[str]:
+    kept = [a for a in args if a.partition("=")[0].strip() not in CONV_KEYS]
+    if conv_dim:
+        kept.append(f"conv_dim={conv_dim}")
+        if conv_alpha:
+            kept.append(f"conv_alpha={conv_alpha}")
+    return kept
+
+
+def network_summary(cfg) -> str:
+    n = cfg.network
+    lines = [f"scale = alpha / rank = {n.network_alpha:g} / {n.network_dim} = [b]{n.network_alpha / n.network_dim:.3g}[/b]"]
+    if n.conv_dim:
+        lines.append(f"conv scale = {n.conv_alpha:g} / {n.conv_dim} = [b]{n.conv_alpha / n.conv_dim:.3g}[/b]")
+    try:
+        from engine.vram import text_encoder_lora_params, unet_lora_params
+
+        params = unet_lora_params(n.network_dim, n.conv_dim)
+        if not n.network_train_unet_only:
+            params += text_encoder_lora_params(n.network_dim)
+        lines.append(f"trainable LoRA parameters on SDXL: {params / 1e6:.1f} M "
+                     f"(≈ {params * 2 / 1e6:.0f} MB saved in fp16)")
+    except ImportError:
+        pass
+    lines.append("trains: UNet only" if n.network_train_unet_only else "trains: UNet + both text encoders")
+    return "\n".join(lines)
+
+
+class NetworkStep(StepScreen):
+    STEP = 3
+
+    def compose_fields(self):
+        blink = getattr(self.app, "cursor_blink", True)
+        n = self.app.state.cfg.network  # type: ignore[attr-defined]
+        yield ConfigField("network_dim", label="Rank (network_dim)")
+        yield ConfigField("network_alpha", label="Alpha")
+        yield ConfigField("network_dropout", label="Dropout")
+        yield LabelledRow("Conv rank (conv_dim)", plain_input(str(n.conv_dim or ""), id="net-conv-dim", blink=blink,
+                                                              placeholder="off"),
+                          "LoCon: also train the ResNet 3×3 convs with this rank (network_args conv_dim); empty is off.",
+                          id="row-conv-dim")
+        yield LabelledRow("Conv alpha", plain_input(n.parsed_args.get("conv_alpha", ""), id="net-conv-alpha",
+                                                    blink=blink, placeholder="= conv rank"),
+                          "network_args conv_alpha: conv scale is conv_alpha / conv_dim.", id="row-conv-alpha")
+        yield ConfigField("network_train_unet_only", label="UNet only")
+        yield ConfigField("network_weights", label="Continue from LoRA", path=True)
+
+    def compose_info(self):
+        yield Static("[b]Network[/b]", classes="info-title")
+        yield Static("", id="network-summary")
+
+    def field_keys(self) -> set[str]:
+        return super().field_keys() | {"network_args"}
+
+    def refresh_info(self) -> None:
+        self.query_one("#network-summary", Static).update(network_summary(self.app.state.cfg))  # type: ignore[attr-defined]
+
+    def on_screen_resume(self) -> None:
+        n = self.app.state.cfg.network  # type: ignore[attr-defined]
+        self.query_one("#net-conv-dim", Input).value = str(n.conv_dim or "")
+        self.query_one("#net-conv-alpha", Input).value = n.parsed_args.get("conv_alpha", "")
+        super().on_screen_resume()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id not in ("net-conv-dim", "net-conv-alpha"):
+            return
+        dim = self.query_one("#net-conv-dim", Input).value.strip()
+        alpha = self.query_one("#net-conv-alpha", Input).value.strip()
+        row_dim = self.query_one("#row-conv-dim", LabelledRow)
+        row_alpha = self.query_one("#row-conv-alpha", LabelledRow)
+        ok = True
+        if dim and not (dim.isdigit() and int(dim) > 0):
+            row_dim.set_error("enter a whole number above 0, or leave empty for off")
+            ok = False
+        else:
+            row_dim.set_error("")
+        try:
+            if alpha:
+                float(alpha)
+            row_alpha.set_error("" if not alpha or dim else "conv alpha needs a conv rank")
+        except ValueError:
+            row_alpha.set_error("enter a number")
+            ok = False
+        if ok:
+            state = self.app.state  # type: ignore[attr-defined]
+            new_args = with_conv_args(list(state.cfg.network.network_args), dim, alpha)
+            if new_args != list(state.cfg.network.network_args):
+                state.set("network_args", new_args)
+                self.refresh_everything()
+
+
+SCREEN = NetworkStep

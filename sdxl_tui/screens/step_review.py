@@ -1,0 +1,140 @@
+"""Step 7 · Review: the config as it will be saved, its warnings, the sd-scripts command; save or train.
+
+What is shown is exactly what is written (`WizardState.toml_text`), and the saved file is
+the one `sdxl-tui train` replays.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.binding import Binding
+from textual.widgets import Button, Input, Static
+
+from sdxl_tui.screens.step_base import StepScreen, escape
+from sdxl_tui.widgets.fields import LabelledRow, plain_input
+
+
+def default_config_path(app) -> Path:
+    state = app.state
+    if state.config_path is not None:
+        return state.config_path
+    return Path(app.save_dir) / f"{state.cfg.saving.output_name or 'run'}.toml"
+
+
+def kohya_command(cfg, config_path: Path) -> str:
+    """The equivalent sd-scripts command line, when the exporter is in this build."""
+    try:
+        from engine import kohya_args
+    except ImportError:
+        return "(sd-scripts export is not available in this build)"
+    builder = getattr(kohya_args, "kohya_command_line", None) or getattr(kohya_args, "command_line", None)
+    if builder is None:
+        return "sdxl-tui export-kohya " + str(config_path)
+    try:
+        return str(builder(cfg))
+    except Exception as exc:  # the export is informative only; saving must still work
+        return f"(could not build the sd-scripts command: {exc})"
+
+
+class ReviewStep(StepScreen):
+    STEP = 7
+    BINDINGS = [
+        Binding("ctrl+s", "save", "Save", id="review.save", priority=True),
+        Binding("ctrl+t", "save_and_train", "Save & Train", id="review.train", priority=True),
+    ]
+
+    def compose_fields(self):
+        blink = getattr(self.app, "cursor_blink", True)
+        yield LabelledRow("Save as", plain_input(str(default_config_path(self.app)), id="review-path", path=True,
+                                                 blink=blink),
+                          "The run config; dataset TOML and prompts (if built here) go next to it.",
+                          id="row-review-path")
+        yield Static("", id="review-saved")
+        yield Static("", id="review-warnings")
+        yield Static("[b]Config[/b]", classes="subheading")
+        yield Static("", id="review-toml", markup=False)
+        yield Static("[b]Equivalent sd-scripts command[/b]", classes="subheading")
+        yield Static("", id="review-kohya", markup=False)
+
+    def compose_info(self):
+        yield Static("[b]Ready?[/b]", classes="info-title")
+        yield Static("Ctrl+S saves the config.\nCtrl+T saves it and starts training with the live dashboard.\n"
+                     "The same file replays headless:\n  sdxl-tui train FILE", id="review-help")
+        yield Button("Save", id="review-save-btn", compact=True)
+        yield Button("Save & Train", id="review-train-btn", compact=True, variant="success")
+
+    @property
+    def config_path(self) -> Path:
+        text = self.query_one("#review-path", Input).value.strip()
+        path = Path(text or "run.toml").expanduser()
+        return path if path.is_absolute() else Path(self.app.save_dir) / path  # type: ignore[attr-defined]
+
+    def field_keys(self) -> set[str]:
+        from engine.config import option_index
+
+        return set(option_index())
+
+    def refresh_issues(self) -> None:
+        try:
+            issues = self.app.state.issues()  # type: ignore[attr-defined]
+        except ImportError:
+            issues = []
+        errors = [i for i in issues if i.level == "error"]
+        lines = [("[red]✗[/] " if i.level == "error" else "[yellow]![/] ") + escape(i.message) for i in issues]
+        header = ("[red]Fix these before training:[/]" if errors else
+                  "[green]✓ no conflicts[/]" if not issues else "[yellow]Warnings:[/]")
+        self.query_one("#review-warnings", Static).update("\n".join([header, *lines]))
+        self.query_one("#step-issues", Static).update("")
+
+    def refresh_info(self) -> None:
+        state = self.app.state  # type: ignore[attr-defined]
+        path = self.config_path
+        try:
+            text = state.toml_text(path)
+        except Exception as exc:
+            text = f"(cannot render the config: {exc})"
+        self.query_one("#review-toml", Static).update(text)
+        self.query_one("#review-kohya", Static).update(kohya_command(state.final_config(path), path))
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "review-path":
+            self.refresh_info()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "review-save-btn":
+            event.stop()
+            self.action_save()
+        elif event.button.id == "review-train-btn":
+            event.stop()
+            self.action_save_and_train()
+        else:
+            super().on_button_pressed(event)
+
+    def action_save(self) -> Path | None:
+        from engine.errors import SdxlTuiError
+
+        path = self.config_path
+        try:
+            self.app.state.save(path)  # type: ignore[attr-defined]
+        except (SdxlTuiError, OSError) as exc:
+            self.query_one("#row-review-path", LabelledRow).set_error(str(exc))
+            return None
+        self.query_one("#row-review-path", LabelledRow).set_error("")
+        self.query_one("#review-saved", Static).update(f"[green]✓ saved[/] {escape(str(path))}")
+        self.notify(f"saved {path}", timeout=3)
+        return path
+
+    def action_save_and_train(self) -> None:
+        issues = self.app.state.issues()  # type: ignore[attr-defined]
+        if any(i.level == "error" for i in issues):
+            self.notify("fix the errors listed under Save as first", severity="error", timeout=5)
+            return
+        path = self.action_save()
+        if path is not None:
+            self.app.start_training(path)  # type: ignore[attr-defined]
+
+    def action_next_step(self) -> None:
+        self.action_save_and_train()
+
+
+SCREEN = ReviewStep

@@ -1,0 +1,267 @@
+"""A labelled form field bound to one config option.
+
+The label is the sd-scripts option name (what users search for), the help line is the
+option's description from `engine.config` (the same text `sdxl-tui options` prints and the
+saved TOML carries as a comment), and every edit is validated by `RunConfig.with_values`
+on the spot: a refused value shows the pydantic message under the field and leaves the
+draft unchanged. Rule fixes the edit triggered (engine.rules) are shown the same way.
+"""
+from __future__ import annotations
+
+import os
+import typing
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.suggester import Suggester
+from textual.widget import Widget
+from textual.widgets import Checkbox, Input, Label, Select, Static
+
+from engine.config import SECTIONS, help_for, locate
+
+
+class PathSuggester(Suggester):
+    """Completes the last path component from the filesystem (accept with → or End)."""
+
+    def __init__(self) -> None:
+        super().__init__(use_cache=False, case_sensitive=True)
+
+    async def get_suggestion(self, value: str) -> Optional[str]:
+        return complete_path(value)
+
+
+def complete_path(value: str) -> Optional[str]:
+    if not value:
+        return None
+    expanded = os.path.expanduser(value)
+    folder, _, prefix = expanded.rpartition(os.sep)
+    folder_path = Path(folder or ("/" if expanded.startswith(os.sep) else "."))
+    try:
+        names = sorted(entry.name for entry in os.scandir(folder_path)
+                       if entry.name.startswith(prefix) and not entry.name.startswith("."))
+    except OSError:
+        return None
+    if not names or (names == [prefix] and not (folder_path / prefix).is_dir()):
+        return None
+    name = names[0]
+    tail = name[len(prefix):] + (os.sep if (folder_path / name).is_dir() else "")
+    return value + tail if tail else None
+
+
+def field_kind(section: str, key: str) -> tuple[str, tuple[Any, ...]]:
+    """("bool" | "choice" | "list" | "int" | "float" | "str", choices) for an option."""
+    annotation = SECTIONS[section].model_fields[key].annotation
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Union:  # Optional[X]
+        annotation = next(a for a in args if a is not type(None))
+        args = typing.get_args(annotation)
+    if annotation is bool:
+        return "bool", ()
+    if typing.get_origin(annotation) is Literal:
+        return "choice", args
+    if typing.get_origin(annotation) is list:
+        return "list", ()
+    if annotation is int:
+        return "int", ()
+    if annotation is float:
+        return "float", ()
+    return "str", ()
+
+
+def is_optional(section: str, key: str) -> bool:
+    annotation = SECTIONS[section].model_fields[key].annotation
+    return type(None) in typing.get_args(annotation)
+
+
+def format_value(kind: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if kind == "list":
+        return ", ".join(value)
+    if kind == "float":
+        return f"{value:g}"
+    return str(value)
+
+
+def parse_text(kind: str, text: str, optional: bool) -> Any:
+    """Input text -> option value; ValueError with a message a person understands."""
+    text = text.strip()
+    if kind == "list":
+        return [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+    if text == "" and optional:
+        return None
+    if kind == "int":
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError("enter a whole number" + (" (or leave empty for unset)" if optional else "")) from None
+    if kind == "float":
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError("enter a number such as 1e-4" + (" (or leave empty for unset)" if optional else "")) from None
+    return text
+
+
+def switch_label(on: bool) -> str:
+    # Said in words: the box's colour alone does not survive every terminal palette.
+    return "on" if on else "off"
+
+
+class ConfigField(Widget):
+    """One option: label, editor, help line, and a line for errors or applied rule fixes."""
+
+    DEFAULT_CSS = """
+    ConfigField { height: auto; margin: 0 0 1 0; }
+    ConfigField > Horizontal { height: auto; }
+    ConfigField .field-label { width: 26; padding: 0 1 0 0; }
+    ConfigField .field-editor { width: 1fr; }
+    ConfigField .field-help { color: $text-muted; padding: 0 0 0 2; }
+    ConfigField .field-error { color: $error; padding: 0 0 0 2; display: none; }
+    ConfigField .field-note { color: $warning; padding: 0 0 0 2; display: none; }
+    ConfigField.-invalid .field-error { display: block; }
+    ConfigField.-noted .field-note { display: block; }
+    """
+
+    class Edited(Message):
+        """An option changed in the draft (posted after the draft accepted it)."""
+
+        def __init__(self, field: "ConfigField", key: str, notes: tuple[str, ...]) -> None:
+            super().__init__()
+            self.field = field
+            self.key = key
+            self.notes = notes
+
+    def __init__(self, key: str, *, label: str = "", path: bool = False, help_text: str = "",
+                 id: Optional[str] = None) -> None:
+        super().__init__(id=id or f"field-{key}")
+        self.section, self.key = locate(key)
+        self.kind, self.choices = field_kind(self.section, self.key)
+        self.optional = is_optional(self.section, self.key)
+        self.label_text = label or self.key
+        self.help_text = help_text or help_for(self.section, self.key)
+        self.path = path
+
+    # -- building ----------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            yield Label(self.label_text, classes="field-label")
+            yield self._make_editor()
+        yield Static(self.help_text, classes="field-help", markup=False)
+        yield Static("", classes="field-error", markup=False)
+        yield Static("", classes="field-note", markup=False)
+
+    def _make_editor(self) -> Widget:
+        value = self.app.state.value(self.key)  # type: ignore[attr-defined]
+        editor_id = f"in-{self.key}"
+        if self.kind == "bool":
+            return Checkbox(switch_label(bool(value)), value=bool(value), compact=True, id=editor_id,
+                            classes="field-editor")
+        if self.kind == "choice":
+            options = [(str(c) if c != "" else "(none)", c) for c in self.choices]
+            return Select(options, value=value, allow_blank=False, compact=True, id=editor_id,
+                          classes="field-editor")
+        placeholder = "unset" if self.optional else ""
+        if self.kind == "list":
+            placeholder = "key=value, key=value"
+        editor = Input(format_value(self.kind, value), placeholder=placeholder, compact=True, id=editor_id,
+                       classes="field-editor", suggester=PathSuggester() if self.path else None,
+                       select_on_focus=False)
+        editor.cursor_blink = getattr(self.app, "cursor_blink", True)
+        return editor
+
+    @property
+    def editor(self) -> Widget:
+        return self.query_one(".field-editor")
+
+    # -- syncing with the draft --------------------------------------------------------------
+    def reload(self) -> None:
+        """Show the draft's current value (after another step or a rule fix changed it)."""
+        value = self.app.state.value(self.key)  # type: ignore[attr-defined]
+        editor = self.editor
+        if isinstance(editor, Checkbox):
+            editor.value = bool(value)
+            editor.label = switch_label(bool(value))
+        elif isinstance(editor, Select):
+            editor.value = value
+        elif isinstance(editor, Input) and not self._parses_to(editor.value, value):
+            editor.value = format_value(self.kind, value)
+            self.set_error("")
+
+    def _parses_to(self, text: str, value: Any) -> bool:
+        try:
+            return parse_text(self.kind, text, self.optional) == value
+        except ValueError:
+            return False
+
+    def set_error(self, message: str) -> None:
+        self.query_one(".field-error", Static).update(f"✗ {message}" if message else "")
+        self.set_class(bool(message), "-invalid")
+
+    def set_note(self, message: str) -> None:
+        self.query_one(".field-note", Static).update(message)
+        self.set_class(bool(message), "-noted")
+
+    def _apply(self, value: Any) -> None:
+        # Programmatic reloads echo back as Changed events: nothing to do when already equal.
+        if value == self.app.state.value(self.key):  # type: ignore[attr-defined]
+            self.set_error("")
+            return
+        edit = self.app.state.set(self.key, value)  # type: ignore[attr-defined]
+        self.set_error(edit.error)
+        if not edit.error:
+            self.post_message(self.Edited(self, self.key, edit.notes))
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        try:
+            value = parse_text(self.kind, event.value, self.optional)
+        except ValueError as exc:
+            self.set_error(str(exc))
+            return
+        self._apply(value)
+
+    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        event.stop()
+        event.checkbox.label = switch_label(event.value)
+        self._apply(event.value)
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        if event.value is not Select.BLANK:
+            self._apply(event.value)
+
+
+class LabelledRow(Widget):
+    """A label, any editor and a help line: for wizard inputs that are not config options
+    (the dataset builder's folder, repeats...). Errors are set by the owning screen."""
+
+    DEFAULT_CSS = ConfigField.DEFAULT_CSS.replace("ConfigField", "LabelledRow")
+
+    def __init__(self, label: str, editor: Widget, help_text: str, *, id: Optional[str] = None) -> None:
+        super().__init__(id=id)
+        self.label_text = label
+        self.editor_widget = editor
+        self.help_text = help_text
+
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            yield Label(self.label_text, classes="field-label")
+            self.editor_widget.add_class("field-editor")
+            yield self.editor_widget
+        yield Static(self.help_text, classes="field-help", markup=False)
+        yield Static("", classes="field-error", markup=False)
+
+    def set_error(self, message: str) -> None:
+        self.query_one(".field-error", Static).update(f"✗ {message}" if message else "")
+        self.set_class(bool(message), "-invalid")
+
+
+def plain_input(value: str = "", *, id: str, placeholder: str = "", path: bool = False, blink: bool = True) -> Input:
+    editor = Input(value, placeholder=placeholder, compact=True, id=id, select_on_focus=False,
+                   suggester=PathSuggester() if path else None)
+    editor.cursor_blink = blink
+    return editor
