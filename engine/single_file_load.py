@@ -1,0 +1,221 @@
+"""Load SDXL from one original-layout `.safetensors` file (used by engine.models).
+
+A single file holds weights only, so configs and tokenizers come from elsewhere:
+1. `tokenizer_cache_dir`: tokenizers in `tokenizer/` + `tokenizer_2/`, and, when present,
+   the diffusers configs (`unet/config.json`, `vae/config.json`, `text_encoder*/config.json`,
+   `scheduler/scheduler_config.json`), as in any diffusers SDXL folder;
+2. for a file with SDXL base's dimensions, SDXL base's own configs (below; written to a
+   temporary folder because diffusers' loader takes a folder);
+3. tokenizers not found locally are looked up in the Hugging Face cache (and downloaded
+   when online) from stabilityai/stable-diffusion-xl-base-1.0.
+UNet and VAE go through diffusers' `from_single_file`; the text encoders through our own
+key conversion (engine.single_file), loaded strictly so a missing tensor is an error.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+from pathlib import Path
+from typing import Iterator, Optional
+
+from engine.errors import ModelError
+from engine.models import (SDXL_BASE_REPO, ModelShape, ModelSource, checked_tokenizer, describe_single_file,
+                           hub_error, read_header_shapes)
+from engine.single_file import TE1_PREFIX, TE2_PREFIX, clip_g_from_openclip, clip_l_from_original
+from engine.tiny_model import SCHEDULER_CONFIG
+
+# stabilityai/stable-diffusion-xl-base-1.0's configs (facts from its repository).
+SDXL_BASE_UNET = {
+    "_class_name": "UNet2DConditionModel", "act_fn": "silu", "addition_embed_type": "text_time",
+    "addition_embed_type_num_heads": 64, "addition_time_embed_dim": 256, "attention_head_dim": [5, 10, 20],
+    "block_out_channels": [320, 640, 1280], "center_input_sample": False, "class_embed_type": None,
+    "class_embeddings_concat": False, "conv_in_kernel": 3, "conv_out_kernel": 3, "cross_attention_dim": 2048,
+    "cross_attention_norm": None, "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    "downsample_padding": 1, "dual_cross_attention": False, "encoder_hid_dim": None, "encoder_hid_dim_type": None,
+    "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4, "layers_per_block": 2,
+    "mid_block_only_cross_attention": None, "mid_block_scale_factor": 1, "mid_block_type": "UNetMidBlock2DCrossAttn",
+    "norm_eps": 1e-05, "norm_num_groups": 32, "num_attention_heads": None, "num_class_embeds": None,
+    "only_cross_attention": False, "out_channels": 4, "projection_class_embeddings_input_dim": 2816,
+    "resnet_out_scale_factor": 1.0, "resnet_skip_time_act": False, "resnet_time_scale_shift": "default",
+    "sample_size": 128, "time_cond_proj_dim": None, "time_embedding_act_fn": None, "time_embedding_dim": None,
+    "time_embedding_type": "positional", "timestep_post_act": None, "transformer_layers_per_block": [1, 2, 10],
+    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"], "upcast_attention": False,
+    "use_linear_projection": True,
+}
+SDXL_BASE_VAE = {
+    "_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": [128, 256, 512, 512],
+    "down_block_types": ["DownEncoderBlock2D"] * 4, "force_upcast": True, "in_channels": 3, "latent_channels": 4,
+    "layers_per_block": 2, "norm_num_groups": 32, "out_channels": 3, "sample_size": 1024,
+    "scaling_factor": 0.13025, "up_block_types": ["UpDecoderBlock2D"] * 4,
+}
+_CLIP_COMMON = {"model_type": "clip_text_model", "vocab_size": 49408, "max_position_embeddings": 77,
+                "layer_norm_eps": 1e-05, "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1,
+                "attention_dropout": 0.0, "initializer_range": 0.02, "initializer_factor": 1.0}
+SDXL_BASE_TEXT_ENCODER = {**_CLIP_COMMON, "architectures": ["CLIPTextModel"], "hidden_act": "quick_gelu",
+                          "hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12,
+                          "num_hidden_layers": 12, "projection_dim": 768}
+SDXL_BASE_TEXT_ENCODER_2 = {**_CLIP_COMMON, "architectures": ["CLIPTextModelWithProjection"], "hidden_act": "gelu",
+                            "hidden_size": 1280, "intermediate_size": 5120, "num_attention_heads": 20,
+                            "num_hidden_layers": 32, "projection_dim": 1280}
+SDXL_BASE_CONFIGS = {
+    "unet/config.json": SDXL_BASE_UNET,
+    "vae/config.json": SDXL_BASE_VAE,
+    "text_encoder/config.json": SDXL_BASE_TEXT_ENCODER,
+    "text_encoder_2/config.json": SDXL_BASE_TEXT_ENCODER_2,
+    "scheduler/scheduler_config.json": SCHEDULER_CONFIG,
+}
+
+
+def write_sdxl_base_configs(folder: Path) -> Path:
+    for relative, config in SDXL_BASE_CONFIGS.items():
+        target = folder / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(config, indent=2))
+    return folder
+
+
+def _has_configs(folder: Optional[Path]) -> bool:
+    return bool(folder) and all((folder / name).is_file() for name in
+                                ("unet/config.json", "text_encoder/config.json", "text_encoder_2/config.json"))
+
+
+@contextlib.contextmanager
+def config_folder(shape: ModelShape, tokenizer_cache_dir: str, path: Path) -> Iterator[Path]:
+    """The folder whose configs describe this file's models."""
+    local = Path(tokenizer_cache_dir).expanduser() if tokenizer_cache_dir else None
+    if local and _has_configs(local):
+        yield local
+    elif shape.is_sdxl_base_size:
+        with tempfile.TemporaryDirectory(prefix="sdxl-tui-config-") as tmp:
+            yield write_sdxl_base_configs(Path(tmp))
+    else:
+        raise ModelError(
+            f"{path.name} is {shape.description}, not SDXL base's size, so its configs cannot be assumed",
+            hint="set tokenizer_cache_dir to a diffusers folder of this model (unet/, vae/, text_encoder/, "
+                 "text_encoder_2/ configs and tokenizer/, tokenizer_2/)")
+
+
+def _from_single_file(cls, path: Path, config: Path, subfolder: str):
+    import torch
+
+    try:
+        return cls.from_single_file(str(path), config=str(config), subfolder=subfolder,
+                                    local_files_only=True, torch_dtype=torch.float32)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelError(f"could not load the {subfolder} from {path}: {exc}",
+                         hint="the file may be damaged or not an SDXL checkpoint") from exc
+
+
+def _read_prefixed(path: Path, prefix: str) -> dict:
+    import torch
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        out = {}
+        for key in handle.keys():
+            if key.startswith(prefix):
+                tensor = handle.get_tensor(key)
+                out[key[len(prefix):]] = tensor.float() if tensor.is_floating_point() else tensor
+        return out
+
+
+def _text_encoder(cls, config_dir: Path, subfolder: str, state_dict: dict, path: Path):
+    from accelerate import init_empty_weights
+    from transformers import CLIPTextConfig
+
+    config = CLIPTextConfig.from_pretrained(str(config_dir), subfolder=subfolder, local_files_only=True)
+    with init_empty_weights():  # parameters on meta, buffers real; load_state_dict assigns them
+        model = cls(config)
+    if not hasattr(model, "text_model"):  # transformers >= 5.6 flattened CLIPTextModel
+        state_dict = {k.removeprefix("text_model."): v for k, v in state_dict.items()}
+    try:
+        model.load_state_dict(state_dict, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise ModelError(f"{path.name}: {subfolder} weights do not match its config ({str(exc)[:300]})",
+                         hint="use the configs of this model (tokenizer_cache_dir)") from exc
+    return model.eval()
+
+
+def _tokenizers(tokenizer_cache_dir: str) -> tuple:
+    from transformers import CLIPTokenizer
+
+    local = Path(tokenizer_cache_dir).expanduser() if tokenizer_cache_dir else None
+    if local and (local / "tokenizer").is_dir() and (local / "tokenizer_2").is_dir():
+        return tuple(checked_tokenizer(CLIPTokenizer.from_pretrained(str(local), subfolder=sub), f"{local / sub}")
+                     for sub in ("tokenizer", "tokenizer_2"))
+    if local:
+        raise ModelError(f"tokenizer_cache_dir {local} has no tokenizer/ and tokenizer_2/ folders",
+                         hint="point it at a diffusers SDXL folder (or a copy of its two tokenizer folders)")
+    try:
+        return tuple(checked_tokenizer(CLIPTokenizer.from_pretrained(SDXL_BASE_REPO, subfolder=sub),
+                                       f"{SDXL_BASE_REPO} {sub}/") for sub in ("tokenizer", "tokenizer_2"))
+    except (OSError, ValueError, ModelError) as exc:
+        raise ModelError(
+            f"SDXL's tokenizers ({SDXL_BASE_REPO}) are not available: {hub_error(SDXL_BASE_REPO, exc).message}",
+            hint="single-file models need SDXL's two tokenizers: set tokenizer_cache_dir to a folder with "
+                 "tokenizer/ and tokenizer_2/, or go online once so they are cached") from exc
+
+
+def _scheduler_config(config_dir: Path) -> dict:
+    path = config_dir / "scheduler" / "scheduler_config.json"
+    return json.loads(path.read_text()) if path.is_file() else dict(SCHEDULER_CONFIG)
+
+
+def load_single_file_parts(path: Path, tokenizer_cache_dir: str = "", with_vae: bool = True) -> dict:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    shape = describe_single_file(read_header_shapes(path))
+    if with_vae and not shape.has_vae:
+        raise ModelError(f"{path.name} has no VAE inside (no first_stage_model.* tensors)",
+                         hint="set the vae option to an SDXL VAE (folder, Hub id or .safetensors)")
+    tokenizer1, tokenizer2 = _tokenizers(tokenizer_cache_dir)
+    with config_folder(shape, tokenizer_cache_dir, path) as config_dir:
+        return {
+            "unet": _from_single_file(UNet2DConditionModel, path, config_dir, "unet"),
+            "vae": _from_single_file(AutoencoderKL, path, config_dir, "vae") if with_vae else None,
+            "text_encoder1": _text_encoder(CLIPTextModel, config_dir, "text_encoder",
+                                           clip_l_from_original(_read_prefixed(path, TE1_PREFIX)), path),
+            "text_encoder2": _text_encoder(CLIPTextModelWithProjection, config_dir, "text_encoder_2",
+                                           clip_g_from_openclip(_read_prefixed(path, TE2_PREFIX)), path),
+            "tokenizer1": tokenizer1,
+            "tokenizer2": tokenizer2,
+            "scheduler_config": _scheduler_config(config_dir),
+        }
+
+
+def _vae_config_dir(base: Optional[ModelSource], tokenizer_cache_dir: str) -> Optional[Path]:
+    for candidate in (Path(base.path) if base and base.kind == "diffusers" else None,
+                      Path(tokenizer_cache_dir).expanduser() if tokenizer_cache_dir else None):
+        if candidate and (candidate / "vae" / "config.json").is_file():
+            return candidate
+    return None
+
+
+def load_single_file_vae(path: Path, base: Optional[ModelSource], tokenizer_cache_dir: str = ""):
+    """A VAE saved alone: original names (with or without `first_stage_model.`) or diffusers names."""
+    from diffusers import AutoencoderKL
+
+    keys = read_header_shapes(path)
+    if not any(k.startswith(("encoder.", "decoder.", "first_stage_model.", "vae.")) for k in keys):
+        raise ModelError(f"{path.name} does not look like a VAE (no encoder./decoder. tensors)",
+                         hint="choose an SDXL VAE .safetensors, or leave vae empty to keep the model's own")
+    with contextlib.ExitStack() as stack:
+        config_dir = _vae_config_dir(base, tokenizer_cache_dir)
+        if config_dir is None:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="sdxl-tui-config-"))
+            config_dir = write_sdxl_base_configs(Path(tmp))
+        if any(k.startswith("encoder.down_blocks.") for k in keys):  # diffusers names: load directly
+            import torch
+            from safetensors.torch import load_file
+
+            config = AutoencoderKL.load_config(str(config_dir), subfolder="vae")
+            vae = AutoencoderKL.from_config(config)
+            state = {k: v.float() for k, v in load_file(str(path)).items()}
+            try:
+                vae.load_state_dict(state, strict=True)
+            except RuntimeError as exc:
+                raise ModelError(f"{path.name} does not fit an SDXL VAE: {str(exc)[:300]}") from exc
+            return vae.to(torch.float32).eval()
+        return _from_single_file(AutoencoderKL, path, config_dir, "vae")
