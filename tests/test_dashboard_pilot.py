@@ -1,0 +1,152 @@
+"""The dashboard's behaviour: keys, commands, coalescing, and a real training run.
+
+Scripted tests feed events through the same watching path `sdxl-tui watch` uses (an
+events.jsonl written here, the control file read back); the slow test trains the tiny model
+from the dashboard itself, saves on request and stops.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+import dashboard_script as script
+from engine import events as ev
+from engine.control_file import control_path
+from sdxl_tui.dashboard_app import DashboardApp
+from sdxl_tui.messages import EngineEvent
+from sdxl_tui.run_model import final_lines
+from sdxl_tui.screens.dashboard import DashboardScreen
+from sdxl_tui.screens.dashboard_modals import ConfigScreen, ConfirmScreen
+from sdxl_tui.widgets.log_pane import LogPane
+
+SIZE = (120, 40)
+
+
+async def wait_until(pilot, predicate, timeout: float = 10.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or predicate}")
+        await pilot.pause(0.05)
+
+
+def write_events(output_dir: Path, events) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open(output_dir / "events.jsonl", "a", encoding="utf-8") as handle:
+        for event in events:
+            handle.write(event.to_json() + "\n")
+
+
+def sent_commands(output_dir: Path) -> list[str]:
+    path = control_path(output_dir)
+    if not path.exists():
+        return []
+    return [json.loads(line)["command"] for line in path.read_text().splitlines()]
+
+
+def test_metric_messages_coalesce_without_losing_steps():
+    first, second, third = (EngineEvent(script.step_event(i)) for i in (1, 2, 3))
+    assert first.can_replace(second) and second.can_replace(third)
+    assert [e.step for e in third.events] == [1, 2, 3]
+    saved = EngineEvent(ev.Saved(path="x", step=3))
+    assert not third.can_replace(saved) and not saved.can_replace(EngineEvent(script.step_event(4)))
+    progress = EngineEvent(ev.PhaseProgress(name=ev.CACHING_LATENTS, done=1, total=9))
+    assert not progress.can_replace(EngineEvent(script.step_event(5)))  # kinds never mix
+
+
+def test_watching_keys_send_commands_through_the_control_file(tmp_path):
+    run_dir = tmp_path / "run"
+    write_events(run_dir, script.early())
+    (run_dir / "config.toml").write_text("# the run's config\n[training]\nmax_train_steps = 400\n")
+
+    async def scenario():
+        screen = DashboardScreen.watching(run_dir, bell=False, nvml=False)
+        app = DashboardApp(screen)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: screen.view.step == 12, what="step 12 from events.jsonl")
+            await pilot.press("s")
+            await pilot.press("p")
+            await pilot.press("x")
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("n")  # cancel: nothing sent
+            assert sent_commands(run_dir) == ["save_now", "sample_now"]
+            await pilot.press("x", "y")
+            assert sent_commands(run_dir) == ["save_now", "sample_now", "stop"]
+            assert screen.stopping
+            await pilot.press("l")
+            assert not screen.query_one(LogPane).display
+            await pilot.press("l")
+            assert screen.query_one(LogPane).display
+            await pilot.press("c")
+            assert isinstance(app.screen, ConfigScreen)
+            assert "max_train_steps = 400" in app.screen.query_one("#config-text").text
+            assert "read-only while running" in app.screen.query_one("Vertical").border_title
+            await pilot.press("escape")
+            # the run writes more: the follower picks it up live
+            write_events(run_dir, [script.step_event(s) for s in range(13, 31)])
+            await wait_until(pilot, lambda: screen.view.step == 30, what="step 30 appended later")
+            await pilot.press("q")  # watching: leaving does not stop the run
+        return app.return_value
+
+    assert asyncio.run(scenario()) is None
+    assert sent_commands(tmp_path / "run")[-1] == "stop"
+
+
+def test_finished_run_opens_as_a_report_with_commands_disabled(tmp_path, monkeypatch):
+    run_dir = tmp_path / "done"
+    write_events(run_dir, script.finished())
+    bells = []
+
+    async def scenario():
+        screen = DashboardScreen.watching(run_dir, bell=True, nvml=False)
+        app = DashboardApp(screen)
+        monkeypatch.setattr(app, "bell", lambda: bells.append(1))
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: screen.source_ended, what="the replay to end")
+            assert screen.view.final.status == "finished"
+            assert screen.mode_label.strip() == "report"
+            assert screen.check_action("stop", ()) is None  # shown disabled
+            await pilot.press("x", "s", "p")
+            assert not isinstance(app.screen, ConfirmScreen)
+            assert sent_commands(run_dir) == []
+            assert screen.query_one("#final-banner").display
+            banner = " ".join(text for text, _ in final_lines(screen.view))
+            assert "Finished: 400 steps" in banner and "lora.safetensors" in banner
+            await pilot.press("q")
+        return app.return_value
+
+    result = asyncio.run(scenario())
+    assert result.status == "finished" and result.lora_path.endswith("lora.safetensors")
+    assert bells == [1]
+
+
+def test_no_bell_when_the_user_opted_out(monkeypatch):
+    from sdxl_tui.screens.dashboard import bell_wanted
+
+    monkeypatch.setenv("SDXL_TUI_NO_BELL", "1")
+    assert not bell_wanted(None) and bell_wanted(True)
+    monkeypatch.delenv("SDXL_TUI_NO_BELL")
+    assert bell_wanted(None) and not bell_wanted(False)
+
+
+def test_a_flood_of_steps_is_folded_completely(tmp_path):
+    """10,000 steps replayed at once: coalescing keeps the UI responsive, no step is lost."""
+    events = [script.step_event(s, total=10_000) for s in range(1, 10_001)]
+
+    async def scenario():
+        screen = DashboardScreen(None, None, events_source=lambda stop: iter(events),
+                                 clock=lambda: events[-1].time, bell=False, nvml=False, output_dir=str(tmp_path))
+        app = DashboardApp(screen)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: screen.source_ended, timeout=60, what="10,000 steps")
+            await pilot.pause()
+            view = screen.view
+            assert view.events_seen == 10_000 and view.step == 10_000
+            assert view.loss_steps[0] <= 8 and view.loss_steps[-1] == 10_000
+            await pilot.press("q")
+
+    asyncio.run(scenario())
