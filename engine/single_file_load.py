@@ -4,8 +4,8 @@ A single file holds weights only, so configs and tokenizers come from elsewhere:
 1. `tokenizer_cache_dir`: tokenizers in `tokenizer/` + `tokenizer_2/`, and, when present,
    the diffusers configs (`unet/config.json`, `vae/config.json`, `text_encoder*/config.json`,
    `scheduler/scheduler_config.json`), as in any diffusers SDXL folder;
-2. for a file with SDXL base's dimensions, SDXL base's own configs (below; written to a
-   temporary folder because diffusers' loader takes a folder);
+2. for a file with SDXL base's dimensions, SDXL base's own configs (engine.sdxl_configs,
+   written to a temporary folder because diffusers' loader takes a folder);
 3. tokenizers not found locally are looked up in the Hugging Face cache (and downloaded
    when online) from stabilityai/stable-diffusion-xl-base-1.0.
 UNet and VAE go through diffusers' `from_single_file`; the text encoders through our own
@@ -22,47 +22,16 @@ from typing import Iterator, Optional
 from engine.errors import ModelError
 from engine.models import (SDXL_BASE_REPO, ModelShape, ModelSource, checked_tokenizer, describe_single_file,
                            hub_error, read_header_shapes)
+from engine.sdxl_configs import (SDXL_TEXT_ENCODER_2_CONFIG, SDXL_TEXT_ENCODER_CONFIG, SDXL_UNET_CONFIG,
+                                 SDXL_VAE_CONFIG)
 from engine.single_file import TE1_PREFIX, TE2_PREFIX, clip_g_from_openclip, clip_l_from_original
 from engine.tiny_model import SCHEDULER_CONFIG
 
-# stabilityai/stable-diffusion-xl-base-1.0's configs (facts from its repository).
-SDXL_BASE_UNET = {
-    "_class_name": "UNet2DConditionModel", "act_fn": "silu", "addition_embed_type": "text_time",
-    "addition_embed_type_num_heads": 64, "addition_time_embed_dim": 256, "attention_head_dim": [5, 10, 20],
-    "block_out_channels": [320, 640, 1280], "center_input_sample": False, "class_embed_type": None,
-    "class_embeddings_concat": False, "conv_in_kernel": 3, "conv_out_kernel": 3, "cross_attention_dim": 2048,
-    "cross_attention_norm": None, "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-    "downsample_padding": 1, "dual_cross_attention": False, "encoder_hid_dim": None, "encoder_hid_dim_type": None,
-    "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4, "layers_per_block": 2,
-    "mid_block_only_cross_attention": None, "mid_block_scale_factor": 1, "mid_block_type": "UNetMidBlock2DCrossAttn",
-    "norm_eps": 1e-05, "norm_num_groups": 32, "num_attention_heads": None, "num_class_embeds": None,
-    "only_cross_attention": False, "out_channels": 4, "projection_class_embeddings_input_dim": 2816,
-    "resnet_out_scale_factor": 1.0, "resnet_skip_time_act": False, "resnet_time_scale_shift": "default",
-    "sample_size": 128, "time_cond_proj_dim": None, "time_embedding_act_fn": None, "time_embedding_dim": None,
-    "time_embedding_type": "positional", "timestep_post_act": None, "transformer_layers_per_block": [1, 2, 10],
-    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"], "upcast_attention": False,
-    "use_linear_projection": True,
-}
-SDXL_BASE_VAE = {
-    "_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": [128, 256, 512, 512],
-    "down_block_types": ["DownEncoderBlock2D"] * 4, "force_upcast": True, "in_channels": 3, "latent_channels": 4,
-    "layers_per_block": 2, "norm_num_groups": 32, "out_channels": 3, "sample_size": 1024,
-    "scaling_factor": 0.13025, "up_block_types": ["UpDecoderBlock2D"] * 4,
-}
-_CLIP_COMMON = {"model_type": "clip_text_model", "vocab_size": 49408, "max_position_embeddings": 77,
-                "layer_norm_eps": 1e-05, "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1,
-                "attention_dropout": 0.0, "initializer_range": 0.02, "initializer_factor": 1.0}
-SDXL_BASE_TEXT_ENCODER = {**_CLIP_COMMON, "architectures": ["CLIPTextModel"], "hidden_act": "quick_gelu",
-                          "hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12,
-                          "num_hidden_layers": 12, "projection_dim": 768}
-SDXL_BASE_TEXT_ENCODER_2 = {**_CLIP_COMMON, "architectures": ["CLIPTextModelWithProjection"], "hidden_act": "gelu",
-                            "hidden_size": 1280, "intermediate_size": 5120, "num_attention_heads": 20,
-                            "num_hidden_layers": 32, "projection_dim": 1280}
 SDXL_BASE_CONFIGS = {
-    "unet/config.json": SDXL_BASE_UNET,
-    "vae/config.json": SDXL_BASE_VAE,
-    "text_encoder/config.json": SDXL_BASE_TEXT_ENCODER,
-    "text_encoder_2/config.json": SDXL_BASE_TEXT_ENCODER_2,
+    "unet/config.json": {"_class_name": "UNet2DConditionModel", **SDXL_UNET_CONFIG},
+    "vae/config.json": {"_class_name": "AutoencoderKL", **SDXL_VAE_CONFIG},
+    "text_encoder/config.json": {"model_type": "clip_text_model", **SDXL_TEXT_ENCODER_CONFIG},
+    "text_encoder_2/config.json": {"model_type": "clip_text_model", **SDXL_TEXT_ENCODER_2_CONFIG},
     "scheduler/scheduler_config.json": SCHEDULER_CONFIG,
 }
 
