@@ -101,6 +101,7 @@ def _prodigy(param_groups: list[dict], kwargs: dict[str, Any]):
 
 def group_lrs(optimizer) -> dict[str, float]:
     """Learning rate per named parameter group, as the optimizer will apply it next step."""
+    optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper keeps the real one here
     out: dict[str, float] = {}
     for index, group in enumerate(optimizer.param_groups):
         name = group.get("name", f"group{index}")

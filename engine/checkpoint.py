@@ -1,0 +1,210 @@
+"""What a run writes to keep its work: LoRA files (named as sd-scripts names them) and state
+folders for resume. The state format lives here and only here.
+
+A state folder `output_dir/state/step-00000120/` holds:
+  lora.safetensors   the network's tensors in fp32 (kohya keys)
+  optimizer.pt       optimizer state dict (tensors, numbers, strings; loaded weights_only)
+  scheduler.pt       lr scheduler state dict
+  scaler.pt          fp16 grad scaler state (only when one is used)
+  rng.pt             torch CPU/CUDA generator states; rng.json: Python and NumPy states
+  progress.json      global step, epoch, batches done in that epoch, format version
+  config.toml        the config the state belongs to
+  COMPLETE           written last: a folder without it is unfinished and ignored
+It is written under a temporary name and renamed into place, so a crash never leaves a
+half-written folder under a final name.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+STATE_FORMAT = 1
+STATE_ROOT = "state"
+COMPLETE_MARKER = "COMPLETE"
+STATES_KEPT = 2  # newest complete states kept; older ones are removed after a new one lands
+
+
+# ---------------------------------------------------------------- LoRA files
+
+def epoch_file_name(output_name: str, epoch: int) -> str:
+    return f"{output_name}-{epoch:06d}.safetensors"
+
+
+def step_file_name(output_name: str, step: int) -> str:
+    return f"{output_name}-step{step:08d}.safetensors"
+
+
+def final_file_name(output_name: str) -> str:
+    return f"{output_name}.safetensors"
+
+
+def save_lora_file(path: Path, network, metadata: dict[str, str], save_precision: str) -> Path:
+    from engine.lora_file import save_lora
+
+    return save_lora(path, network, metadata, save_precision)
+
+
+def prune_epoch_files(output_dir: Path, output_name: str, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` epoch saves of this output name; returns what was removed."""
+    pattern = re.compile(rf"^{re.escape(output_name)}-(\d{{6}})\.safetensors$")
+    found = sorted((int(m.group(1)), p) for p in Path(output_dir).iterdir() if (m := pattern.match(p.name)))
+    removed = [path for _, path in found[:-keep]] if keep > 0 else []
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+
+
+# ---------------------------------------------------------------- state folders
+
+@dataclass(frozen=True)
+class Progress:
+    """Where training stands after an optimizer step."""
+
+    global_step: int
+    epoch: int  # 0-based epoch the next batch belongs to
+    batches_done_in_epoch: int  # batches of that epoch already consumed
+    format: int = STATE_FORMAT
+
+
+@dataclass
+class LoadedState:
+    path: Path
+    progress: Progress
+    lora: dict
+    optimizer: dict
+    scheduler: dict
+    scaler: Optional[dict]
+    rng: dict
+
+
+def state_root(output_dir: Path) -> Path:
+    return Path(output_dir) / STATE_ROOT
+
+
+def state_dir_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def capture_rng() -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    np_state = np.random.get_state()
+    out = {
+        "python": _to_jsonable(random.getstate()),
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def restore_rng(rng: dict[str, Any]) -> None:
+    import numpy as np
+    import torch
+
+    random.setstate(_to_tuple(rng["python"]))
+    kind, keys, pos, has_gauss, cached = rng["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def _to_jsonable(value: Any) -> Any:
+    return [_to_jsonable(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def _to_tuple(value: Any) -> Any:
+    return tuple(_to_tuple(v) for v in value) if isinstance(value, list) else value
+
+
+def save_state(output_dir: Path, *, network, optimizer, scheduler, scaler, progress: Progress,
+               config_text: str) -> Path:
+    """Write a complete state folder for `progress`; returns its final path."""
+    import torch
+    from safetensors.torch import save_file
+
+    from engine.atomic import _fsync_dir
+
+    root = state_root(output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / state_dir_name(progress.global_step)
+    staging = root / f".{final.name}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in network.kohya_state_dict().items()}
+    save_file(tensors, str(staging / "lora.safetensors"))
+    torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+    torch.save(scheduler.state_dict(), staging / "scheduler.pt")
+    if scaler is not None:
+        torch.save(scaler.state_dict(), staging / "scaler.pt")
+    rng = capture_rng()
+    torch.save({k: rng[k] for k in ("torch", "cuda") if k in rng}, staging / "rng.pt")
+    (staging / "rng.json").write_text(json.dumps({k: rng[k] for k in ("python", "numpy")}))
+    (staging / "progress.json").write_text(json.dumps(asdict(progress)))
+    (staging / "config.toml").write_text(config_text, encoding="utf-8")
+    for child in staging.iterdir():
+        _fsync_file(child)
+    (staging / COMPLETE_MARKER).write_text("ok\n")
+    _fsync_file(staging / COMPLETE_MARKER)
+    _fsync_dir(staging)
+    if final.exists():  # a save at the same step (e.g. stop right after a periodic save)
+        shutil.rmtree(final)
+    os.replace(staging, final)
+    _fsync_dir(root)
+    _prune_states(root, STATES_KEPT)
+    return final
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def complete_states(output_dir: Path) -> list[Path]:
+    """Complete state folders, oldest first."""
+    root = state_root(output_dir)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir()
+             if p.is_dir() and re.fullmatch(r"step-\d{8}", p.name) and (p / COMPLETE_MARKER).exists()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def latest_state(output_dir: Path) -> Optional[Path]:
+    states = complete_states(output_dir)
+    return states[-1] if states else None
+
+
+def _prune_states(root: Path, keep: int) -> None:
+    states = complete_states(root.parent)
+    for old in states[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load_state(path: Path) -> LoadedState:
+    import torch
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    progress = Progress(**json.loads((path / "progress.json").read_text()))
+    rng = dict(torch.load(path / "rng.pt", weights_only=True))
+    rng.update(json.loads((path / "rng.json").read_text()))
+    scaler_file = path / "scaler.pt"
+    return LoadedState(
+        path=path,
+        progress=progress,
+        lora=load_file(str(path / "lora.safetensors")),
+        optimizer=torch.load(path / "optimizer.pt", weights_only=True),
+        scheduler=torch.load(path / "scheduler.pt", weights_only=True),
+        scaler=torch.load(scaler_file, weights_only=True) if scaler_file.exists() else None,
+        rng=rng,
+    )

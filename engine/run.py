@@ -1,0 +1,421 @@
+"""`run(cfg, emit, control) -> RunResult`: the one door to training, for the wizard, the
+headless CLI and tests.
+
+Order: check the config (rules) -> claim the output folder (config.toml, events.jsonl) ->
+load the model -> build the LoRA -> prepare the data (scan, cache) -> optimizer, schedule,
+accelerate -> train (engine/loop.py) -> final save -> Finished.
+
+Errors meant for a person (engine.errors) end the run with a Failed event and come back in
+`RunResult.error`; anything else is a bug: it is reported as Failed too, then re-raised so
+its traceback is not lost. Only the main process writes files and emits events.
+"""
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from engine import checkpoint
+from engine.config import RunConfig
+from engine.control import RunControl
+from engine.errors import OutputError, SdxlTuiError
+from engine.events import (LOADING_MODEL, SAMPLING, SAVING, TRAINING, Failed, Finished, Phase, RunStarted,
+                           Warning_)
+
+EXISTING_RUN_MARKERS = ("config.toml", "events.jsonl")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    ok: bool
+    output_dir: str
+    lora_path: str = ""
+    step: int = 0
+    stopped: bool = False
+    error: Optional[BaseException] = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.ok:
+            return 0
+        return getattr(self.error, "exit_code", 1)
+
+
+@dataclass
+class _Session:
+    """What the pieces of one run share; built step by step in `run`."""
+
+    cfg: RunConfig
+    emit: Callable
+    control: RunControl
+    output_dir: Path
+    started_at: float
+    session_id: int
+    accelerator: Any = None
+    model: Any = None
+    network: Any = None
+    data: Any = None
+    weight_dtype: Any = None
+    trainer: Any = None
+
+
+def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
+        resume: bool = False) -> RunResult:
+    """Train the LoRA `cfg` describes; paths in `cfg` should be absolute
+    (`engine.config.resolve_relative_paths`). `resume=True` continues from the newest complete
+    state in `output_dir` instead of refusing an existing run there."""
+    control = control or RunControl()
+    output_dir = Path(cfg.saving.output_dir).expanduser().resolve()
+    session = _Session(cfg, emit, control, output_dir, time.time(), secrets.randbelow(2**31))
+    log = None
+    try:
+        warnings = _check_config(cfg)
+        accelerator = session.accelerator = _make_accelerator(cfg)
+        if accelerator.is_main_process:
+            log = _claim_output_dir(cfg, output_dir, resume)
+            from engine.event_log import tee
+
+            session.emit = tee(log, emit)
+        else:
+            session.emit = lambda event: None
+        for message in warnings:
+            session.emit(Warning_(time=time.time(), message=message))
+        return _train(session, resume)
+    except SdxlTuiError as exc:
+        return _failed(session, exc)
+    except Exception as exc:
+        _failed(session, exc)
+        raise
+    finally:
+        if log is not None:
+            log.close()
+
+
+def _failed(session: _Session, exc: BaseException) -> RunResult:
+    position = getattr(session.trainer, "position", None)
+    step = getattr(exc, "step", None) or (position.global_step if position else 0)
+    last_good = position.last_lora if position else ""
+    session.emit(Failed(time=time.time(), message=getattr(exc, "message", str(exc)) or type(exc).__name__,
+                        hint=getattr(exc, "hint", ""), step=step, kind=type(exc).__name__, last_good=last_good))
+    return RunResult(ok=False, output_dir=str(session.output_dir), lora_path=last_good, step=step, error=exc)
+
+
+# ---------------------------------------------------------------------- set-up
+
+def _check_config(cfg: RunConfig) -> list[str]:
+    """Rules over the config (and its dataset TOML); raises ConfigError, returns warnings."""
+    from engine.rules import check_rules, raise_for_errors
+
+    dataset_config = None
+    if cfg.dataset.dataset_config:
+        from engine.dataset_config import load_dataset_config
+
+        dataset_config = load_dataset_config(cfg.dataset.dataset_config,
+                                             default_batch_size=cfg.training.train_batch_size)
+    issues = check_rules(cfg, dataset_config)
+    raise_for_errors(issues)
+    return [issue.message for issue in issues if issue.level == "warning"]
+
+
+def _make_accelerator(cfg: RunConfig):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    # accelerate keeps its settings in a process-wide singleton and refuses a second
+    # Accelerator with other settings; one run owns the process's training state, so start
+    # clean (the distributed part, PartialState, is kept).
+    AcceleratorState._reset_state(reset_partial_state=False)
+    # Gradient accumulation is done by the loop (a short last group per epoch still makes a
+    # step), so accelerate must not divide the loss itself.
+    return Accelerator(mixed_precision=cfg.precision.mixed_precision)
+
+
+def _claim_output_dir(cfg: RunConfig, output_dir: Path, resume: bool):
+    from engine.config_io import save_config
+    from engine.event_log import EventLog, tensorboard_dir
+
+    existing = [name for name in EXISTING_RUN_MARKERS if (output_dir / name).exists()]
+    if existing and not resume:
+        raise OutputError(f"{output_dir} already holds a run ({', '.join(existing)})",
+                          hint=f"continue it with `sdxl-tui resume {output_dir}`, or set another output_dir")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, output_dir / "config.toml")
+    except OSError as exc:
+        raise OutputError(f"cannot write to {output_dir}: {exc.strerror or exc}",
+                          hint="choose an output_dir you can write to") from None
+    stamp = time.strftime("%Y%m%d%H%M%S")
+    return EventLog(output_dir, tensorboard_dir(cfg.logging, output_dir, stamp))
+
+
+def _weight_dtype(mixed_precision: str):
+    import torch
+
+    return {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[mixed_precision]
+
+
+def _load_model(session: _Session):
+    """The base model, frozen, on the device in the compute dtype (VAE fp32 with no_half_vae)."""
+    import torch
+
+    from engine.models import load_sdxl
+
+    cfg, device = session.cfg, session.accelerator.device
+    session.emit(Phase(time=time.time(), name=LOADING_MODEL, detail=cfg.model.pretrained_model_name_or_path))
+    model = load_sdxl(cfg.model)
+    dtype = session.weight_dtype = _weight_dtype(cfg.precision.mixed_precision)
+    for part in (model.unet, model.text_encoder1, model.text_encoder2, model.vae):
+        part.requires_grad_(False)
+        part.eval()
+    model.unet.to(device, dtype)
+    model.text_encoder1.to(device, dtype)
+    model.text_encoder2.to(device, dtype)
+    model.vae.to(device, torch.float32 if cfg.precision.no_half_vae else dtype)
+    return model
+
+
+def _build_network(session: _Session):
+    """LoRA adapters (fp32) injected into the model; `network_weights` loaded when given."""
+    import torch
+
+    from engine.lora import create_network
+
+    cfg, model = session.cfg, session.model
+    net_cfg = cfg.network
+    network = create_network(model.unet, model.text_encoder1, model.text_encoder2, dim=net_cfg.network_dim,
+                             alpha=net_cfg.network_alpha, dropout=net_cfg.network_dropout,
+                             conv_dim=net_cfg.conv_dim, conv_alpha=net_cfg.conv_alpha,
+                             train_unet_only=net_cfg.network_train_unet_only)
+    network.to(session.accelerator.device, torch.float32)
+    network.apply()
+    if net_cfg.network_weights:
+        from engine.lora_file import load_lora
+
+        tensors, _ = load_lora(net_cfg.network_weights)
+        network.load_kohya_state_dict(tensors)
+    network.train()
+    if cfg.precision.gradient_checkpointing:
+        model.unet.enable_gradient_checkpointing()
+    model.unet.train()  # diffusers checkpoints activations only in training mode
+    trains_text = not net_cfg.network_train_unet_only
+    for encoder in (model.text_encoder1, model.text_encoder2):
+        if trains_text:
+            encoder.train()
+            if cfg.precision.gradient_checkpointing:
+                encoder.gradient_checkpointing_enable()
+    return network
+
+
+def _prepare_data(session: _Session):
+    from engine.training_data import prepare_training_data
+
+    accelerator = session.accelerator
+    return prepare_training_data(session.cfg, session.model, emit=session.emit, device=accelerator.device,
+                                 dtype=session.weight_dtype, control=session.control,
+                                 rank=accelerator.process_index, world_size=accelerator.num_processes)
+
+
+def _optimizer_and_schedule(session: _Session, total_steps: int):
+    from engine.fused_backward import FusedBackward
+    from engine.optimizers import build_optimizer, parse_optimizer_args, uses_own_lr
+    from engine.schedulers import OptimizerOwnSchedule, build_scheduler_for
+
+    cfg = session.cfg
+    opt = cfg.optimizer
+    groups = session.network.param_groups(opt.resolved_unet_lr, opt.resolved_text_encoder_lr1,
+                                          opt.resolved_text_encoder_lr2)
+    args = parse_optimizer_args(opt.optimizer_args)
+    optimizer = build_optimizer(opt.optimizer_type, groups, args)
+    if uses_own_lr(opt.optimizer_type, args):
+        scheduler = OptimizerOwnSchedule()
+    else:
+        scheduler = build_scheduler_for(optimizer, opt, total_steps)
+    fused = None
+    if cfg.precision.fused_backward_pass:
+        if session.accelerator.scaler is not None:
+            from engine.errors import ConfigError
+
+            raise ConfigError("fused_backward_pass cannot be used with the fp16 gradient scaler",
+                              key="precision.fused_backward_pass", hint="use mixed_precision = \"bf16\"")
+        fused = FusedBackward(optimizer, max_grad_norm=opt.max_grad_norm)
+    else:
+        optimizer = session.accelerator.prepare(optimizer)
+    params = [p for group in groups for p in group["params"]]
+    return optimizer, scheduler, fused, params
+
+
+# ---------------------------------------------------------------------- the run
+
+def _train(session: _Session, resume: bool) -> RunResult:
+    from accelerate.utils import set_seed
+
+    from engine.loop import Position, Trainer
+    from engine.plan import training_length
+
+    cfg, emit = session.cfg, session.emit
+    set_seed(cfg.training.seed)
+    state = _find_state(session.output_dir) if resume else None
+    session.model = _load_model(session)
+    session.network = _build_network(session)
+    if state is not None:
+        session.network.load_kohya_state_dict(state.lora)
+    session.data = _prepare_data(session)
+    if session.control.stop_requested:
+        return _finish(session, stopped=True, lora_path="", step=0)
+    accumulation = cfg.training.gradient_accumulation_steps
+    steps_per_epoch = -(-session.data.batches_per_epoch // accumulation)
+    total_steps, total_epochs, _ = training_length(steps_per_epoch, cfg.training.max_train_steps,
+                                                   cfg.training.max_train_epochs)
+    optimizer, scheduler, fused, params = _optimizer_and_schedule(session, total_steps)
+    position = Position()
+    if state is not None:
+        optimizer.load_state_dict(state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+        if state.scaler is not None and session.accelerator.scaler is not None:
+            session.accelerator.scaler.load_state_dict(state.scaler)
+        position = Position(global_step=state.progress.global_step, epoch=state.progress.epoch,
+                            batches_done_in_epoch=state.progress.batches_done_in_epoch)
+    images_per_step = _batch_size(session.data, cfg) * accumulation * session.accelerator.num_processes
+    trainer = session.trainer = Trainer(
+        cfg=cfg, model=session.model, network=session.network, optimizer=optimizer, scheduler=scheduler,
+        fused=fused, accelerator=session.accelerator, data=session.data, emit=emit, control=session.control,
+        output_dir=session.output_dir, total_steps=total_steps, total_epochs=total_epochs,
+        trainable_params=params, train_text_encoders=not cfg.network.network_train_unet_only,
+        save_lora=lambda path, step, epoch: _save_lora(session, path, step, epoch, total_steps, total_epochs),
+        save_state=lambda progress: _save_state(session, optimizer, scheduler, progress),
+        make_samples=lambda step, epoch: _make_samples(session, step, epoch),
+        images_per_step=images_per_step, position=position)
+    emit(RunStarted(time=time.time(), output_dir=str(session.output_dir), total_steps=total_steps,
+                    total_epochs=total_epochs, steps_per_epoch=steps_per_epoch, batch_size=_batch_size(session.data, cfg),
+                    num_processes=session.accelerator.num_processes, resumed_from_step=position.global_step,
+                    config_path=str(session.output_dir / "config.toml")))
+    if cfg.sampling.sample_at_first and state is None:
+        _make_samples(session, 0, None)
+    emit(Phase(time=time.time(), name=TRAINING, total=total_steps))
+    if state is not None:
+        checkpoint.restore_rng(state.rng)  # the next draw is the one the interrupted run would have made
+    try:
+        trainer.train(skip_first_batches=position.batches_done_in_epoch)
+    finally:
+        if fused is not None:
+            fused.remove()
+    if position.stopped:
+        return _finish(session, stopped=True, lora_path=position.last_lora, step=position.global_step)
+    emit(Phase(time=time.time(), name=SAVING))
+    final = session.output_dir / checkpoint.final_file_name(cfg.saving.output_name)
+    position.last_lora = _save_lora(session, final, position.global_step, position.current_epoch, total_steps,
+                                   total_epochs)
+    if cfg.saving.save_state:
+        _save_state(session, optimizer, scheduler, trainer.progress())
+    return _finish(session, stopped=False, lora_path=position.last_lora, step=position.global_step)
+
+
+def _finish(session: _Session, *, stopped: bool, lora_path: str, step: int) -> RunResult:
+    session.emit(Finished(time=time.time(), step=step, lora_path=lora_path, stopped=stopped,
+                          seconds=time.time() - session.started_at))
+    return RunResult(ok=True, output_dir=str(session.output_dir), lora_path=lora_path, step=step, stopped=stopped)
+
+
+def _find_state(output_dir: Path):
+    path = checkpoint.latest_state(output_dir)
+    if path is None:
+        raise OutputError(f"no complete saved state in {output_dir}",
+                          hint="a run saves state when save_state = true, on a stop request, or on save_now")
+    return checkpoint.load_state(path)
+
+
+def _batch_size(data, cfg: RunConfig) -> int:
+    """Images per batch (the first dataset's batch size; datasets may differ)."""
+    return int(data.scanned.config.datasets[0].batch_size)
+
+
+# ---------------------------------------------------------------------- saves and samples
+
+def _save_lora(session: _Session, path: Path, step: int, epoch: int, total_steps: int, total_epochs: int) -> str:
+    from engine.events import Saved
+    from engine.lora_file import TrainingInfo, build_metadata
+
+    if not session.accelerator.is_main_process:
+        return str(path)
+    info = TrainingInfo(steps=step, epoch=epoch, started_at=session.started_at, finished_at=time.time(),
+                        session_id=session.session_id, num_epochs=total_epochs, max_train_steps=total_steps,
+                        num_batches_per_epoch=session.data.batches_per_epoch,
+                        **_data_info(session.data))
+    metadata = build_metadata(session.cfg, training_info=info)
+    with _disk_errors(path):
+        checkpoint.save_lora_file(path, session.network, metadata, session.cfg.saving.save_precision)
+    session.emit(Saved(time=time.time(), path=str(path), step=step, epoch=epoch, kind="lora"))
+    return str(path)
+
+
+def _data_info(data) -> dict:
+    """Dataset figures for the LoRA metadata (sd-scripts' ss_* keys)."""
+    first = data.scanned.config.datasets[0]
+    resolution = first.resolution
+    return dict(num_train_images=data.num_train_images, num_reg_images=data.num_reg_images,
+                bucket_info=data.bucket_info, tag_frequency=data.tag_frequency,
+                dataset_manifest_hash=data.manifest_hash, batch_size_per_device=first.batch_size,
+                resolution=(resolution, resolution) if isinstance(resolution, int) else tuple(resolution))
+
+
+def _save_state(session: _Session, optimizer, scheduler, progress) -> str:
+    from engine.config_io import dumps_config
+    from engine.events import Saved
+
+    if not session.accelerator.is_main_process:
+        return ""
+    with _disk_errors(session.output_dir / checkpoint.STATE_ROOT):
+        path = checkpoint.save_state(session.output_dir, network=session.network, optimizer=optimizer,
+                                     scheduler=scheduler, scaler=session.accelerator.scaler, progress=progress,
+                                     config_text=dumps_config(session.cfg))
+    session.emit(Saved(time=time.time(), path=str(path), step=progress.global_step, epoch=progress.epoch,
+                       kind="state"))
+    return str(path)
+
+
+class _disk_errors:
+    """OSError while saving -> DiskFullError / OutputError naming the file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        import errno
+
+        from engine.errors import DiskFullError
+
+        if exc is None or not isinstance(exc, OSError):
+            return False
+        if exc.errno == errno.ENOSPC:
+            raise DiskFullError(f"disk full while writing {self.path}",
+                                hint="free space there or point output_dir at a larger disk") from None
+        raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}",
+                          hint="check the folder's permissions and free space") from None
+
+
+def _make_samples(session: _Session, step: int, epoch: Optional[int]) -> None:
+    from engine.loop import emit_samples
+    from engine.sampling import generate_samples
+    from engine.sample_prompts import parse_sample_prompts
+
+    cfg = session.cfg
+    if not cfg.sampling.sample_prompts or not session.accelerator.is_main_process:
+        return
+    prompts = parse_sample_prompts(cfg.sampling.sample_prompts)
+    session.emit(Phase(time=time.time(), name=SAMPLING, total=len(prompts)))
+    session.network.eval()
+    try:
+        written = generate_samples(session.model, prompts, out_dir=session.output_dir,
+                                   output_name=cfg.saving.output_name, step=step, epoch=epoch,
+                                   sampler=cfg.sampling.sample_sampler, device=session.accelerator.device,
+                                   dtype=session.weight_dtype)
+    finally:
+        session.network.train()
+    emit_samples(session.emit, written, step)
+    if step > 0:
+        session.emit(Phase(time=time.time(), name=TRAINING))
