@@ -4,7 +4,8 @@
 config asks (engine/caching.py), then puts the VAE and text encoders where the loop needs
 them: off the device once their outputs are cached (and the encoders are not trained), on it
 otherwise. `TrainingData.epoch_batches(epoch)` yields `Batch`es, deterministic for a seed and
-an epoch (1-based, as sd-scripts counts them for caption_dropout_every_n_epochs).
+an epoch. `epoch` is 0-based (epochs completed before this one, as the loop counts); caption
+processing sees `epoch + 1`, as sd-scripts counts epochs for caption_dropout_every_n_epochs.
 
 Every random choice for one sample (crop offset, flip, colour shift, caption shuffle/dropout)
 comes from a generator named by (seed, epoch, rank, batch position, slot), so the result does
@@ -28,6 +29,7 @@ from engine.dataset import ImageItem, ScannedDataset, scan_dataset
 from engine.dataset_config import SubsetSpec, load_dataset_config
 from engine.errors import ConfigError
 from engine.events import CACHING_LATENTS, CACHING_TEXT, SCANNING_DATASET, Phase, Warning_
+from engine.plan import resolve_dataset_config_path, training_length
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -138,7 +140,7 @@ class TrainingData:
 
     # batches
     def epoch_batches(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
-        """This rank's batches of `epoch` (1-based), the first `skip` left out (resume)."""
+        """This rank's batches of `epoch` (0-based), the first `skip` left out (resume)."""
         if self.interrupted:
             raise RuntimeError("caching was stopped part-way; this training data is incomplete")
         plan = list(batching.iter_epoch(self.scanned, self.seed, epoch, rank=self.rank,
@@ -152,8 +154,8 @@ class TrainingData:
     def _caption(self, item: ImageItem, epoch: int, position: int, slot: int) -> str:
         options = CaptionOptions.from_subset(self._subsets[item.subset_index])
         rng = sample_rng(self.seed, epoch, self.rank, position, slot, "caption")
-        global_batch = (epoch - 1) * self.batches_per_epoch + position
-        return process_caption(item.caption, options, rng, epoch=epoch,
+        global_batch = epoch * self.batches_per_epoch + position
+        return process_caption(item.caption, options, rng, epoch=epoch + 1,
                                step=global_batch // self.gradient_accumulation_steps,
                                max_train_steps=self.max_train_steps)
 
@@ -244,16 +246,6 @@ def tag_frequency(scanned: ScannedDataset) -> dict[str, dict[str, int]]:
 
 # ---- preparing -------------------------------------------------------------------------------
 
-def _dataset_config_path(cfg: Any, base_dir: Optional[Path]) -> Path:
-    path = Path(cfg.dataset.dataset_config).expanduser()
-    if not cfg.dataset.dataset_config:
-        raise ConfigError("no dataset config given", key="dataset_config",
-                          hint="set [dataset] dataset_config to an sd-scripts dataset TOML")
-    if not path.is_absolute() and base_dir is not None:
-        path = Path(base_dir) / path
-    return path
-
-
 def _refuse_changing_inputs(scanned: ScannedDataset, what: str, keys: tuple[str, ...]) -> None:
     """engine/rules.py refuses these first; this guards callers that skipped the rules."""
     for subset in scanned.config.all_subsets():
@@ -305,8 +297,8 @@ def _place(module: Any, device: Any) -> None:
 def _free_device_memory() -> None:
     import torch
 
-    gc.collect()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
+        gc.collect()  # drop lingering references first, so the cached blocks can be returned
         torch.cuda.empty_cache()
 
 
@@ -339,7 +331,7 @@ def prepare_training_data(cfg: Any, model: Any, *, emit, device, dtype, control,
 
     caching = cfg.caching
     emit(Phase(time=time.time(), name=SCANNING_DATASET))
-    config = load_dataset_config(_dataset_config_path(cfg, base_dir),
+    config = load_dataset_config(resolve_dataset_config_path(cfg, base_dir),
                                  default_batch_size=cfg.training.train_batch_size)
     scanned = scan_dataset(config, skip_bad_images=cfg.dataset.skip_bad_images)
     for message in scanned.warnings:
@@ -381,8 +373,7 @@ def prepare_training_data(cfg: Any, model: Any, *, emit, device, dtype, control,
 
 
 def _planned_steps(cfg: Any, data: TrainingData) -> int:
-    """Total optimizer steps (for token warm-up given as a fraction of the run)."""
-    if cfg.training.max_train_steps is not None:
-        return cfg.training.max_train_steps
+    """Total optimizer steps, counted as the plan counts them (token warm-up may be a fraction)."""
     per_epoch = -(-data.batches_per_epoch // data.gradient_accumulation_steps)
-    return per_epoch * (cfg.training.max_train_epochs or 1)
+    steps, _, _ = training_length(per_epoch, cfg.training.max_train_steps, cfg.training.max_train_epochs)
+    return steps
