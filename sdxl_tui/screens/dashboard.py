@@ -17,12 +17,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
 from engine.control import RunControl
 from engine.events import Event, Failed, Finished
-from sdxl_tui.messages import EngineEvent, EventsEnded
+from sdxl_tui.messages import EngineEvent, EventsEnded, is_metric
 from sdxl_tui.run_model import FinalState, RunModel, RunView
 from sdxl_tui.screens.dashboard_modals import ConfigScreen, ConfirmScreen
 from sdxl_tui.widgets.log_pane import LogPane
@@ -37,6 +38,7 @@ EventsSource = Callable[[threading.Event], Iterable[Event]]
 CommandSink = Callable[[str], None]
 CSS_FILE = Path(__file__).resolve().parent.parent / "dashboard.tcss"
 NO_BELL_ENV = "SDXL_TUI_NO_BELL"
+RENDER_INTERVAL = 0.1  # seconds between redraws driven by metrics alone
 
 
 def bell_wanted(flag: Optional[bool]) -> bool:
@@ -93,6 +95,8 @@ class DashboardScreen(Screen[Optional[FinalState]]):
         self.source_ended = False
         self._leave_when_done = False
         self._halt_follow = threading.Event()
+        self._render_timer: Optional[Timer] = None
+        self._last_render = 0.0
 
     # --- construction ---------------------------------------------------------------------
 
@@ -190,9 +194,23 @@ class DashboardScreen(Screen[Optional[FinalState]]):
         for event in events:
             self.model.apply(event)
             ended = ended or isinstance(event, (Finished, Failed))
-        self._render_view()
         if ended:
             self._on_run_ended()
+        elif all(is_metric(event) for event in events):
+            self._render_soon()
+        else:
+            self._render_view()
+
+    def _render_soon(self) -> None:
+        """Metrics redraw at most RENDER_INTERVAL apart: folding is cheap, drawing is not,
+        and nobody reads 100 loss values a second."""
+        if self._render_timer is not None:
+            return
+        wait = self._last_render + RENDER_INTERVAL - time.monotonic()
+        if wait <= 0:
+            self._render_view()
+        else:
+            self._render_timer = self.set_timer(wait, self._render_view)
 
     def _on_run_ended(self) -> None:
         self.stopping = False
@@ -218,6 +236,10 @@ class DashboardScreen(Screen[Optional[FinalState]]):
         self.query_one(MemoryGauge).show_card(self._nvml.usage(memory.device))
 
     def _render_view(self) -> None:
+        if self._render_timer is not None:
+            self._render_timer.stop()
+            self._render_timer = None
+        self._last_render = time.monotonic()
         view = self.view = self.model.view(self.clock())
         self.query_one("#run-header", Static).update(header_text(view, self.mode_label, self.stopping))
         banner = self.query_one("#final-banner", Static)
