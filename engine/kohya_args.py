@@ -443,3 +443,10 @@ def export_kohya(cfg: RunConfig, out_dir: str | Path, *, config_dir: Optional[Pa
     from engine.kohya_export import export_kohya as _export
 
     return _export(cfg, out_dir, config_dir=config_dir)
+
+
+def kohya_command_line(cfg: RunConfig) -> str:
+    """The equivalent sd-scripts command line (shown by the wizard's review step)."""
+    from engine.kohya_export import command_line
+
+    return command_line(cfg)

@@ -36,7 +36,7 @@ class ExportResult:
 
 
 def _warmup(value: float) -> Any:
-    return int(value) if value >= 1 and float(value).is_integer() else value
+    return int(value) if float(value).is_integer() else value  # below 1 sd-scripts reads a ratio
 
 
 def _network_args(cfg: RunConfig, notes: list[str]) -> list[str]:
@@ -166,3 +166,27 @@ def _section_of(key: str) -> str:
     from engine.config import option_index
 
     return option_index()[key]
+
+
+def command_line(cfg: RunConfig) -> str:
+    """The same run as one `accelerate launch ... sdxl_train_network.py --opt=value ...` line
+    (the dataset TOML path as the config names it)."""
+    import shlex
+
+    from engine.kohya_args import flatten_args
+
+    doc = build_args_document(cfg, None, [])
+    flat = flatten_args({k: v for k, v in doc.unwrap().items() if k != "sdxl_tui"})
+    if cfg.dataset.dataset_config:
+        flat["dataset_config"] = cfg.dataset.dataset_config
+    parts = ["accelerate launch --num_cpu_threads_per_process 1 sdxl_train_network.py"]
+    for key, value in flat.items():
+        if value is True:
+            parts.append(f"--{key}")
+        elif value is False:
+            continue
+        elif isinstance(value, list):
+            parts.append(f"--{key} " + " ".join(shlex.quote(str(v)) for v in value))
+        else:
+            parts.append(f"--{key}={shlex.quote(str(value))}")
+    return " \\\n  ".join(parts)

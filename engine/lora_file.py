@@ -89,6 +89,7 @@ def sd_scripts_hashes(tensors: Mapping[str, "torch.Tensor"], metadata: Mapping[s
 def tensors_for_saving(state: Union["LoRANetwork", Mapping[str, "torch.Tensor"]],
                        dtype: Union[str, "torch.dtype"]) -> dict[str, "torch.Tensor"]:
     target = resolve_dtype(dtype)
+    state = getattr(state, "module", state)  # a DDP-wrapped network
     source = state.kohya_state_dict() if hasattr(state, "kohya_state_dict") else state
     return {key: value.detach().to("cpu").to(target).contiguous() for key, value in source.items()}
 

@@ -14,7 +14,7 @@ from engine.config_io import load_config, save_config
 from engine.dataset_config import load_dataset_config
 from engine.errors import ConfigError
 from engine.kohya_args import (convert_kohya_args, export_kohya, flatten_args, import_kohya, is_kohya_args,
-                               load_any_config, read_toml)
+                               kohya_command_line, load_any_config, read_toml)
 from sdxl_tui.cli import main
 
 # Written the way sd-scripts' documentation shows an args file (tables are decoration).
@@ -221,3 +221,15 @@ def test_commands(tmp_path, files, capsys):
     assert "accelerate launch" in printed and (tmp_path / "k" / "dataset.toml").is_file()
     ours = save_config(RunConfig(), tmp_path / "ours.toml")
     assert main(["import-kohya", str(ours), "-o", str(tmp_path / "x.toml")]) == 78
+
+
+def test_command_line_matches_the_args_file(files):
+    args, dataset = files
+    cfg = import_kohya(args).config.with_values(text_encoder_lr2=1e-5, lr_warmup_steps=50)
+    line = kohya_command_line(cfg)
+    assert line.startswith("accelerate launch") and "sdxl_train_network.py" in line
+    flags = line.replace("\\\n", " ").split()
+    assert "--gradient_checkpointing" in flags and "--network_train_unet_only" not in flags
+    assert "--text_encoder_lr 2e-05 1e-05" in " ".join(flags)
+    assert "--network_args conv_dim=8 conv_alpha=1" in " ".join(flags)
+    assert "--lr_warmup_steps=50" in flags and f"--dataset_config={dataset.as_posix()}" in flags
