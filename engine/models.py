@@ -236,11 +236,15 @@ def hub_error(repo_id: str, exc: Exception) -> ModelError:
                       hint="check the id and your connection (gated models need `hf auth login`)")
 
 
-def _load_from_pretrained(cls, location: str, subfolder: str, source: ModelSource):
-    import torch
-
+def _load_from_pretrained(cls, location: str, subfolder: str, source: ModelSource, **kwargs):
     try:
-        return cls.from_pretrained(location, subfolder=subfolder or None, torch_dtype=torch.float32)
+        try:
+            return cls.from_pretrained(location, subfolder=subfolder or None, **kwargs)
+        except OSError:
+            if not kwargs:  # tokenizers have no weight variants
+                raise
+            # Folders downloaded with only the half-size files (`*.fp16.safetensors`).
+            return cls.from_pretrained(location, subfolder=subfolder or None, variant="fp16", **kwargs)
     except (OSError, ValueError, KeyError) as exc:
         if source.kind == "hub":
             raise hub_error(source.path, exc) from exc
@@ -249,15 +253,19 @@ def _load_from_pretrained(cls, location: str, subfolder: str, source: ModelSourc
 
 
 def _load_diffusers_parts(source: ModelSource) -> dict:
+    import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     where = source.path
+    # diffusers names the dtype argument torch_dtype, transformers 5 names it dtype.
+    as_fp32 = {"torch_dtype": torch.float32}
     return {
-        "unet": _load_from_pretrained(UNet2DConditionModel, where, "unet", source),
-        "vae": _load_from_pretrained(AutoencoderKL, where, "vae", source),
-        "text_encoder1": _load_from_pretrained(CLIPTextModel, where, "text_encoder", source),
-        "text_encoder2": _load_from_pretrained(CLIPTextModelWithProjection, where, "text_encoder_2", source),
+        "unet": _load_from_pretrained(UNet2DConditionModel, where, "unet", source, **as_fp32),
+        "vae": _load_from_pretrained(AutoencoderKL, where, "vae", source, **as_fp32),
+        "text_encoder1": _load_from_pretrained(CLIPTextModel, where, "text_encoder", source, dtype=torch.float32),
+        "text_encoder2": _load_from_pretrained(CLIPTextModelWithProjection, where, "text_encoder_2", source,
+                                               dtype=torch.float32),
         "tokenizer1": checked_tokenizer(_load_from_pretrained(CLIPTokenizer, where, "tokenizer", source),
                                         f"{where} tokenizer/"),
         "tokenizer2": checked_tokenizer(_load_from_pretrained(CLIPTokenizer, where, "tokenizer_2", source),
@@ -332,7 +340,9 @@ def load_vae(name_or_path: str, base: Optional[ModelSource] = None, tokenizer_ca
         subfolder = "vae"
     elif source.kind == "hub" and not _hub_has_root_config(source.path):
         subfolder = "vae"
-    return _load_from_pretrained(AutoencoderKL, source.path, subfolder, source)
+    import torch
+
+    return _load_from_pretrained(AutoencoderKL, source.path, subfolder, source, torch_dtype=torch.float32)
 
 
 def _hub_has_root_config(repo_id: str) -> bool:

@@ -23,6 +23,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine.atomic import atomic_save_safetensors
 
@@ -72,6 +73,16 @@ MODEL_INDEX = {
 class TinyModelPaths:
     diffusers_dir: Path
     single_file: Path
+
+
+@dataclass
+class TinyModules:
+    """The four tiny models in memory (random weights), as `build_tiny_model` writes them."""
+
+    unet: Any
+    vae: Any
+    text_encoder1: Any
+    text_encoder2: Any
 
 
 # ---------------------------------------------------------------- tokenizer
@@ -220,31 +231,36 @@ def _prompt_words() -> list[str]:
     return caption_words()
 
 
-def _make_models(vocab_size: int, seed: int):
+def tiny_vocab_size() -> int:
+    return len(build_vocab(learn_bpe(_prompt_words())))
+
+
+def make_tiny_modules(seed: int = 0, vocab_size: int | None = None) -> TinyModules:
+    """The tiny models in memory, without writing files (same tensors as the built model)."""
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
+    vocab = vocab_size or tiny_vocab_size()
     # fork_rng: seed the init without changing the caller's random state.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(**unet_config())
         vae = AutoencoderKL(**vae_config())
         te1 = CLIPTextModel(text_encoder_config(
-            TE1_WIDTH, TE1_LAYERS, TE1_HEADS, "quick_gelu", TE1_WIDTH, vocab_size, vocab_size - 1))
+            TE1_WIDTH, TE1_LAYERS, TE1_HEADS, "quick_gelu", TE1_WIDTH, vocab, vocab - 1))
         te2 = CLIPTextModelWithProjection(text_encoder_config(
-            TE2_WIDTH, TE2_LAYERS, TE2_HEADS, "gelu", TE2_PROJECTION, vocab_size, 0))
-    return unet, vae, te1, te2
+            TE2_WIDTH, TE2_LAYERS, TE2_HEADS, "gelu", TE2_PROJECTION, vocab, 0))
+    return TinyModules(unet, vae, te1, te2)
 
 
-def _write_diffusers_folder(folder: Path, models, words: list[str]) -> None:
+def _write_diffusers_folder(folder: Path, models: TinyModules, words: list[str]) -> None:
     import diffusers
 
-    unet, vae, te1, te2 = models
-    unet.save_pretrained(folder / "unet")
-    vae.save_pretrained(folder / "vae")
-    te1.save_pretrained(folder / "text_encoder")
-    te2.save_pretrained(folder / "text_encoder_2")
+    models.unet.save_pretrained(folder / "unet")
+    models.vae.save_pretrained(folder / "vae")
+    models.text_encoder1.save_pretrained(folder / "text_encoder")
+    models.text_encoder2.save_pretrained(folder / "text_encoder_2")
     (folder / "scheduler").mkdir()
     scheduler = {**SCHEDULER_CONFIG, "_diffusers_version": diffusers.__version__}
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler, indent=2))
@@ -280,8 +296,7 @@ def build_tiny_model(out_dir: Path | str, seed: int = 0) -> TinyModelPaths:
     out.mkdir(parents=True, exist_ok=True)
     words = _prompt_words()
     # The vocab is the same for both tokenizers; only the pad token differs.
-    vocab_size = len(build_vocab(learn_bpe(words)))
-    models = _make_models(vocab_size, seed)
+    models = make_tiny_modules(seed, len(build_vocab(learn_bpe(words))))
 
     final = out / "tiny-sdxl"
     staging = out / ".tiny-sdxl.staging"
@@ -290,9 +305,9 @@ def build_tiny_model(out_dir: Path | str, seed: int = 0) -> TinyModelPaths:
     _write_diffusers_folder(staging, models, words)
     _replace_dir(staging, final)
 
-    unet, vae, te1, te2 = models
     tensors = diffusers_to_single_file(
-        unet.state_dict(), dict(unet.config), vae.state_dict(), te1.state_dict(), te2.state_dict())
+        models.unet.state_dict(), dict(models.unet.config), models.vae.state_dict(),
+        models.text_encoder1.state_dict(), models.text_encoder2.state_dict())
     metadata = {
         "modelspec.sai_model_spec": "1.0.1",
         "modelspec.architecture": "stable-diffusion-xl-v1-base",

@@ -156,3 +156,11 @@ def test_same_seed_same_file_other_seed_other_weights(tiny_model, tmp_path):
     _assert_same_tensors("seed 0", first, load_file(tm.build_tiny_model(tmp_path / "again", seed=0).single_file))
     other = load_file(tm.build_tiny_model(tmp_path / "other", seed=1).single_file)
     assert not torch.equal(first["model.diffusion_model.out.2.weight"], other["model.diffusion_model.out.2.weight"])
+
+
+def test_in_memory_modules_equal_the_written_model(folder_pipeline):
+    modules = tm.make_tiny_modules(seed=0)
+    pairs = (("unet", modules.unet), ("vae", modules.vae), ("text_encoder", modules.text_encoder1),
+             ("text_encoder_2", modules.text_encoder2))
+    for name, module in pairs:
+        _assert_same_tensors(name, getattr(folder_pipeline, name).state_dict(), module.state_dict())
