@@ -150,3 +150,62 @@ def test_a_flood_of_steps_is_folded_completely(tmp_path):
             await pilot.press("q")
 
     asyncio.run(scenario())
+
+
+def tiny_run_config(tiny_model, demo_dataset, output_dir: Path, **overrides):
+    from engine.config_io import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "templates" / "cpu-demo.toml")
+    values = dict(pretrained_model_name_or_path=str(tiny_model.diffusers_dir),
+                  dataset_config=str(demo_dataset.dataset_toml), sample_prompts=str(demo_dataset.sample_prompts),
+                  output_dir=str(output_dir), max_train_steps=1000, log_every_n_steps=1,
+                  save_every_n_steps=None, sample_every_n_steps=None, save_state=False)
+    values.update(overrides)
+    return cfg.with_values(**values)
+
+
+@pytest.mark.slow
+def test_dashboard_trains_the_tiny_model_saves_on_request_and_stops(tiny_model, demo_dataset, tmp_path):
+    output_dir = tmp_path / "run"
+    cfg = tiny_run_config(tiny_model, demo_dataset, output_dir)
+    screen = DashboardScreen(cfg, None, bell=False, nvml=False)
+    app = DashboardApp(screen)
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            try:
+                await wait_until(pilot, lambda: screen.view.step >= 1 or screen.view.final, 600, "the first step")
+                assert screen.view.final is None, screen.view.final
+                await pilot.press("q")  # leaving an owned, running run asks first
+                assert isinstance(app.screen, ConfirmScreen)
+                await pilot.press("n")
+                assert app.screen is screen and screen.view.running
+                await pilot.press("s")
+                await wait_until(pilot, lambda: any(s.kind == "lora" for s in screen.view.checkpoints)
+                                 or screen.view.final, 300, "the save-now LoRA")
+                await pilot.press("x")
+                assert isinstance(app.screen, ConfirmScreen)
+                await pilot.press("y")
+                assert screen.stopping
+                await wait_until(pilot, lambda: screen.view.final is not None, 300, "the run to stop")
+                await wait_until(pilot, lambda: screen.result is not None, 30, "engine.run to return")
+                await pilot.press("q")  # the run is over: leave without asking
+            finally:
+                screen.control.request_stop("test ended")
+        return app.return_value
+
+    final = asyncio.run(scenario())
+    view = screen.view
+    assert final is not None and final.status == "stopped", final
+    # save now wrote a LoRA (and its state) mid-run; the stop wrote the last one
+    saved_now = [s for s in view.checkpoints if s.kind == "lora"][0]
+    assert Path(saved_now.path).is_file() and saved_now.step <= final.step
+    assert any(s.kind == "state" for s in view.checkpoints)
+    assert Path(final.lora_path).is_file() and Path(final.lora_path).parent == output_dir.resolve()
+    assert screen.result.ok and screen.result.stopped and screen.result.lora_path == final.lora_path
+    # the same story is on disk for anyone watching later
+    from engine.event_follow import read_events
+
+    on_disk = read_events(output_dir)
+    assert isinstance(on_disk[-1], ev.Finished) and on_disk[-1].stopped
+    assert (output_dir / "config.toml").is_file()
