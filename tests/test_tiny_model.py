@@ -164,3 +164,33 @@ def test_in_memory_modules_equal_the_written_model(folder_pipeline):
              ("text_encoder_2", modules.text_encoder2))
     for name, module in pairs:
         _assert_same_tensors(name, getattr(folder_pipeline, name).state_dict(), module.state_dict())
+
+
+def test_full_size_sdxl_round_trips_through_diffusers_converters():
+    """On SDXL's real architecture (meta tensors: names and shapes only), our single-file
+    layout is what diffusers' own readers expect: each maps back to every parameter."""
+    from diffusers.loaders import single_file_utils as sfu
+
+    from engine.sdxl_configs import SDXL_UNET_CONFIG, build_sdxl_on_meta
+    from engine.single_file import diffusers_to_single_file
+
+    sdxl = build_sdxl_on_meta()
+    parts = {name: getattr(sdxl, name).state_dict() for name in ("unet", "vae", "text_encoder1", "text_encoder2")}
+    single = diffusers_to_single_file(parts["unet"], SDXL_UNET_CONFIG, parts["vae"],
+                                      parts["text_encoder1"], parts["text_encoder2"])
+    assert sfu.infer_diffusers_model_type(single) == "xl_base"
+
+    def shapes(tensors):
+        return {key: tuple(value.shape) for key, value in tensors.items()}
+
+    unet = sfu.convert_ldm_unet_checkpoint(single, dict(SDXL_UNET_CONFIG))
+    assert shapes(unet) == shapes(parts["unet"])
+    vae = sfu.convert_ldm_vae_checkpoint(single, {"down_block_types": [0] * 4, "up_block_types": [0] * 4})
+    assert shapes(vae) == shapes(parts["vae"])
+    te1 = sfu.convert_ldm_clip_checkpoint(single)
+    assert shapes(te1) == shapes(with_text_model_prefix(parts["text_encoder1"]))
+    te2 = sfu.convert_open_clip_checkpoint(sdxl.text_encoder2, single, prefix="conditioner.embedders.1.model.")
+    assert shapes(te2) == shapes(with_text_model_prefix(parts["text_encoder2"]))
+    ours = single_file_to_diffusers(single, SDXL_UNET_CONFIG, list(parts["unet"]))
+    assert shapes(ours.unet) == shapes(unet) and shapes(ours.vae) == shapes(vae)
+    assert shapes(ours.text_encoder1) == shapes(te1) and shapes(ours.text_encoder2) == shapes(te2)
