@@ -209,3 +209,38 @@ def test_dashboard_trains_the_tiny_model_saves_on_request_and_stops(tiny_model, 
     on_disk = read_events(output_dir)
     assert isinstance(on_disk[-1], ev.Finished) and on_disk[-1].stopped
     assert (output_dir / "config.toml").is_file()
+
+
+def render_text(renderable, width: int = 100) -> str:
+    import io
+
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=width, color_system=None)
+    console.print(renderable)
+    return console.file.getvalue()
+
+
+def test_memory_gauge_shows_cuda_figures_and_the_whole_card():
+    from sdxl_tui.widgets.memory_gauge import CardUsage, NvmlProbe, memory_table
+
+    memory = script.step_event(10).memory
+    text = render_text(memory_table(memory, CardUsage(used=20 * script.GIB, total=24 * script.GIB, name="RTX 4090")))
+    for expected in ("allocated", "reserved", "12.0 GiB", "peak", "10.6 GiB", "card used", "20.0 GiB (all processes)",
+                     "RTX 4090", "24.0 GiB"):
+        assert expected in text
+    cpu = render_text(memory_table(ev.Memory(device="cpu", rss=600 * 1024 ** 2), None))
+    assert "process RSS" in cpu and "600.0 MiB" in cpu
+    probe = NvmlProbe()  # without a GPU or driver this is simply "not available"
+    assert probe.usage("cpu") is None
+    probe.close()
+
+
+def test_a_quiet_watched_run_says_so():
+    from sdxl_tui.run_model import fold
+    from sdxl_tui.widgets.run_status import header_text
+
+    events = script.early()
+    assert "no events for" not in header_text(fold(events, now=events[-1].time + 5), " watching ").plain
+    quiet = header_text(fold(events, now=events[-1].time + 600), " watching ").plain
+    assert "no events for 10:00: the run may have ended without saying so" in quiet

@@ -147,6 +147,10 @@ class DashboardScreen(Screen[Optional[FinalState]]):
 
     def on_unmount(self) -> None:
         self._halt_follow.set()
+        if self.owns_run and self.view.running:
+            # The app is closing under a live run (ctrl+q): the engine thread outlives the UI,
+            # so let it finish the step, save and end instead of training on unseen.
+            self.control.request_stop("the dashboard was closed")
         if self._nvml is not None:
             self._nvml.close()
 
