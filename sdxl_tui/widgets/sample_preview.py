@@ -63,16 +63,22 @@ class SamplePreview(Widget):
         self._sample, self._output_dir = sample, output_dir
         self._image, self._error = None, ""
         if sample is not None:
+            path = self._resolve(sample.path)
             try:
-                self._image = load_image(self._resolve(sample.path))
+                self._image = load_image(path)
+            except FileNotFoundError:
+                self._error = f"the image is not there (any more): {path}"
             except (OSError, ValueError) as exc:
                 self._error = f"cannot show the image: {exc}"
         self.refresh()
 
     def _resolve(self, path: str) -> Path:
+        """As written (absolute, or relative to the working dir), else inside the output dir."""
         candidate = Path(path)
         if not candidate.is_absolute() and self._output_dir and not candidate.exists():
-            candidate = Path(self._output_dir) / candidate
+            inside = Path(self._output_dir) / candidate
+            if inside.exists():
+                return inside
         return candidate
 
     def render(self) -> Group | Text:
