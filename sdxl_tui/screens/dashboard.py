@@ -24,7 +24,7 @@ from textual.worker import Worker, WorkerState
 from engine.control import RunControl
 from engine.events import Event, Failed, Finished
 from sdxl_tui.messages import EngineEvent, EventsEnded, is_metric
-from sdxl_tui.run_model import FinalState, RunModel, RunView
+from sdxl_tui.run_model import FinalState, RunModel, RunView, final_lines
 from sdxl_tui.screens.dashboard_modals import ConfigScreen, ConfirmScreen
 from sdxl_tui.widgets.log_pane import LogPane
 from sdxl_tui.widgets.loss_chart import LossChart
@@ -220,10 +220,20 @@ class DashboardScreen(Screen[Optional[FinalState]]):
         self.stopping = False
         if self.bell_enabled:
             self.app.bell()
+            self._desktop_notification(final_lines(self.model.view())[0][0])
         self.refresh_bindings()
         self._render_view()
         if self._leave_when_done:
             self.dismiss(self.view.final)
+
+    def _desktop_notification(self, text: str) -> None:
+        """OSC 9: a desktop notification in terminals that support it (iTerm2, WezTerm,
+        Windows Terminal...); others ignore the sequence. Written the way App.bell() is."""
+        app = self.app
+        driver = getattr(app, "_driver", None)
+        if not app.is_headless and driver is not None:
+            clean = "".join(ch for ch in text if ch.isprintable())
+            driver.write(f"\x1b]9;sdxl-tui: {clean}\x07")
 
     def _tick(self) -> None:
         """Once a second: ETA countdown, elapsed time, a quiet run's age, the card's memory."""
