@@ -63,11 +63,14 @@ class SdxlModel:
 
 
 def _human_size(size: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.1f} {unit}" if unit != "B" else f"{size} B"
-        size /= 1000
-    return f"{size:.1f} GB"
+    if size < 1000:
+        return f"{size} B"
+    value = float(size)
+    for unit in ("KB", "MB", "GB"):
+        value /= 1000
+        if value < 1000:
+            break
+    return f"{value:.1f} {unit}"
 
 
 def _folder_size(folder: Path) -> int:
@@ -204,8 +207,11 @@ def describe_diffusers_folder(folder: Path) -> ModelShape:
     return ModelShape(label, cross, (te1, te2), (folder / "vae").is_dir(), base_size)
 
 
-def check_sdxl_shape(source: ModelSource) -> Optional[ModelShape]:
-    """Raise ModelError when a local model is not SDXL base; None for a Hub id not yet cached."""
+def check_sdxl_shape(source: "ModelSource | str") -> Optional[ModelShape]:
+    """Raise ModelError when a local model is not SDXL base; None for a Hub id not yet cached.
+    Reads only configs or a safetensors header (cheap enough to run as a user types)."""
+    if isinstance(source, str):
+        source = detect_model_source(source)
     if source.kind == "single_file":
         return describe_single_file(read_header_shapes(Path(source.path)))
     if source.kind == "diffusers":
