@@ -57,6 +57,11 @@ def preamble() -> list[ev.Event]:
     ]
 
 
+def caching() -> list[ev.Event]:
+    """Still preparing: caching latents 46 of 100."""
+    return preamble()[:50]
+
+
 def early() -> list[ev.Event]:
     return [*preamble(), *[step_event(s) for s in range(1, 13)]]
 
