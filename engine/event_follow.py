@@ -70,6 +70,8 @@ def follow_events(
     """Replay from the first event, then wait for more until the run ends or `stop` is set.
 
     Waits for the file to appear, so it can be attached before the run has begun writing.
+    A Finished/Failed followed by more events (the run was resumed into the same folder) does
+    not end the replay; one that is the newest line does.
     """
     stop = stop or threading.Event()
     reader = EventFileReader(events_path(output_dir))
@@ -77,8 +79,8 @@ def follow_events(
         batch = reader.read_new()
         for event in batch:
             yield event
-            if until_final and is_final(event):
-                return
+        if until_final and batch and is_final(batch[-1]):
+            return
         if not batch:
             stop.wait(poll_interval)
 

@@ -214,6 +214,7 @@ class RunModel:
             handler(event)
 
     def _on_RunStarted(self, e: ev.RunStarted) -> None:
+        self._fields.pop("final", None)  # a resumed run appends to the same events.jsonl
         self._fields.update(
             output_dir=e.output_dir or self._fields["output_dir"],
             config_path=e.config_path or self._fields["config_path"],

@@ -17,6 +17,7 @@ import dashboard_script as script
 from engine import events as ev
 from engine.event_follow import EventFileReader, follow_events, read_events
 from sdxl_tui.commands import watch
+from sdxl_tui.run_model import fold
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,6 +61,19 @@ def test_follow_replays_from_the_start_then_follows_until_the_run_ends(tmp_path)
         seen.append(event)
     thread.join()
     assert seen == events  # every event, in order, ending with Finished
+
+
+def test_a_resumed_run_replays_past_its_first_ending(tmp_path):
+    first = [*script.early(), ev.Finished(time=script.T0 + 40, step=12, stopped=True, lora_path="a.safetensors")]
+    second = [ev.RunStarted(time=script.T0 + 100, output_dir=script.OUTPUT_DIR, total_steps=400, resumed_from_step=12),
+              *[script.step_event(s) for s in range(13, 21)],
+              ev.Finished(time=script.T0 + 200, step=20, lora_path="b.safetensors")]
+    append(tmp_path / "events.jsonl", "".join(e.to_json() + "\n" for e in first + second))
+    seen = list(follow_events(tmp_path, poll_interval=0.01))
+    assert seen == first + second
+    view = fold(seen)
+    assert view.final.status == "finished" and view.final.lora_path == "b.safetensors"
+    assert view.loss_steps == tuple(range(1, 21)) and view.resumed_from_step == 12
 
 
 def test_follow_stops_when_asked(tmp_path):

@@ -3,7 +3,6 @@ warnings, and the banner that says how the run ended and what it left behind."""
 from __future__ import annotations
 
 from rich.console import Group, RenderableType
-from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
@@ -16,9 +15,10 @@ from sdxl_tui.run_model import (
 STALE_AFTER = 60.0  # seconds without an event before a watched run is called quiet
 
 
-def _bar(fraction: float, width: int = 24) -> ProgressBar:
-    return ProgressBar(total=1000, completed=int(fraction * 1000), width=width,
-                       complete_style="dodger_blue1", finished_style="green")
+def _bar(fraction: float, width: int = 24) -> Text:
+    filled = int(round(max(0.0, min(1.0, fraction)) * width))
+    style = "green" if fraction >= 1.0 else "dodger_blue1"
+    return Text("━" * filled, style=style) + Text("━" * (width - filled), style="grey30")
 
 
 def status_table(view: RunView) -> Table:
