@@ -16,6 +16,7 @@ tiny model and the real one take the same path. The conversions are exact invers
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -217,6 +218,9 @@ def clip_g_to_openclip(state_dict: Mapping[str, Any]) -> dict:
             raise KeyError(f"unexpected text encoder 2 key: {key}")
     for (layer, kind), parts in qkv.items():
         out[f"transformer.resblocks.{layer}.attn.in_proj_{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]], 0)
+    # OpenCLIP's contrastive temperature: unused by a text encoder, but SDXL files carry it
+    # and some readers (sd-scripts) pass it through; ln(100) is the trained CLIP value.
+    out["logit_scale"] = torch.tensor(math.log(100.0), dtype=torch.float32)
     return out
 
 

@@ -72,6 +72,7 @@ def test_single_file_uses_the_original_sdxl_layout(tiny_model):
     for part in ("ln_1", "ln_2", "mlp.c_fc", "mlp.c_proj", "attn.out_proj"):
         assert te2 + f"transformer.resblocks.0.{part}.weight" in shapes
     assert te2 + "ln_final.weight" in shapes and te2 + "token_embedding.weight" in shapes
+    assert shapes[te2 + "logit_scale"] == ()
     assert "conditioner.embedders.0.transformer.text_model.encoder.layers.11.mlp.fc2.weight" in shapes
     assert shapes["first_stage_model.encoder.mid.attn_1.q.weight"][2:] == (1, 1)
     assert "first_stage_model.decoder.up.3.upsample.conv.weight" in shapes
