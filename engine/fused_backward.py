@@ -23,6 +23,9 @@ class FusedBackward:
         self.max_grad_norm = max_grad_norm
         self.children: list = []
         self._handles: list = []
+        # The parent is never stepped by design; tell torch's lr scheduler so it does not warn
+        # that the schedule runs ahead of the optimizer.
+        parent_optimizer._opt_called = True
         optimizer_class = type(parent_optimizer)
         for group in parent_optimizer.param_groups:
             settings = {key: value for key, value in group.items() if key not in ("params", "initial_lr")}
