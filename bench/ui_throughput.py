@@ -55,6 +55,9 @@ def paced_source(rate: float, seconds: float, first_step: int, total: int, emitt
 
     def source(stop: threading.Event):
         start = time.perf_counter()
+        if rate < 0:  # idle: the dashboard alone, for a baseline
+            stop.wait(seconds)
+            return
         count = int(rate * seconds) if rate else 10 ** 9
         for i in range(count):
             if stop.is_set():
@@ -98,9 +101,9 @@ async def measure(rate: float, seconds: float, history: int) -> dict:
     return {
         "events": events, "wall_s": wall, "events_per_s": events / wall, "renders": len(renders),
         "events_per_render": events / max(1, len(renders)),
-        "render_ms_mean": 1000 * statistics.fmean(renders), "render_ms_p95": 1000 * renders_p(renders, 0.95),
-        "lag_steps_p95": lags[int(0.95 * (len(lags) - 1))], "lag_steps_max": lags[-1], "final_lag": final_lag,
-        "folded_lag_p95": folded_lags[int(0.95 * (len(folded_lags) - 1))], "folded_lag_max": folded_lags[-1],
+        "render_ms_mean": 1000 * statistics.fmean(renders) if renders else 0.0, "render_ms_p95": 1000 * renders_p(renders, 0.95),
+        "lag_steps_p95": renders_p(lags, 0.95), "lag_steps_max": max(lags, default=0), "final_lag": final_lag,
+        "folded_lag_p95": renders_p(folded_lags, 0.95), "folded_lag_max": max(folded_lags, default=0),
         "cpu_percent": 100 * cpu / wall, "chart_points": len(screen.view.loss_steps),
     }
 
@@ -129,6 +132,8 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=50_000, help="steps already in the loss history")
     args = parser.parse_args()
     print(f"dashboard 120x40 headless, {args.history} steps of history, python {sys.version.split()[0]}")
+    idle = asyncio.run(measure(-1, min(args.seconds, 5.0), args.history))
+    print(f"\nidle dashboard (baseline): process CPU {idle['cpu_percent']:.0f}% of one core")
     report(f"paced at {args.rate:.0f} steps/s for {args.seconds:.0f} s",
            asyncio.run(measure(args.rate, args.seconds, args.history)))
     report(f"as fast as possible for {args.seconds:.0f} s", asyncio.run(measure(0, args.seconds, args.history)))

@@ -97,6 +97,7 @@ class DashboardScreen(Screen[Optional[FinalState]]):
         self._halt_follow = threading.Event()
         self._render_timer: Optional[Timer] = None
         self._last_render = 0.0
+        self._drawn = False
 
     # --- construction ---------------------------------------------------------------------
 
@@ -254,20 +255,27 @@ class DashboardScreen(Screen[Optional[FinalState]]):
             self._render_timer.stop()
             self._render_timer = None
         self._last_render = time.monotonic()
-        view = self.view = self.model.view(self.clock())
-        self.query_one("#run-header", Static).update(header_text(view, self.mode_label, self.stopping))
-        banner = self.query_one("#final-banner", Static)
-        banner.display = view.final is not None
-        if view.final is not None:
-            banner.set_class(view.final.status == "failed", "failed")
-            banner.update(final_text(view))
+        previous, view = self.view, self.model.view(self.clock())
+        self.view = view
+        # Only what changed is redrawn, and fixed-size panels skip the layout pass: a full
+        # relayout repaints the whole screen, which is most of the cost of a frame.
+        self.query_one("#run-header", Static).update(header_text(view, self.mode_label, self.stopping), layout=False)
+        if view.final != previous.final or not self._drawn:
+            banner = self.query_one("#final-banner", Static)
+            banner.display = view.final is not None
+            if view.final is not None:
+                banner.set_class(view.final.status == "failed", "failed")
+                banner.update(final_text(view))
         self.query_one(RunStatus).show(view)
         self.query_one(MemoryGauge).show(view)
         self.query_one(LossChart).show(view)
         self.query_one(SamplePreview).show(view.latest_sample, view.output_dir)
-        self.query_one("#checkpoints", Static).update(checkpoints_text(view))
-        self.query_one("#warnings", Static).update(warnings_text(view))
+        if view.checkpoints != previous.checkpoints or not self._drawn:
+            self.query_one("#checkpoints", Static).update(checkpoints_text(view))
+        if view.warnings != previous.warnings or not self._drawn:
+            self.query_one("#warnings", Static).update(warnings_text(view))
         self.query_one(LogPane).show(view)
+        self._drawn = True
 
     @property
     def mode_label(self) -> str:

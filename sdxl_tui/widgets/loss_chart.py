@@ -17,9 +17,9 @@ from sdxl_tui.run_model import RunView
 
 # Braille dot bits by (column, row) inside one 2x4 cell.
 _DOT_BITS = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))
-RAW_STYLE = "grey50"
-SMOOTH_STYLE = "bold dodger_blue1"
-AXIS_STYLE = "grey62"
+RAW_STYLE = "#808080"  # hex: Textual markup (the legend) parses these too
+SMOOTH_STYLE = "bold #1e90ff"
+AXIS_STYLE = "#9e9e9e"
 LABEL_WIDTH = 8
 
 
@@ -101,12 +101,19 @@ def plot(steps: tuple[int, ...], raw: tuple[float, ...], smooth: tuple[float, ..
     for r in range(rows):
         label = _label(high - (high - low) * (r * 4) / (dots - 1)) if r in (0, rows // 2, rows - 1) else ""
         line = Text(f"{label:>{LABEL_WIDTH - 1}}┤" if label else " " * (LABEL_WIDTH - 1) + "│", style=AXIS_STYLE)
+        # One span per run of same-styled cells: far fewer spans for the terminal to paint.
+        run_chars: list[str] = []
+        run_style = ""
         for c in range(plot_width):
             s_bits, r_bits = smooth_bits[r][c], raw_bits[r][c]
-            if s_bits | r_bits:
-                line.append(chr(0x2800 | s_bits | r_bits), style=SMOOTH_STYLE if s_bits else RAW_STYLE)
-            else:
-                line.append(" ")
+            style = SMOOTH_STYLE if s_bits else RAW_STYLE if r_bits else ""
+            if style != run_style and run_chars:
+                line.append("".join(run_chars), style=run_style or None)
+                run_chars = []
+            run_style = style
+            run_chars.append(chr(0x2800 | s_bits | r_bits) if style else " ")
+        if run_chars:
+            line.append("".join(run_chars), style=run_style or None)
         lines.append(line)
     lines.append(_x_axis(steps[0], steps[-1], plot_width))
     return lines

@@ -105,6 +105,7 @@ class MemoryGauge(Static):
         self._key: tuple = ()
         self._card: Optional[CardUsage] = None
         self._view: Optional[RunView] = None
+        self._rows: tuple = ()
 
     def show(self, view: RunView) -> None:
         self._view = view
@@ -124,4 +125,7 @@ class MemoryGauge(Static):
         self._key = key
         self.border_title = f"Memory ({view.memory.device})"
         history = sparkline([float(v) for v in view.memory_history], 40)
-        self.update(Group(memory_table(view.memory, self._card), Text(history, style="dark_cyan")))
+        table = memory_table(view.memory, self._card)
+        rows = (len(table.rows), view.memory.device)  # a relayout only when the rows change
+        self.update(Group(table, Text(history, style="dark_cyan")), layout=rows != self._rows)
+        self._rows = rows

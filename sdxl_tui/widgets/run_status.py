@@ -60,8 +60,10 @@ def _inline(parts: list[RenderableType]) -> Table:
 
 
 class RunStatus(Static):
+    """Always the same seven rows (height fixed in CSS), so updates skip the layout pass."""
+
     def show(self, view: RunView) -> None:
-        self.update(status_table(view))
+        self.update(status_table(view), layout=False)
 
 
 def header_text(view: RunView, mode: str, stopping: bool = False) -> Text:
