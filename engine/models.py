@@ -181,6 +181,20 @@ def _read_json(path: Path) -> dict:
         raise ModelError(f"cannot read {path}: {exc}", hint="the model folder is incomplete: download it again") from exc
 
 
+def check_unet_config(config: dict, where: str) -> int:
+    """Refuse a diffusers UNet config that is not SDXL base's kind; return its cross-attention width."""
+    cross = config.get("cross_attention_dim")
+    cross = cross[0] if isinstance(cross, list) else cross
+    if config.get("addition_embed_type") != "text_time":
+        family = {768: "Stable Diffusion 1.x", 1024: "Stable Diffusion 2.x"}.get(cross, "a non-SDXL model")
+        raise ModelError(f"{where} looks like {family} (cross-attention width {cross}), not SDXL",
+                         hint="choose an SDXL base model")
+    if cross == 1280:  # text encoder 2 alone: the refiner
+        raise ModelError(f"{where} looks like the SDXL refiner (cross-attention width 1280), not the base model",
+                         hint="LoRA training needs SDXL base (two text encoders)")
+    return cross
+
+
 def describe_diffusers_folder(folder: Path) -> ModelShape:
     unet_config = folder / "unet" / "config.json"
     if not unet_config.is_file():
@@ -190,13 +204,7 @@ def describe_diffusers_folder(folder: Path) -> ModelShape:
             raise ModelError(f"{folder} holds {what} alone, not a whole model",
                              hint="point to the folder with model_index.json (a VAE goes in the vae option)")
         raise ModelError(f"{folder} has no unet/config.json", hint="the diffusers folder is incomplete")
-    config = _read_json(unet_config)
-    cross = config.get("cross_attention_dim")
-    cross = cross[0] if isinstance(cross, list) else cross
-    if config.get("addition_embed_type") != "text_time":
-        family = {768: "Stable Diffusion 1.x", 1024: "Stable Diffusion 2.x"}.get(cross, "a non-SDXL model")
-        raise ModelError(f"{folder} looks like {family} (cross-attention width {cross}), not SDXL",
-                         hint="choose an SDXL base model")
+    cross = check_unet_config(_read_json(unet_config), str(folder))
     if not (folder / "text_encoder").is_dir():
         raise ModelError(f"{folder} has no text_encoder/: it looks like the SDXL refiner, not the base model",
                          hint="LoRA training needs SDXL base (two text encoders)")
@@ -266,8 +274,10 @@ def _load_diffusers_parts(source: ModelSource) -> dict:
     where = source.path
     # diffusers names the dtype argument torch_dtype, transformers 5 names it dtype.
     as_fp32 = {"torch_dtype": torch.float32}
+    unet = _load_from_pretrained(UNet2DConditionModel, where, "unet", source, **as_fp32)
+    check_unet_config(dict(unet.config), where)  # a Hub id was not checked before the download
     return {
-        "unet": _load_from_pretrained(UNet2DConditionModel, where, "unet", source, **as_fp32),
+        "unet": unet,
         "vae": _load_from_pretrained(AutoencoderKL, where, "vae", source, **as_fp32),
         "text_encoder1": _load_from_pretrained(CLIPTextModel, where, "text_encoder", source, dtype=torch.float32),
         "text_encoder2": _load_from_pretrained(CLIPTextModelWithProjection, where, "text_encoder_2", source,

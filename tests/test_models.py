@@ -269,3 +269,11 @@ def test_folder_with_only_fp16_variant_files_loads_as_float32(tiny_model, from_f
     reference = from_folder.unet.state_dict()
     for key, value in loaded.unet.state_dict().items():
         assert value.dtype == torch.float32 and torch.equal(value, reference[key].half().float()), key
+
+
+def test_refiner_diffusers_folder_is_refused(tmp_path):
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "config.json").write_text(
+        '{"cross_attention_dim": 1280, "addition_embed_type": "text_time"}')
+    with pytest.raises(ModelError, match="refiner"):
+        check_sdxl_shape(str(tmp_path))
