@@ -68,9 +68,9 @@ def step_line(view: RunView) -> str:
 class PlainView:
     """Plain lines, flushed one by one, for output that is not a terminal."""
 
-    def __init__(self, stream: TextIO, clock: Clock = time.time) -> None:
+    def __init__(self, stream: TextIO, clock: Clock = time.time, output_dir: str = "") -> None:
         self.stream, self.clock = stream, clock
-        self.model = RunModel()
+        self.model = RunModel(output_dir=output_dir)
         self._lock = threading.Lock()
 
     def __call__(self, event: ev.Event) -> None:
@@ -141,11 +141,12 @@ def memory_summary(memory: ev.Memory) -> str:
 class ConsoleView:
     """A Rich Live panel redrawn a few times a second; notable events print above it."""
 
-    def __init__(self, console: Console, clock: Clock = time.time, refresh_per_second: float = 4) -> None:
+    def __init__(self, console: Console, clock: Clock = time.time, refresh_per_second: float = 4,
+                 output_dir: str = "") -> None:
         from rich.live import Live
 
         self.console, self.clock = console, clock
-        self.model = RunModel()
+        self.model = RunModel(output_dir=output_dir)
         self._lock = threading.Lock()
         self._live = Live(console=console, refresh_per_second=refresh_per_second, transient=True,
                           get_renderable=self._renderable)
@@ -186,10 +187,15 @@ class ConsoleView:
         self.close()
 
 
-def make_view(stream: Optional[TextIO] = None, *, clock: Clock = time.time) -> "ConsoleView | PlainView":
-    """The live panel for a terminal, plain lines for anything else (files, pipes, TERM=dumb)."""
+def make_view(stream: Optional[TextIO] = None, *, clock: Clock = time.time,
+              output_dir: str | os.PathLike = "") -> "ConsoleView | PlainView":
+    """The live panel for a terminal, plain lines for anything else (files, pipes, TERM=dumb).
+
+    `output_dir` (the config's) names the folder in messages before the run reports it itself.
+    """
+    output_dir = str(output_dir)
     stream = stream or sys.stdout
     is_terminal = hasattr(stream, "isatty") and stream.isatty() and os.environ.get("TERM") != "dumb"
     if is_terminal:
-        return ConsoleView(Console(file=stream), clock=clock)
-    return PlainView(stream, clock=clock)
+        return ConsoleView(Console(file=stream), clock=clock, output_dir=output_dir)
+    return PlainView(stream, clock=clock, output_dir=output_dir)

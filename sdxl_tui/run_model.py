@@ -198,6 +198,10 @@ class RunModel:
         self._fields = {"output_dir": self.output_dir, "config_path": self.config_path}
         self.events_seen = 0
 
+    @property
+    def final(self) -> Optional[FinalState]:
+        return self._fields.get("final")
+
     def apply_all(self, events: Iterable[ev.Event]) -> "RunModel":
         for event in events:
             self.apply(event)
@@ -405,14 +409,15 @@ def final_lines(view: RunView) -> list[tuple[str, str]]:
     final = view.final
     if final is None:
         return []
-    where = view.output_dir or "the output dir"
+    where = view.output_dir
     if final.status == "failed":
         lines = [(f"✖ Failed at step {final.step}: {final.message}", "bold red")]
         if final.hint:
             lines.append((f"What to do: {final.hint}", ""))
         lines.append((f"Last good LoRA: {final.last_good}", "cyan") if final.last_good
                      else ("No LoRA was saved before the failure.", ""))
-        lines.append((f"Full record: {Path(where) / 'events.jsonl'}", "grey70"))
+        record = Path(where) / "events.jsonl" if where else "events.jsonl in the output dir"
+        lines.append((f"Full record: {record}", "grey70"))
         return lines
     headline = (f"■ Stopped on request at step {final.step}" if final.status == "stopped"
                 else f"✔ Finished: {final.step} steps")
@@ -423,5 +428,5 @@ def final_lines(view: RunView) -> list[tuple[str, str]]:
     states = len(view.checkpoints) - saves
     written = ", ".join(plural(n, word) for n, word in
                         ((saves, "LoRA save"), (states, "state"), (len(view.samples), "sample")) if n or word != "state")
-    lines.append((f"Written to {where}: {written}, config.toml, events.jsonl", "grey70"))
+    lines.append((f"Written to {where or 'the output dir'}: {written}, config.toml, events.jsonl", "grey70"))
     return lines

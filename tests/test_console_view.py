@@ -101,3 +101,13 @@ def test_log_level_error_lines_print_in_plain_view():
     out = io.StringIO()
     PlainView(out)(ev.Log(message="disk nearly full", level="error"))
     assert out.getvalue() == "disk nearly full\n"
+
+
+def test_the_output_dir_is_named_before_the_run_reports_it():
+    out = io.StringIO()
+    view = make_view(out, output_dir=Path("/runs/mine"))
+    view(ev.Failed(message="model not found: /nowhere", hint="check the path"))
+    assert "Full record: /runs/mine/events.jsonl" in out.getvalue()
+    out = io.StringIO()
+    make_view(out)(ev.Failed(message="model not found: /nowhere"))
+    assert "Full record: events.jsonl in the output dir" in out.getvalue()

@@ -244,3 +244,25 @@ def test_a_quiet_watched_run_says_so():
     assert "no events for" not in header_text(fold(events, now=events[-1].time + 5), " watching ").plain
     quiet = header_text(fold(events, now=events[-1].time + 600), " watching ").plain
     assert "no events for 10:00: the run may have ended without saying so" in quiet
+
+
+def test_an_owned_run_that_cannot_start_says_why_and_what_to_do(demo_dataset, tmp_path):
+    from engine.config import RunConfig
+
+    cfg = RunConfig().with_values(pretrained_model_name_or_path=str(tmp_path / "no-such-model"),
+                                  dataset_config=str(demo_dataset.dataset_toml), output_dir=str(tmp_path / "out"))
+    screen = DashboardScreen(cfg, None, bell=False, nvml=False)
+    app = DashboardApp(screen)
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: screen.view.final is not None, 120, "the failure")
+            await wait_until(pilot, lambda: screen.result is not None, 30, "engine.run to return")
+            assert screen.query_one("#final-banner").display
+            await pilot.press("q")  # a failed run: leave without being asked
+        return app.return_value
+
+    final = asyncio.run(scenario())
+    assert final.status == "failed" and "no-such-model" in final.message
+    assert final.hint  # what to do
+    assert not screen.result.ok and screen.result.exit_code != 0

@@ -22,7 +22,7 @@ from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
 from engine.control import RunControl
-from engine.events import Event, Failed, Finished
+from engine.events import Event, Failed, Finished, Log
 from sdxl_tui.messages import EngineEvent, EventsEnded, is_metric
 from sdxl_tui.run_model import FinalState, RunModel, RunView, final_lines
 from sdxl_tui.screens.dashboard_modals import ConfigScreen, ConfirmScreen
@@ -148,7 +148,7 @@ class DashboardScreen(Screen[Optional[FinalState]]):
 
     def on_unmount(self) -> None:
         self._halt_follow.set()
-        if self.owns_run and self.view.running:
+        if self.owns_run and self.model.final is None:
             # The app is closing under a live run (ctrl+q): the engine thread outlives the UI,
             # so let it finish the step, save and end instead of training on unseen.
             self.control.request_stop("the dashboard was closed")
@@ -179,11 +179,18 @@ class DashboardScreen(Screen[Optional[FinalState]]):
         worker = message.worker
         if worker.name == "engine" and message.state == WorkerState.SUCCESS:
             self.result = worker.result
-        elif message.state == WorkerState.ERROR and self.model.view().final is None:
+        elif message.state == WorkerState.ERROR:
             error = worker.error
-            self._apply([Failed(time=self.clock(), message=str(getattr(error, "message", error)),
-                                hint=getattr(error, "hint", "") or "see the log pane (l) for details",
-                                kind=type(error).__name__)])
+            text = f"{type(error).__name__}: {error}"
+            if worker.name != "engine":
+                self._apply([Log(time=self.clock(), level="error", message=f"reading events stopped: {text}")])
+                return
+            events: list[Event] = [Log(time=self.clock(), level="error", message=f"the engine raised {text}")]
+            if self.model.final is None:  # engine.run reports its own failures; this one got past it
+                events.append(Failed(time=self.clock(), message=str(getattr(error, "message", error)),
+                                     hint=getattr(error, "hint", "") or "see the log pane (l) for details",
+                                     kind=type(error).__name__))
+            self._apply(events)
 
     # --- events in ------------------------------------------------------------------------
 
