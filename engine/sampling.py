@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
     "ddim": ("DDIMScheduler", {}),
     "ddpm": ("DDPMScheduler", {}),
-    "pndm": ("PNDMScheduler", {}),
+    "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),  # as SD pipelines ship it; PRK needs >= 4 steps
     "lms": ("LMSDiscreteScheduler", {}),
     "k_lms": ("LMSDiscreteScheduler", {}),
     "euler": ("EulerDiscreteScheduler", {}),
@@ -60,7 +60,11 @@ def make_sampler_scheduler(name: str, scheduler_config: Any) -> Any:
         raise ConfigError(f"unknown sample_sampler '{name}'", key="sample_sampler",
                           hint="one of: " + ", ".join(sorted(SAMPLERS)))
     class_name, extra = SAMPLERS[key]
-    return getattr(diffusers, class_name).from_config(scheduler_config, **extra)
+    try:
+        return getattr(diffusers, class_name).from_config(scheduler_config, **extra)
+    except ImportError as exc:  # LMS needs scipy, an optional package
+        raise ConfigError(f"sample_sampler '{name}' needs a package that is not installed ({exc})".strip(),
+                          key="sample_sampler", hint="pip install scipy, or choose another sampler") from None
 
 
 def sample_file_name(output_name: str, *, step: int, epoch: Optional[int], index: int,
