@@ -70,6 +70,7 @@ class Progress:
     epoch: int  # 0-based epoch the next batch belongs to
     batches_done_in_epoch: int  # batches of that epoch already consumed
     format: int = STATE_FORMAT
+    dataset_hash: str = ""  # ScannedDataset.manifest_hash: resume checks the data is the same
 
 
 @dataclass
@@ -127,22 +128,50 @@ def _to_tuple(value: Any) -> Any:
 
 
 def save_state(output_dir: Path, *, network, optimizer, scheduler, scaler, progress: Progress,
-               config_text: str) -> Path:
-    """Write a complete state folder for `progress`; returns its final path."""
-    import torch
-    from safetensors.torch import save_file
-
-    from engine.atomic import _fsync_dir
-
+               config_text: str, saving=None) -> Path:
+    """Write a complete state folder for `progress`; returns its final path. `saving`
+    (engine.save_progress.SaveProgress) hears of each file written. On any failure the
+    unfinished folder is removed and the previous states stay as they were."""
     root = state_root(output_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / state_dir_name(progress.global_step)
     staging = root / f".{final.name}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
+    if saving is not None:
+        saving.writing(staging)
+    try:
+        _write_state_files(staging, network=network, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                           progress=progress, config_text=config_text, saving=saving)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if final.exists():  # a save at the same step (e.g. stop right after a periodic save)
+        shutil.rmtree(final)
+    os.replace(staging, final)
+    from engine.atomic import _fsync_dir
+
+    _fsync_dir(root)
+    _prune_states(root, STATES_KEPT)
+    return final
+
+
+def _write_state_files(staging: Path, *, network, optimizer, scheduler, scaler, progress: Progress,
+                       config_text: str, saving) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from engine.atomic import _fsync_dir
+
+    def done(name: str) -> None:
+        if saving is not None:
+            saving.part_done(name)
+
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in network.kohya_state_dict().items()}
     save_file(tensors, str(staging / "lora.safetensors"))
+    done("lora")
     torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+    done("optimizer")
     torch.save(scheduler.state_dict(), staging / "scheduler.pt")
     if scaler is not None:
         torch.save(scaler.state_dict(), staging / "scaler.pt")
@@ -153,15 +182,10 @@ def save_state(output_dir: Path, *, network, optimizer, scheduler, scaler, progr
     (staging / "config.toml").write_text(config_text, encoding="utf-8")
     for child in staging.iterdir():
         _fsync_file(child)
+    done("small files")
     (staging / COMPLETE_MARKER).write_text("ok\n")
     _fsync_file(staging / COMPLETE_MARKER)
     _fsync_dir(staging)
-    if final.exists():  # a save at the same step (e.g. stop right after a periodic save)
-        shutil.rmtree(final)
-    os.replace(staging, final)
-    _fsync_dir(root)
-    _prune_states(root, STATES_KEPT)
-    return final
 
 
 def _fsync_file(path: Path) -> None:

@@ -19,6 +19,9 @@ class RunControl:
         self._stop = threading.Event()
         self._commands: "queue.SimpleQueue[str]" = queue.SimpleQueue()
         self.stop_reason = ""
+        from engine.save_progress import SaveProgress
+
+        self.saving = SaveProgress()  # "saving now, x% done", updated by the saving code
 
     def request_stop(self, reason: str = "stop requested") -> None:
         """Finish the current step, save, and end."""
