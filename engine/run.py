@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from engine import checkpoint
+from engine import checkpoint, disk
 from engine.config import RunConfig
 from engine.control import RunControl
 from engine.errors import OutputError, SdxlTuiError
@@ -72,8 +72,10 @@ def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
     log = None
     try:
         warnings = _check_config(cfg)
+        point = _prepare_resume(output_dir, cfg) if resume else None
         accelerator = session.accelerator = _make_accelerator(cfg)
         if accelerator.is_main_process:
+            warnings += _reusable_output_dir_notes(output_dir) if not resume else []
             log = _claim_output_dir(cfg, output_dir, resume)
             from engine.event_log import tee
 
@@ -82,7 +84,7 @@ def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
             session.emit = lambda event: None
         for message in warnings:
             session.emit(Warning_(time=time.time(), message=message))
-        return _train(session, resume)
+        return _train(session, point)
     except SdxlTuiError as exc:
         return _failed(session, exc)
     except Exception as exc:
@@ -116,7 +118,42 @@ def _check_config(cfg: RunConfig) -> list[str]:
                                              default_batch_size=cfg.training.train_batch_size)
     issues = check_rules(cfg, dataset_config)
     raise_for_errors(issues)
+    _check_model_cheaply(cfg)
     return [issue.message for issue in issues if issue.level == "warning"]
+
+
+def _check_model_cheaply(cfg: RunConfig) -> None:
+    """Path, file type (pickle refused), SDXL shape from the header, Hub cache when offline:
+    a ModelError before the output folder is claimed or a model loads."""
+    import os
+
+    from engine.models import check_sdxl_shape, detect_model_source, hub_error
+
+    source = detect_model_source(cfg.model.pretrained_model_name_or_path)
+    shape = check_sdxl_shape(source)
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    if source.kind == "hub" and shape is None and offline:
+        raise hub_error(source.path, FileNotFoundError(source.path))
+
+
+def _prepare_resume(output_dir: Path, cfg: RunConfig):
+    from engine.resume import prepare_resume
+
+    return prepare_resume(output_dir, cfg)
+
+
+def _reusable_output_dir_notes(output_dir: Path) -> list[str]:
+    """An output folder whose only run failed before training began holds nothing to keep:
+    it may be used again (said in a warning). Anything else is left to _claim_output_dir."""
+    from engine.resume import failed_before_training
+
+    failure = failed_before_training(output_dir)
+    if failure is None:
+        return []
+    for name in EXISTING_RUN_MARKERS:
+        (output_dir / name).rename(output_dir / f"{name}.failed-attempt")
+    return [f"{output_dir} held only an attempt that failed before training ({failure}); "
+            f"its config.toml and events.jsonl were kept with the suffix .failed-attempt"]
 
 
 def _make_accelerator(cfg: RunConfig):
@@ -169,11 +206,17 @@ def _load_model(session: _Session):
     for part in (model.unet, model.text_encoder1, model.text_encoder2, model.vae):
         part.requires_grad_(False)
         part.eval()
-    model.unet.to(device, dtype)
-    model.text_encoder1.to(device, dtype)
-    model.text_encoder2.to(device, dtype)
-    model.vae.to(device, torch.float32 if cfg.precision.no_half_vae else dtype)
+    _place(model.unet, device, dtype)
+    _place(model.text_encoder1, device, dtype)
+    _place(model.text_encoder2, device, dtype)
+    _place(model.vae, device, torch.float32 if cfg.precision.no_half_vae else dtype)
     return model
+
+
+def _place(module, device, dtype) -> None:
+    module.to(device)
+    if module.dtype != dtype:  # diffusers warns about any dtype cast, so cast only when needed
+        module.to(dtype)
 
 
 def _build_network(session: _Session):
@@ -239,6 +282,13 @@ def _optimizer_and_schedule(session: _Session, total_steps: int):
 
             raise ConfigError("fused_backward_pass cannot be used with the fp16 gradient scaler",
                               key="precision.fused_backward_pass", hint="use mixed_precision = \"bf16\"")
+        if session.accelerator.num_processes > 1:
+            from engine.errors import ConfigError
+
+            # DDP averages a gradient only after the hook would already have stepped with it.
+            raise ConfigError("fused_backward_pass works in one process only (DDP averages gradients across "
+                              "processes after the fused step would have used them)",
+                              key="precision.fused_backward_pass", hint="set fused_backward_pass = false")
         fused = FusedBackward(optimizer, max_grad_norm=opt.max_grad_norm)
     else:
         optimizer = session.accelerator.prepare(optimizer)
@@ -248,20 +298,31 @@ def _optimizer_and_schedule(session: _Session, total_steps: int):
 
 # ---------------------------------------------------------------------- the run
 
-def _train(session: _Session, resume: bool) -> RunResult:
+def _train(session: _Session, point) -> RunResult:
     from accelerate.utils import set_seed
 
+    from engine.ddp import training_unet
     from engine.loop import Position, Trainer
     from engine.plan import training_length
 
     cfg, emit = session.cfg, session.emit
     set_seed(cfg.training.seed)
-    state = _find_state(session.output_dir) if resume else None
+    state = None
+    if point is not None:
+        from engine.resume import load_state
+
+        for note in point.notes():
+            emit(Warning_(time=time.time(), message=note))
+        state = load_state(point)
     session.model = _load_model(session)
     session.network = _build_network(session)
     if state is not None:
         session.network.load_kohya_state_dict(state.lora)
     session.data = _prepare_data(session)
+    if point is not None:
+        from engine.resume import check_dataset_identity
+
+        check_dataset_identity(point, session.data.manifest_hash)
     if session.control.stop_requested:
         return _finish(session, stopped=True, lora_path="", step=0)
     accumulation = cfg.training.gradient_accumulation_steps
@@ -281,6 +342,8 @@ def _train(session: _Session, resume: bool) -> RunResult:
     trainer = session.trainer = Trainer(
         cfg=cfg, model=session.model, network=session.network, optimizer=optimizer, scheduler=scheduler,
         fused=fused, accelerator=session.accelerator, data=session.data, emit=emit, control=session.control,
+        unet=training_unet(session.accelerator, session.model.unet, session.network,
+                           compile_unet=cfg.precision.torch_compile),
         output_dir=session.output_dir, total_steps=total_steps, total_epochs=total_epochs,
         trainable_params=params, train_text_encoders=not cfg.network.network_train_unet_only,
         save_lora=lambda path, step, epoch: _save_lora(session, path, step, epoch, total_steps, total_epochs),
@@ -318,14 +381,6 @@ def _finish(session: _Session, *, stopped: bool, lora_path: str, step: int) -> R
     return RunResult(ok=True, output_dir=str(session.output_dir), lora_path=lora_path, step=step, stopped=stopped)
 
 
-def _find_state(output_dir: Path):
-    path = checkpoint.latest_state(output_dir)
-    if path is None:
-        raise OutputError(f"no complete saved state in {output_dir}",
-                          hint="a run saves state when save_state = true, on a stop request, or on save_now")
-    return checkpoint.load_state(path)
-
-
 def _batch_size(data, cfg: RunConfig) -> int:
     """Images per batch (the first dataset's batch size; datasets may differ)."""
     return int(data.scanned.config.datasets[0].batch_size)
@@ -344,8 +399,18 @@ def _save_lora(session: _Session, path: Path, step: int, epoch: int, total_steps
                         num_batches_per_epoch=session.data.batches_per_epoch,
                         **_data_info(session.data))
     metadata = build_metadata(session.cfg, training_info=info)
-    with _disk_errors(path):
-        checkpoint.save_lora_file(path, session.network, metadata, session.cfg.saving.save_precision)
+    needed = disk.lora_file_bytes(session.network, session.cfg.saving.save_precision)
+    what = f"the LoRA {path.name}"
+    disk.ensure_space(path.parent, needed, what)
+    saving = session.control.saving
+    saving.begin(what, {"lora": needed})
+    saving.writing(path.parent / f".{path.name}.*.tmp")  # engine.atomic's temporary name
+    try:
+        with disk.write_errors(path.parent, what, needed):
+            checkpoint.save_lora_file(path, session.network, metadata, session.cfg.saving.save_precision)
+        saving.part_done("lora")
+    finally:
+        saving.end()
     session.emit(Saved(time=time.time(), path=str(path), step=step, epoch=epoch, kind="lora"))
     return str(path)
 
@@ -366,36 +431,25 @@ def _save_state(session: _Session, optimizer, scheduler, progress) -> str:
 
     if not session.accelerator.is_main_process:
         return ""
-    with _disk_errors(session.output_dir / checkpoint.STATE_ROOT):
-        path = checkpoint.save_state(session.output_dir, network=session.network, optimizer=optimizer,
-                                     scheduler=scheduler, scaler=session.accelerator.scaler, progress=progress,
-                                     config_text=dumps_config(session.cfg))
+    import dataclasses
+
+    root = session.output_dir / checkpoint.STATE_ROOT
+    lora_bytes = disk.lora_file_bytes(session.network, "fp32")
+    optimizer_bytes = disk.optimizer_state_bytes(optimizer)
+    disk.ensure_space(root, lora_bytes + optimizer_bytes, "the training state")
+    progress = dataclasses.replace(progress, dataset_hash=session.data.manifest_hash)
+    saving = session.control.saving
+    saving.begin("the training state", {"lora": lora_bytes, "optimizer": optimizer_bytes, "small files": 65536})
+    try:
+        with disk.write_errors(root, "the training state", lora_bytes + optimizer_bytes):
+            path = checkpoint.save_state(session.output_dir, network=session.network, optimizer=optimizer,
+                                         scheduler=scheduler, scaler=session.accelerator.scaler, progress=progress,
+                                         config_text=dumps_config(session.cfg), saving=saving)
+    finally:
+        saving.end()
     session.emit(Saved(time=time.time(), path=str(path), step=progress.global_step, epoch=progress.epoch,
                        kind="state"))
     return str(path)
-
-
-class _disk_errors:
-    """OSError while saving -> DiskFullError / OutputError naming the file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, exc, tb) -> bool:
-        import errno
-
-        from engine.errors import DiskFullError
-
-        if exc is None or not isinstance(exc, OSError):
-            return False
-        if exc.errno == errno.ENOSPC:
-            raise DiskFullError(f"disk full while writing {self.path}",
-                                hint="free space there or point output_dir at a larger disk") from None
-        raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}",
-                          hint="check the folder's permissions and free space") from None
 
 
 def _make_samples(session: _Session, step: int, epoch: Optional[int]) -> None:
