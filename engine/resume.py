@@ -257,3 +257,29 @@ def prepare_resume(output_dir: Path, new: RunConfig) -> ResumePoint:
     has_hash = bool(getattr(point.progress, "dataset_hash", ""))
     check_resume_config(point, new, dataset_checked=has_hash)
     return point
+
+
+# ---------------------------------------------------------------- an output folder already used
+
+def failed_before_training(output_dir: Path) -> Optional[str]:
+    """The failure message when `output_dir`'s only run ended with Failed before training began
+    (no RunStarted, no LoRA file, no state): such a folder holds nothing worth keeping. None
+    otherwise (no run there, a run that trained, or one still starting)."""
+    output_dir = Path(output_dir)
+    log = output_dir / "events.jsonl"
+    if not log.is_file() or checkpoint.state_root(output_dir).exists():
+        return None
+    if any(output_dir.glob("*.safetensors")):
+        return None
+    last = None
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("type") == "RunStarted":
+            return None
+        last = record
+    if last is None or last.get("type") != "Failed":
+        return None
+    return last.get("message", "") or last.get("kind", "failed")
