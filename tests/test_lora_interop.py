@@ -70,7 +70,7 @@ def _load_recording(pipe, path) -> dict:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            pipe.load_lora_weights(str(path), adapter_name="ours")
+            pipe.load_lora_weights(str(path))  # default adapter name, as users call it
     finally:
         for logger in loggers:
             logger.removeHandler(handler)
@@ -95,10 +95,24 @@ def _load_and_fuse(tmp_path, tiny_model, caplog, **network_kwargs):
                  or "key" in str(w.message).lower() or "adapter" in str(w.message).lower()]
     assert problems == [], problems
 
-    injected = {part: sum(1 for _, m in model.named_modules() if hasattr(m, "lora_A") and "ours" in m.lora_A)
+    injected = {part: sum(1 for _, m in model.named_modules() if hasattr(m, "lora_A") and len(m.lora_A))
                 for part, model in _components(pipe).items()}
+    peft_file = _save_as_diffusers(pipe, tmp_path / "peft")
     pipe.fuse_lora(lora_scale=1.0)
-    return before, _weights(pipe), deltas, injected, tensors
+    return before, _weights(pipe), deltas, injected, tensors, peft_file
+
+
+def _save_as_diffusers(pipe, folder):
+    """The same LoRA re-saved by diffusers in its own (PEFT) layout, for `inspect` to read."""
+    from peft.utils import get_peft_model_state_dict
+
+    def layers(model):
+        return get_peft_model_state_dict(model, adapter_name=next(iter(model.peft_config)))
+
+    type(pipe).save_lora_weights(str(folder), unet_lora_layers=layers(pipe.unet),
+                                 text_encoder_lora_layers=layers(pipe.text_encoder),
+                                 text_encoder_2_lora_layers=layers(pipe.text_encoder_2))
+    return folder / "pytorch_lora_weights.safetensors"
 
 
 @pytest.mark.slow
@@ -107,7 +121,7 @@ def _load_and_fuse(tmp_path, tiny_model, caplog, **network_kwargs):
     {"dim": 4, "alpha": 8.0, "conv_dim": 2, "conv_alpha": 1.0},
 ], ids=["linear", "conv"])
 def test_diffusers_loads_every_key_and_fuses_onto_the_named_layers(tmp_path, tiny_model, caplog, network_kwargs):
-    before, after, deltas, injected, tensors = _load_and_fuse(tmp_path, tiny_model, caplog, **network_kwargs)
+    before, after, deltas, injected, tensors, peft_file = _load_and_fuse(tmp_path, tiny_model, caplog, **network_kwargs)
     expected_counts = {part: len(d) for part, d in deltas.items()}
     assert injected == expected_counts, "diffusers injected a different number of adapters than the file holds"
     assert sum(expected_counts.values()) * 3 == len(tensors)
@@ -123,6 +137,14 @@ def test_diffusers_loads_every_key_and_fuses_onto_the_named_layers(tmp_path, tin
     assert moved == sum(expected_counts.values())
     if "conv_dim" in network_kwargs:
         assert any(d.dim() == 4 and d.shape[-1] == 3 for d in deltas["unet"].values())
+    # inspect reads diffusers' own layout of the same adapters and says where it will load.
+    from engine.lora_inspect import inspect_lora
+
+    report = inspect_lora(peft_file)
+    assert report.layout == "diffusers-peft" and not report.broken
+    assert report.counts_by_part() == expected_counts
+    assert {v.target: v.ok for v in report.verdicts} == {"ComfyUI": True, "A1111/Forge": False,
+                                                         "diffusers": True, "sd-scripts": False}
 
 
 def test_names_point_at_the_layers_sd_scripts_means(tiny_model):
