@@ -11,6 +11,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from train_helpers import _one_thread  # noqa: E402,F401  (autouse: one thread is faster for the tiny model here)
+
 from engine.caching import latent_cache_path, pixels_to_tensor, read_cache_key, text_cache_path  # noqa: E402
 from engine.config import RunConfig  # noqa: E402
 from engine.control import RunControl  # noqa: E402

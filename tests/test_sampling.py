@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
 from engine.errors import ConfigError
 from engine.sample_prompts import SamplePrompt, parse_sample_prompts
+from train_helpers import _one_thread  # noqa: F401  (autouse: one thread is faster for the tiny model here)
 
 # ---- prompt files -----------------------------------------------------------------------------
 
@@ -205,6 +207,30 @@ def _train(model, steps: int, sample_at: int | None, out_dir):
     return trained, mode, torch.get_rng_state()
 
 
+def test_random_state_is_restored_even_when_generation_draws_from_it(model, tmp_path):
+    """Seeded samples use their own generator; anything inside that still draws from the global
+    generators (a custom module, a scheduler) must not shift the training's random stream."""
+    import random
+
+    import numpy as np
+
+    def draw(*_):
+        torch.rand(1)
+        random.random()
+        np.random.rand()
+
+    handle = model.unet.register_forward_pre_hook(draw)
+    try:
+        before = (torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy())
+        generate(model, [PROMPT], tmp_path)
+        after = (torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy())
+    finally:
+        handle.remove()
+    assert torch.equal(before[0], after[0])
+    assert before[1] == after[1]
+    assert (before[2] == after[2]).all()
+
+
 def test_sampling_mid_training_changes_nothing(model, tmp_path):
     model.vae.eval()
     model.text_encoder1.eval()
@@ -214,3 +240,23 @@ def test_sampling_mid_training_changes_nothing(model, tmp_path):
     torch.testing.assert_close(without, with_sample, rtol=0, atol=0)
     assert mode_with == mode_without == (True, True, False, False)
     assert torch.equal(rng_with, rng_without)
+
+
+@pytest.mark.parametrize("options", [
+    {},  # LoRA on the UNet and both text encoders, latents cached in memory
+    {"network_train_unet_only": True, "cache_text_encoder_outputs": True},  # encoders parked off the device
+], ids=["unet+te", "unet-only-cached-text"])
+def test_engine_run_gives_the_same_lora_with_samples_in_the_middle(tmp_path, tiny_model, demo_dataset, options):
+    from train_helpers import tiny_config, train
+
+    def run(name, **extra):
+        return train(tiny_config(tmp_path / name, tiny_model, demo_dataset, max_train_steps=4, **options, **extra))
+
+    plain = run("plain")
+    sampled = run("sampled", sample_prompts=str(demo_dataset.sample_prompts), sample_every_n_steps=2,
+                  sample_at_first=True, sample_sampler="euler_a")
+    assert plain.result.ok and sampled.result.ok, (plain.result.error, sampled.result.error)
+    assert len(list(Path(sampled.result.output_dir, "sample").glob("*.png"))) == 9  # 3 prompts x steps 0, 2, 4
+    assert plain.losses == sampled.losses
+    a, b = plain.lora(), sampled.lora()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

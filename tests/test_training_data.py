@@ -9,6 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from train_helpers import _one_thread  # noqa: E402,F401  (autouse: one thread is faster for the tiny model here)
+
 from engine.config import RunConfig  # noqa: E402
 from engine.control import RunControl  # noqa: E402
 from engine.training_data import prepare_training_data  # noqa: E402
