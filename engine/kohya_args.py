@@ -54,6 +54,8 @@ _HARMLESS = {
     "async_upload": "uploading is not supported", "save_state_on_train_end": "use save_state",
     "ddp_timeout": "not used", "ddp_gradient_as_bucket_view": "not used", "ddp_static_graph": "not used",
     "use_safetensors": "always safetensors", "skip_cache_check": "caches are checked",
+    "resume": "continue a stopped run with `sdxl-tui resume`", "initial_epoch": "use `sdxl-tui resume`",
+    "initial_step": "use `sdxl-tui resume`", "skip_until_initial_step": "use `sdxl-tui resume`",
 }
 # sd-scripts options that change training and have no equivalent here: reported when not "off".
 _UNSUPPORTED_OFF = {
