@@ -230,3 +230,17 @@ def test_load_kohya_state_dict_mismatch_names_keys_and_ranks(small_parts):
     assert "shape differs" in text and info.value.key == "network_weights"
     report = target.load_kohya_state_dict(file_sd, strict=False)
     assert report.loaded == sum(1 for k in file_sd if k.endswith(".alpha")) and report.missing
+
+
+def test_under_autocast_the_adapter_runs_in_the_autocast_dtype_and_keeps_fp32_grads():
+    torch.manual_seed(0)
+    base = nn.Linear(8, 8).to(torch.bfloat16)
+    lora = LoRAModule("lora_x", base, dim=2, alpha=2)
+    nn.init.normal_(lora.lora_up.weight)
+    lora.apply_to()
+    x = torch.randn(3, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = base(x)
+    assert y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert lora.lora_down.weight.grad.dtype == torch.float32 and lora.lora_down.weight.grad.abs().sum() > 0
