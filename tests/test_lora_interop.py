@@ -166,3 +166,32 @@ def test_names_point_at_the_layers_sd_scripts_means(tiny_model):
     assert paths["lora_unet_input_blocks_3_0_op"] == "down_blocks.0.downsamplers.0.conv"
     assert paths["lora_unet_output_blocks_8_0_skip_connection"] == "up_blocks.2.resnets.2.conv_shortcut"
     assert paths["lora_unet_middle_block_2_emb_layers_1"] == "mid_block.resnets.1.time_emb_proj"
+
+
+def test_every_name_is_a_layer_of_the_single_file_checkpoint(tiny_model):
+    """ComfyUI and A1111 build their LoRA key maps from the checkpoint itself: `lora_unet_` +
+    the `model.diffusion_model.` key without `.weight`, dots -> underscores (and the same for
+    text encoder 1 under `conditioner.embedders.0.transformer.`). Every name we write must be
+    one of those layers, with the matching weight shape."""
+    from diffusers import UNet2DConditionModel
+    from safetensors import safe_open
+    from transformers import CLIPTextModel
+
+    with safe_open(str(tiny_model.single_file), framework="pt") as handle:
+        shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    checkpoint = {}
+    for key, shape in shapes.items():
+        for prefix, lora_prefix in (("model.diffusion_model.", "lora_unet_"),
+                                    ("conditioner.embedders.0.transformer.", "lora_te1_")):
+            if key.startswith(prefix) and key.endswith(".weight"):
+                checkpoint[lora_prefix + key[len(prefix):-len(".weight")].replace(".", "_")] = shape
+
+    unet = UNet2DConditionModel.from_pretrained(str(tiny_model.diffusers_dir / "unet"))
+    te1 = CLIPTextModel.from_pretrained(str(tiny_model.diffusers_dir / "text_encoder"))
+    network = create_network(unet, te1, None, dim=2, alpha=1, conv_dim=2, conv_alpha=1)
+    for part in ("unet", "te1"):
+        modules = network.modules_by_part()[part]
+        assert modules
+        for name, module in modules.items():
+            assert name in checkpoint, f"{name} is not a layer of the single-file checkpoint"
+            assert checkpoint[name] == tuple(module.org_module.weight.shape), name
