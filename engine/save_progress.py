@@ -39,6 +39,7 @@ class SaveProgress:
             self.temp_paths = []
 
     def writing(self, temp_path: Path) -> None:
+        """A temporary file or folder (or a glob pattern of its name) this save writes."""
         with self._lock:
             self.temp_paths.append(Path(temp_path))
 
@@ -87,7 +88,10 @@ class SaveProgress:
         with self._lock:
             paths = list(self.temp_paths)
         removed = []
-        for path in paths:
+        expanded = []
+        for path in paths:  # a pattern stands for a temporary name chosen by mkstemp
+            expanded.extend(path.parent.glob(path.name) if "*" in path.name else [path])
+        for path in expanded:
             try:
                 if path.is_dir():
                     shutil.rmtree(path)
