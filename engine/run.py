@@ -206,11 +206,17 @@ def _load_model(session: _Session):
     for part in (model.unet, model.text_encoder1, model.text_encoder2, model.vae):
         part.requires_grad_(False)
         part.eval()
-    model.unet.to(device, dtype)
-    model.text_encoder1.to(device, dtype)
-    model.text_encoder2.to(device, dtype)
-    model.vae.to(device, torch.float32 if cfg.precision.no_half_vae else dtype)
+    _place(model.unet, device, dtype)
+    _place(model.text_encoder1, device, dtype)
+    _place(model.text_encoder2, device, dtype)
+    _place(model.vae, device, torch.float32 if cfg.precision.no_half_vae else dtype)
     return model
+
+
+def _place(module, device, dtype) -> None:
+    module.to(device)
+    if module.dtype != dtype:  # diffusers warns about any dtype cast, so cast only when needed
+        module.to(dtype)
 
 
 def _build_network(session: _Session):
@@ -276,6 +282,13 @@ def _optimizer_and_schedule(session: _Session, total_steps: int):
 
             raise ConfigError("fused_backward_pass cannot be used with the fp16 gradient scaler",
                               key="precision.fused_backward_pass", hint="use mixed_precision = \"bf16\"")
+        if session.accelerator.num_processes > 1:
+            from engine.errors import ConfigError
+
+            # DDP averages a gradient only after the hook would already have stepped with it.
+            raise ConfigError("fused_backward_pass works in one process only (DDP averages gradients across "
+                              "processes after the fused step would have used them)",
+                              key="precision.fused_backward_pass", hint="set fused_backward_pass = false")
         fused = FusedBackward(optimizer, max_grad_norm=opt.max_grad_norm)
     else:
         optimizer = session.accelerator.prepare(optimizer)
@@ -288,6 +301,7 @@ def _optimizer_and_schedule(session: _Session, total_steps: int):
 def _train(session: _Session, point) -> RunResult:
     from accelerate.utils import set_seed
 
+    from engine.ddp import training_unet
     from engine.loop import Position, Trainer
     from engine.plan import training_length
 
@@ -328,6 +342,8 @@ def _train(session: _Session, point) -> RunResult:
     trainer = session.trainer = Trainer(
         cfg=cfg, model=session.model, network=session.network, optimizer=optimizer, scheduler=scheduler,
         fused=fused, accelerator=session.accelerator, data=session.data, emit=emit, control=session.control,
+        unet=training_unet(session.accelerator, session.model.unet, session.network,
+                           compile_unet=cfg.precision.torch_compile),
         output_dir=session.output_dir, total_steps=total_steps, total_epochs=total_epochs,
         trainable_params=params, train_text_encoders=not cfg.network.network_train_unet_only,
         save_lora=lambda path, step, epoch: _save_lora(session, path, step, epoch, total_steps, total_epochs),
