@@ -3,7 +3,6 @@ sd-scripts' defaults and precedence, dataset defaults merged into [general], tra
 help, load_any_config, export files, and import -> export -> import identity."""
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
