@@ -2,8 +2,9 @@
 
 In a terminal a live panel shows the run; otherwise one plain line per logging interval.
 Ctrl-C (SIGINT), SIGTERM and SIGHUP ask the engine to stop after the current step and save;
-the exit code is then 128 + the signal number (130 / 143 / 129). A second Ctrl-C interrupts
-at once. Other exit codes: engine/errors.py (README: "Exit codes").
+the exit code is then 128 + the signal number (130 / 143 / 129). A second Ctrl-C waits only
+for a save that is nearly done, otherwise quits at once with the previous files intact
+(engine/signals.py). Other exit codes: engine/errors.py (README: "Exit codes").
 """
 from __future__ import annotations
 
@@ -11,9 +12,6 @@ import argparse
 import sys
 from pathlib import Path
 from typing import Any
-
-STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="run config TOML (an sd-scripts args TOML is converted on the fly)")
@@ -42,48 +40,37 @@ def run(args: argparse.Namespace) -> int:
     return train_headless(cfg, plain=args.plain)
 
 
-class _StopOnSignals:
-    """Route stop signals to `control.request_stop`; remember the first one for the exit code."""
+def _say(text: str) -> None:
+    """A line for the person at the terminal; silent when the terminal is gone (SIGHUP)."""
+    try:
+        print(f"sdxl-tui: {text}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
-    def __init__(self, control: Any) -> None:
-        self.control = control
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
 
-    def _handle(self, signum: int, frame: Any) -> None:
-        import signal
+def _survives_hangup(view: Any):
+    """The view as the engine's emit, minus the OSError (EIO) a closed terminal raises after
+    SIGHUP: the run must still save and stop, and events.jsonl keeps every event."""
+    def emit(event: Any) -> None:
+        try:
+            view(event)
+        except OSError:
+            pass
 
-        if self.received is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: the user does not want to wait
-        self.received = self.received or signum
-        self.control.request_stop(f"stopped by {signal.Signals(signum).name}")
-
-    def __enter__(self) -> "_StopOnSignals":
-        import signal
-
-        for name in STOP_SIGNALS:
-            signum = getattr(signal, name, None)
-            if signum is not None:
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        import signal
-
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+    return emit
 
 
 def train_headless(cfg: Any, *, resume: bool = False, plain: bool = False) -> int:
     """Run the engine with the console view; the process exit code."""
     from engine import run as run_engine
     from engine.control import RunControl
+    from engine.signals import handle_stop_signals
     from sdxl_tui.console_view import PlainView, make_view
 
     control = RunControl()
     view = PlainView(sys.stdout) if plain else make_view(sys.stdout)
-    with _StopOnSignals(control) as signals, view:
-        result = run_engine(cfg, view, control, resume=resume)
-    if result.stopped and signals.received is not None:
-        return 128 + int(signals.received)
+    with handle_stop_signals(control, say=_say) as signals, view:
+        result = run_engine(cfg, _survives_hangup(view), control, resume=resume)
+    if result.stopped and signals.exit_code is not None:
+        return signals.exit_code
     return result.exit_code
