@@ -84,7 +84,8 @@ class NetworkSection(Section):
         value = self.parsed_args.get("conv_alpha")
         if value:
             return float(value)
-        return float(self.conv_dim) if self.conv_dim else None
+        # sd-scripts' networks.lora takes conv_alpha = 1.0 when only conv_dim is given.
+        return 1.0 if self.conv_dim else None
 
 
 class OptimizerSection(Section):

@@ -128,7 +128,7 @@ def test_apply_sets_flat_and_qualified_names():
                                    "save_state=true", "network_args=[\"conv_dim=4\"]"])
     assert cfg.network.network_dim == 8 and cfg.optimizer.unet_lr == 3e-4
     assert cfg.saving.output_name == "my lora" and cfg.saving.save_state is True
-    assert cfg.network.conv_dim == 4 and cfg.network.conv_alpha == 4.0
+    assert cfg.network.conv_dim == 4 and cfg.network.conv_alpha == 1.0  # sd-scripts' default
 
 
 def test_apply_sets_unknown_and_bad_values():
