@@ -293,36 +293,49 @@ def _load_job_pixels(job: LatentJob) -> "torch.Tensor":
     return pixels_to_tensor(loaded.pixels)
 
 
-def _encode_chunk(vae: Any, jobs: list[LatentJob], keys: list[dict]) -> list[tuple["torch.Tensor", Optional["torch.Tensor"]]]:
+class _ChunkPixels:
+    """A torch Dataset: chunk k -> the stacked pixels of its images (mirrors after originals),
+    so DataLoader workers decode and resize while the VAE encodes the previous chunk."""
+
+    def __init__(self, chunks: list[list[LatentJob]]) -> None:
+        self.chunks = chunks
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, k: int) -> "torch.Tensor":
+        import torch
+
+        images = [_load_job_pixels(job) for job in self.chunks[k]]
+        mirrors = [torch.flip(image, dims=[2]) for job, image in zip(self.chunks[k], images) if job.flip]
+        return torch.stack(images + mirrors)
+
+
+def _encode_chunk(vae: Any, pixels: "torch.Tensor", jobs: list[LatentJob], keys: list[dict]
+                  ) -> list[tuple["torch.Tensor", Optional["torch.Tensor"]]]:
+    """(latents, mirrored latents or None) per job; each image's noise seeded from its key."""
     import torch
 
     from engine.text_encoding import vae_encode
 
-    pixels, generators, owners = [], [], []
-    for n, (job, key) in enumerate(zip(jobs, keys)):
-        image = _load_job_pixels(job)
-        seed = _noise_seed(key)
-        pixels.append(image)
-        generators.append(torch.Generator().manual_seed(seed))
-        owners.append((n, False))
-        if job.flip:
-            pixels.append(torch.flip(image, dims=[2]))
-            generators.append(torch.Generator().manual_seed(seed + 1))
-            owners.append((n, True))
-    latents = vae_encode(vae, torch.stack(pixels), generators).float().cpu()
-    out: list[list[Optional["torch.Tensor"]]] = [[None, None] for _ in jobs]
-    for row, (n, mirrored) in enumerate(owners):
-        out[n][1 if mirrored else 0] = latents[row]
-    return [(a, b) for a, b in out]  # type: ignore[misc]
+    seeds = [_noise_seed(key) for key in keys]
+    seeds += [seed + 1 for job, seed in zip(jobs, seeds) if job.flip]
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    latents = vae_encode(vae, pixels, generators).float().cpu()
+    mirrored = iter(latents[len(jobs):])
+    return [(latents[n], next(mirrored) if job.flip else None) for n, job in enumerate(jobs)]
 
 
 def cache_latents(jobs: Sequence[LatentJob], vae: Any, *, to_disk: bool, device: Any, dtype: Any,
-                  progress: Progress, vae_batch_size: int = 4) -> tuple[LatentStore, bool]:
+                  progress: Progress, vae_batch_size: int = 4, num_workers: int = 0) -> tuple[LatentStore, bool]:
     """Latents for every job, from disk where a matching file exists, else from the VAE.
 
     Returns the store (stacked on `device` in `dtype`) and whether it is complete (False when
     a stop was requested part-way; the files written so far stay valid for the next run).
+    Images are decoded in `num_workers` DataLoader workers while the VAE runs.
     """
+    from torch.utils.data import DataLoader
+
     vae_id = module_fingerprint(vae)
     vae_dtype = dtype_name(vae.dtype)
     store = LatentStore()
@@ -346,23 +359,25 @@ def cache_latents(jobs: Sequence[LatentJob], vae: Any, *, to_disk: bool, device:
     by_bucket: dict[tuple[int, int], list[tuple[LatentJob, dict]]] = {}
     for job, key in todo:
         by_bucket.setdefault(job.bucket, []).append((job, key))
-    for group in by_bucket.values():
-        for start in range(0, len(group), vae_batch_size):
-            if progress.stop_requested:
-                return store.finish(device, dtype), False
-            chunk = group[start:start + vae_batch_size]
-            if to_disk:  # hash the image bytes into the key: a later touch/copy still matches
-                chunk = [(job, {**key, "image": {**key["image"],
-                                                 "sha256": file_sha256(job.image)}}) for job, key in chunk]
-            results = _encode_chunk(vae, [j for j, _ in chunk], [k for _, k in chunk])
-            for (job, key), (latents, flipped) in zip(chunk, results):
-                if to_disk:
-                    tensors = {"latents": latents}
-                    if flipped is not None:
-                        tensors["latents_flipped"] = flipped
-                    write_cache(latent_cache_path(job.image, job.bucket), tensors, key)
-                store.add(job, latents, flipped)
-            progress.advance(len(chunk))
+    chunks = [group[start:start + vae_batch_size]
+              for group in by_bucket.values() for start in range(0, len(group), vae_batch_size)]
+    loader = DataLoader(_ChunkPixels([[job for job, _ in chunk] for chunk in chunks]), batch_size=None,
+                        num_workers=num_workers if len(chunks) > 1 else 0)
+    for chunk, pixels in zip(chunks, loader):
+        if progress.stop_requested:
+            return store.finish(device, dtype), False
+        if to_disk:  # hash the image bytes into the key: a later touch/copy still matches
+            chunk = [(job, {**key, "image": {**key["image"], "sha256": file_sha256(job.image)}})
+                     for job, key in chunk]
+        results = _encode_chunk(vae, pixels, [job for job, _ in chunk], [key for _, key in chunk])
+        for (job, key), (latents, flipped) in zip(chunk, results):
+            if to_disk:
+                tensors = {"latents": latents}
+                if flipped is not None:
+                    tensors["latents_flipped"] = flipped
+                write_cache(latent_cache_path(job.image, job.bucket), tensors, key)
+            store.add(job, latents, flipped)
+        progress.advance(len(chunk))
     return store.finish(device, dtype), True
 
 

@@ -307,16 +307,18 @@ def _cache_latents_for(cfg: Any, scanned: ScannedDataset, model: Any, *, emit, d
     _refuse_changing_inputs(scanned, "cache_latents", ("random_crop", "color_aug"))
     to_disk = cfg.caching.cache_latents_to_disk
     jobs = _latent_jobs(scanned)
+    workers = cfg.dataset.max_data_loader_n_workers
     _place(model.vae, device)
     if to_disk and world_size > 1:  # each rank writes its share, then everyone reads them all
         share = Progress(emit, CACHING_LATENTS, 0, control)
         _, complete = cache_latents(jobs[rank::world_size], model.vae, to_disk=True, device="cpu", dtype=dtype,
-                                    progress=share)
+                                    progress=share, num_workers=workers)
         _barrier(world_size)
         if not complete:
             return LatentStore(), False
     progress = Progress(emit, CACHING_LATENTS, len(jobs), control)
-    return cache_latents(jobs, model.vae, to_disk=to_disk, device=device, dtype=dtype, progress=progress)
+    return cache_latents(jobs, model.vae, to_disk=to_disk, device=device, dtype=dtype, progress=progress,
+                         num_workers=workers)
 
 
 def prepare_training_data(cfg: Any, model: Any, *, emit, device, dtype, control, rank: int = 0,

@@ -292,3 +292,12 @@ def test_text_cache_refuses_changing_captions(model, demo_dataset, tmp_path):
     toml = write_dataset(tmp_path, demo_dataset, subset="  shuffle_caption = true\n")
     with pytest.raises(ConfigError):
         prepare(model, toml, **TEXT)
+
+
+def test_caching_with_workers_gives_the_same_latents(model, demo_dataset, tmp_path):
+    toml = write_dataset(tmp_path, demo_dataset, subset="  flip_aug = true\n")
+    serial = prepare(model, toml, cache_latents=True)
+    parallel = prepare(model, toml, cache_latents=True, max_data_loader_n_workers=2)
+    for a, b in zip(serial.epoch_batches(0), parallel.epoch_batches(0)):
+        assert a.paths == b.paths
+        torch.testing.assert_close(a.latents, b.latents, rtol=0, atol=0)
