@@ -257,7 +257,8 @@ def test_an_owned_run_that_cannot_start_says_why_and_what_to_do(demo_dataset, tm
     async def scenario():
         async with app.run_test(size=SIZE) as pilot:
             await wait_until(pilot, lambda: screen.view.final is not None, 120, "the failure")
-            await wait_until(pilot, lambda: screen.result is not None, 30, "engine.run to return")
+            await wait_until(pilot, lambda: screen.result is not None, 30,
+                             f"engine.run to return; log: {[line.message for line in screen.view.log]}")
             assert screen.query_one("#final-banner").display
             await pilot.press("q")  # a failed run: leave without being asked
         return app.return_value
@@ -266,3 +267,12 @@ def test_an_owned_run_that_cannot_start_says_why_and_what_to_do(demo_dataset, tm
     assert final.status == "failed" and "no-such-model" in final.message
     assert final.hint  # what to do
     assert not screen.result.ok and screen.result.exit_code != 0
+
+
+def test_captured_prints_lose_progress_bar_frames():
+    from sdxl_tui.screens.dashboard import printed_line
+
+    assert printed_line("Loading weights:  50%|#####     | 98/196\r") == ""
+    assert printed_line("\rLoading weights: 100%|##########| 196/196 [00:00<00:00]") == ""
+    assert printed_line("There are modules in UNet that should be kept in float32\n") == \
+        "There are modules in UNet that should be kept in float32"

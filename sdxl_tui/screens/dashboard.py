@@ -15,7 +15,8 @@ from typing import Callable, Iterable, Optional
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal
+from textual.events import Print
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Static
@@ -141,6 +142,9 @@ class DashboardScreen(Screen[Optional[FinalState]]):
         self.query_one("#run-status").border_title = "Progress"
         self._render_view()
         if self.owns_run:
+            # Libraries under the engine print (warnings, download notes): into the log pane,
+            # not over the screen.
+            self.app.begin_capture_print(self)
             self._run_engine()
         else:
             self._follow_events()
@@ -148,6 +152,8 @@ class DashboardScreen(Screen[Optional[FinalState]]):
 
     def on_unmount(self) -> None:
         self._halt_follow.set()
+        if self.owns_run:
+            self.app.end_capture_print(self)
         if self.owns_run and self.model.final is None:
             # The app is closing under a live run (ctrl+q): the engine thread outlives the UI,
             # so let it finish the step, save and end instead of training on unseen.
@@ -159,9 +165,11 @@ class DashboardScreen(Screen[Optional[FinalState]]):
 
     @work(thread=True, exit_on_error=False, name="engine", group="dashboard")
     def _run_engine(self):
-        import engine
+        # The module, not the `engine.run` package attribute: importing engine.run replaces
+        # that attribute with the submodule, so it is a function only until the first run.
+        from engine.run import run as run_engine
 
-        return engine.run(self.cfg, self._post_event, self.control)
+        return run_engine(self.cfg, self._post_event, self.control)
 
     @work(thread=True, exit_on_error=False, name="events", group="dashboard")
     def _follow_events(self) -> None:
@@ -193,6 +201,11 @@ class DashboardScreen(Screen[Optional[FinalState]]):
             self._apply(events)
 
     # --- events in ------------------------------------------------------------------------
+
+    def on_print(self, event: Print) -> None:
+        line = printed_line(event.text)
+        if line:
+            self._apply([Log(time=self.clock(), level="warning" if event.stderr else "info", message=line)])
 
     def on_engine_event(self, message: EngineEvent) -> None:
         self._apply(message.events)
@@ -359,6 +372,12 @@ class DashboardScreen(Screen[Optional[FinalState]]):
         self.app.push_screen(ConfirmScreen(
             "The run is still going, and it ends when this app does. Stop it (finish the step, "
             "save) and leave once it is saved?", "stop, save and leave", "keep training"), answered)
+
+
+def printed_line(text: str) -> str:
+    """What a captured print says, without progress-bar redraws (tqdm's `\r…%|` frames)."""
+    text = text.rsplit("\r", 1)[-1].strip()
+    return "" if "%|" in text else text
 
 
 def _load_config_quietly(path: Path):
