@@ -276,3 +276,26 @@ def test_captured_prints_lose_progress_bar_frames():
     assert printed_line("\rLoading weights: 100%|##########| 196/196 [00:00<00:00]") == ""
     assert printed_line("There are modules in UNet that should be kept in float32\n") == \
         "There are modules in UNet that should be kept in float32"
+
+
+def test_the_dashboard_works_inside_the_wizard_app(tmp_path):
+    """The wizard pushes DashboardScreen(cfg, config_path): styles come with the screen, and
+    leaving a finished run goes back to the screen below."""
+    app_module = pytest.importorskip("sdxl_tui.app")
+    events = script.finished()
+
+    async def scenario():
+        app = app_module.WizardApp()
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            below = app.screen
+            screen = DashboardScreen(None, None, events_source=lambda stop: iter(events), bell=False, nvml=False)
+            app.push_screen(screen)
+            await wait_until(pilot, lambda: screen.source_ended, what="the scripted run")
+            await pilot.pause()
+            assert screen.query_one("#run-status").styles.height.value == 9  # dashboard.tcss applied
+            await pilot.press("q")
+            await pilot.pause()
+            assert app.screen is below
+
+    asyncio.run(scenario())
