@@ -113,6 +113,8 @@ class Trainer:
                 self.accelerator.clip_grad_norm_(self.trainable_params, max_norm)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
+            if getattr(self.optimizer, "step_was_skipped", False):
+                return  # fp16 grad scaler found inf/NaN gradients and skipped: keep the schedule in place
         self.scheduler.step()
 
     # ------------------------------------------------------------------ the loop

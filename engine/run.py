@@ -59,6 +59,7 @@ class _Session:
     data: Any = None
     weight_dtype: Any = None
     trainer: Any = None
+    sample_prompts: Optional[list] = None  # parsed once, before the model loads
 
 
 def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
@@ -307,6 +308,10 @@ def _train(session: _Session, point) -> RunResult:
 
     cfg, emit = session.cfg, session.emit
     set_seed(cfg.training.seed)
+    if cfg.sampling.sample_prompts:  # a bad prompts file should not wait for the first sample
+        from engine.sample_prompts import parse_sample_prompts
+
+        session.sample_prompts = parse_sample_prompts(cfg.sampling.sample_prompts)
     state = None
     if point is not None:
         from engine.resume import load_state
@@ -455,12 +460,10 @@ def _save_state(session: _Session, optimizer, scheduler, progress) -> str:
 def _make_samples(session: _Session, step: int, epoch: Optional[int]) -> None:
     from engine.loop import emit_samples
     from engine.sampling import generate_samples
-    from engine.sample_prompts import parse_sample_prompts
 
-    cfg = session.cfg
-    if not cfg.sampling.sample_prompts or not session.accelerator.is_main_process:
+    cfg, prompts = session.cfg, session.sample_prompts
+    if not prompts or not session.accelerator.is_main_process:
         return
-    prompts = parse_sample_prompts(cfg.sampling.sample_prompts)
     session.emit(Phase(time=time.time(), name=SAMPLING, total=len(prompts)))
     session.network.eval()
     try:
