@@ -62,7 +62,9 @@ def _survives_hangup(view: Any):
 
 def train_headless(cfg: Any, *, resume: bool = False, plain: bool = False) -> int:
     """Run the engine with the console view; the process exit code."""
-    from engine import run as run_engine
+    # the submodule's function: once engine.run is imported, the package attribute `engine.run`
+    # is that module, no longer the wrapper function in engine/__init__.py
+    from engine.run import run as run_engine
     from engine.control import RunControl
     from engine.signals import handle_stop_signals
     from sdxl_tui.console_view import PlainView, make_view
