@@ -60,8 +60,8 @@ class ImageIdentity:
         st = os.stat(path)
         return cls(st.st_size, st.st_mtime_ns)
 
-    def with_hash(self, path: Path) -> "ImageIdentity":
-        return self if self.sha256 else ImageIdentity(self.size, self.mtime_ns, file_sha256(path))
+
+_LOAD_ONLY_CONFIG_KEYS = {"transformers_version", "torch_dtype", "dtype"}
 
 
 def module_fingerprint(module: Any) -> str:
@@ -72,6 +72,8 @@ def module_fingerprint(module: Any) -> str:
     config = getattr(module, "config", None)
     if config is not None:
         raw = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+        # where and by which library version it was loaded from says nothing about the weights
+        raw = {k: v for k, v in raw.items() if not k.startswith("_") and k not in _LOAD_ONLY_CONFIG_KEYS}
         digest.update(json.dumps(raw, sort_keys=True, default=str).encode())
     samples = []
     for name, tensor in sorted(module.state_dict().items()):
@@ -101,15 +103,23 @@ def text_cache_path(image: Path) -> Path:
     return image.with_name(image.name + TEXT_SUFFIX)
 
 
+def _unreadable() -> tuple[type[BaseException], ...]:
+    from safetensors import SafetensorError
+
+    return (OSError, ValueError, RuntimeError, KeyError, SafetensorError)
+
+
 def read_cache_key(path: Path) -> Optional[dict]:
     """The stored key, or None when the file is missing or unreadable (then it is rewritten)."""
     from safetensors import safe_open
 
+    if not path.is_file():
+        return None
     try:
         with safe_open(str(path), framework="pt") as handle:
             raw = (handle.metadata() or {}).get("key")
         return json.loads(raw) if raw else None
-    except (OSError, ValueError, RuntimeError):  # safetensors raises several kinds on bad files
+    except _unreadable():  # a damaged or foreign file is simply recomputed
         return None
 
 
@@ -119,7 +129,7 @@ def read_tensors(path: Path, names: Sequence[str]) -> Optional[dict[str, "torch.
     try:
         with safe_open(str(path), framework="pt") as handle:
             return {name: handle.get_tensor(name) for name in names}
-    except (OSError, ValueError, RuntimeError, KeyError):
+    except _unreadable():
         return None
 
 
@@ -275,8 +285,7 @@ class LatentStore:
 
 def _noise_seed(key: dict) -> int:
     """Seed for a latent's sampling noise, fixed by what the latent depends on."""
-    text = json.dumps({k: v for k, v in key.items() if k != "image"}, sort_keys=True)
-    text += key["image"]["sha256"] or f"{key['image']['size']}:{key['image']['mtime_ns']}"
+    text = json.dumps({k: v for k, v in key.items() if k != "image"}, sort_keys=True) + key["image"]["sha256"]
     return int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)
 
 
@@ -366,9 +375,10 @@ def cache_latents(jobs: Sequence[LatentJob], vae: Any, *, to_disk: bool, device:
     for chunk, pixels in zip(chunks, loader):
         if progress.stop_requested:
             return store.finish(device, dtype), False
-        if to_disk:  # hash the image bytes into the key: a later touch/copy still matches
-            chunk = [(job, {**key, "image": {**key["image"], "sha256": file_sha256(job.image)}})
-                     for job, key in chunk]
+        # the image's bytes go into the key (a later touch or copy still matches) and into the
+        # noise seed (memory and disk caching then draw the same latent)
+        chunk = [(job, {**key, "image": {**key["image"], "sha256": file_sha256(job.image)}})
+                 for job, key in chunk]
         results = _encode_chunk(vae, pixels, [job for job, _ in chunk], [key for _, key in chunk])
         for (job, key), (latents, flipped) in zip(chunk, results):
             if to_disk:

@@ -301,3 +301,25 @@ def test_caching_with_workers_gives_the_same_latents(model, demo_dataset, tmp_pa
     for a, b in zip(serial.epoch_batches(0), parallel.epoch_batches(0)):
         assert a.paths == b.paths
         torch.testing.assert_close(a.latents, b.latents, rtol=0, atol=0)
+
+
+def test_memory_and_disk_caching_draw_the_same_latents(model, demo_dataset, tmp_path):
+    toml = write_dataset(tmp_path, demo_dataset)
+    memory = all_latents(prepare(model, toml, cache_latents=True))
+    disk = all_latents(prepare(model, toml, cache_latents_to_disk=True))
+    assert memory.keys() == disk.keys()
+    for path in memory:
+        torch.testing.assert_close(memory[path], disk[path], rtol=0, atol=0)
+
+
+def test_a_damaged_cache_file_is_recomputed(model, demo_dataset, tmp_path, counters):
+    toml = write_dataset(tmp_path, demo_dataset)
+    before = all_latents(prepare(model, toml, cache_latents_to_disk=True))
+    image = tmp_path / "images" / "00_red_circle.png"
+    latent_cache_path(image, (64, 64)).write_bytes(b"not a safetensors file")
+    calls = counters["vae"].calls
+    after = all_latents(prepare(model, toml, cache_latents_to_disk=True))
+    assert counters["vae"].calls == calls + 1
+    # the same noise; only the VAE batch differs (one image instead of four)
+    torch.testing.assert_close(before[str(image)], after[str(image)])
+    assert read_cache_key(latent_cache_path(image, (64, 64))) is not None
