@@ -152,22 +152,10 @@ def test_a_flood_of_steps_is_folded_completely(tmp_path):
     asyncio.run(scenario())
 
 
-def tiny_run_config(tiny_model, demo_dataset, output_dir: Path, **overrides):
-    from engine.config_io import load_config
-
-    cfg = load_config(Path(__file__).resolve().parents[1] / "templates" / "cpu-demo.toml")
-    values = dict(pretrained_model_name_or_path=str(tiny_model.diffusers_dir),
-                  dataset_config=str(demo_dataset.dataset_toml), sample_prompts=str(demo_dataset.sample_prompts),
-                  output_dir=str(output_dir), max_train_steps=1000, log_every_n_steps=1,
-                  save_every_n_steps=None, sample_every_n_steps=None, save_state=False)
-    values.update(overrides)
-    return cfg.with_values(**values)
-
-
 @pytest.mark.slow
 def test_dashboard_trains_the_tiny_model_saves_on_request_and_stops(tiny_model, demo_dataset, tmp_path):
     output_dir = tmp_path / "run"
-    cfg = tiny_run_config(tiny_model, demo_dataset, output_dir)
+    cfg = script.tiny_run_config(tiny_model, demo_dataset, output_dir)
     screen = DashboardScreen(cfg, None, bell=False, nvml=False)
     app = DashboardApp(screen)
 

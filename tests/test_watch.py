@@ -124,7 +124,7 @@ def test_watch_stops_a_headless_training_process(tiny_model, demo_dataset, tmp_p
     from engine.config_io import save_config
     from sdxl_tui.dashboard_app import DashboardApp
     from sdxl_tui.screens.dashboard import DashboardScreen
-    from test_dashboard_pilot import tiny_run_config
+    tiny_run_config = script.tiny_run_config
 
     output_dir = tmp_path / "run"
     config_path = save_config(tiny_run_config(tiny_model, demo_dataset, output_dir), tmp_path / "run.toml")
