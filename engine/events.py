@@ -56,6 +56,12 @@ class RunStarted(Event):
     num_processes: int = 1
     resumed_from_step: int = 0
     config_path: str = ""
+    gradient_accumulation_steps: int = 1
+
+    @property
+    def effective_batch_size(self) -> int:
+        """Images per optimizer step: batch size per process × processes × accumulation."""
+        return self.batch_size * self.num_processes * self.gradient_accumulation_steps
 
 
 @dataclass(frozen=True)

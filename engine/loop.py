@@ -72,6 +72,7 @@ class Trainer:
     make_samples: Callable[[int, Optional[int]], None]  # (step, epoch or None)
     images_per_step: int = 1
     position: Position = field(default_factory=Position)
+    unet: Any = None  # what to call for the UNet forward (DDP-wrapped / compiled); model.unet when None
     meter: Meter = field(default_factory=Meter)
 
     # ------------------------------------------------------------------ one batch
@@ -95,7 +96,8 @@ class Trainer:
             timesteps = sample_timesteps(latents.shape[0], noise_scheduler.config.num_train_timesteps, device)
             noisy = noise_scheduler.add_noise(latents, noise, timesteps)
             unet_dtype = self.model.unet.dtype
-            prediction = self.model.unet(
+            unet = self.unet if self.unet is not None else self.model.unet
+            prediction = unet(
                 noisy.to(unet_dtype), timesteps, encoder_hidden_states=hidden.to(unet_dtype),
                 added_cond_kwargs={"text_embeds": pooled.to(unet_dtype),
                                    "time_ids": batch.time_ids.to(device, unet_dtype)},
@@ -231,7 +233,10 @@ class Trainer:
         pos, meter = self.position, self.meter
         if not meter.losses:
             return
-        values = torch.stack(meter.losses).float().cpu()  # the one host<->device sync of the interval
+        values = torch.stack(meter.losses).float()
+        if self.accelerator.num_processes > 1:  # report the loss of the whole batch, every rank's part
+            values = self.accelerator.reduce(values, reduction="mean")
+        values = values.cpu()  # the one host<->device sync of the interval
         bad = (~torch.isfinite(values)).nonzero()
         if len(bad):
             first = int(bad[0])

@@ -181,7 +181,16 @@ def _length_lines(plan: Plan) -> list[str]:
         f"Batches per epoch{ranks}: {plan.batches_per_epoch}; steps per epoch: {plan.steps_per_epoch} "
         f"(gradient accumulation {plan.gradient_accumulation_steps})",
         f"Training: {plan.total_steps} steps over {plan.epochs} epochs, limited by {limit[plan.limited_by]}",
+        _effective_batch_line(plan),
     ]
+
+
+def _effective_batch_line(plan: Plan) -> str:
+    sizes = sorted({d.batch_size for d in plan.scanned.config.datasets}) or [1]
+    per_process = "/".join(str(size) for size in sizes)
+    images = "/".join(str(size * plan.world_size * plan.gradient_accumulation_steps) for size in sizes)
+    return (f"Effective batch: {per_process} per process × {plan.world_size} processes × "
+            f"{plan.gradient_accumulation_steps} accumulation = {images} images per step")
 
 
 def _cache_lines(plan: Plan) -> list[str]:

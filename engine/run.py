@@ -167,7 +167,11 @@ def _make_accelerator(cfg: RunConfig):
     AcceleratorState._reset_state(reset_partial_state=False)
     # Gradient accumulation is done by the loop (a short last group per epoch still makes a
     # step), so accelerate must not divide the loss itself.
-    return Accelerator(mixed_precision=cfg.precision.mixed_precision)
+    # Without a GPU, accelerate runs several processes (torchrun / accelerate launch) over gloo
+    # only when told cpu=True; otherwise each process would train alone and all write files.
+    import torch
+
+    return Accelerator(mixed_precision=cfg.precision.mixed_precision, cpu=not torch.accelerator.is_available())
 
 
 def _claim_output_dir(cfg: RunConfig, output_dir: Path, resume: bool):
@@ -358,6 +362,7 @@ def _train(session: _Session, point) -> RunResult:
     emit(RunStarted(time=time.time(), output_dir=str(session.output_dir), total_steps=total_steps,
                     total_epochs=total_epochs, steps_per_epoch=steps_per_epoch, batch_size=_batch_size(session.data, cfg),
                     num_processes=session.accelerator.num_processes, resumed_from_step=position.global_step,
+                    gradient_accumulation_steps=accumulation,
                     config_path=str(session.output_dir / "config.toml")))
     if cfg.sampling.sample_at_first and state is None:
         _make_samples(session, 0, None)

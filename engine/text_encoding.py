@@ -35,9 +35,20 @@ def tokenize(tokenizer: Any, encoder: Any, captions: list[str]) -> "torch.Tensor
 
 
 def _wants_grad(module: Any) -> bool:
+    """Grad mode is on and the encoder trains: a parameter of its own, or a LoRA adapter that
+    replaced a layer's `forward` (engine/lora.py keeps adapters outside the encoder's tree,
+    so its own parameters are all frozen even when its LoRA trains)."""
     import torch
 
-    return torch.is_grad_enabled() and any(p.requires_grad for p in module.parameters())
+    if not torch.is_grad_enabled():
+        return False
+    for part in module.modules():
+        if any(p.requires_grad for p in part.parameters(recurse=False)):
+            return True
+        adapter = getattr(part.__dict__.get("forward"), "__self__", None)
+        if isinstance(adapter, torch.nn.Module) and any(p.requires_grad for p in adapter.parameters()):
+            return True
+    return False
 
 
 def _module_device(module: Any) -> "torch.device":
