@@ -159,7 +159,7 @@ def save_state(output_dir: Path, *, network, optimizer, scheduler, scaler, progr
 def _write_state_files(staging: Path, *, network, optimizer, scheduler, scaler, progress: Progress,
                        config_text: str, saving) -> None:
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from engine.atomic import _fsync_dir
 
@@ -167,29 +167,40 @@ def _write_state_files(staging: Path, *, network, optimizer, scheduler, scaler, 
         if saving is not None:
             saving.part_done(name)
 
+    # Everything is serialised in memory and written with plain file I/O, so a full disk is an
+    # OSError (ENOSPC) for the caller to report, whatever the serialiser's own error would be.
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in network.kohya_state_dict().items()}
-    save_file(tensors, str(staging / "lora.safetensors"))
+    _write_file(staging / "lora.safetensors", save(tensors))
     done("lora")
-    torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+    _write_file(staging / "optimizer.pt", _torch_bytes(optimizer.state_dict()))
     done("optimizer")
-    torch.save(scheduler.state_dict(), staging / "scheduler.pt")
+    _write_file(staging / "scheduler.pt", _torch_bytes(scheduler.state_dict()))
     if scaler is not None:
-        torch.save(scaler.state_dict(), staging / "scaler.pt")
+        _write_file(staging / "scaler.pt", _torch_bytes(scaler.state_dict()))
     rng = capture_rng()
-    torch.save({k: rng[k] for k in ("torch", "cuda") if k in rng}, staging / "rng.pt")
-    (staging / "rng.json").write_text(json.dumps({k: rng[k] for k in ("python", "numpy")}))
-    (staging / "progress.json").write_text(json.dumps(asdict(progress)))
-    (staging / "config.toml").write_text(config_text, encoding="utf-8")
-    for child in staging.iterdir():
-        _fsync_file(child)
+    _write_file(staging / "rng.pt", _torch_bytes({k: rng[k] for k in ("torch", "cuda") if k in rng}))
+    _write_file(staging / "rng.json", json.dumps({k: rng[k] for k in ("python", "numpy")}).encode())
+    _write_file(staging / "progress.json", json.dumps(asdict(progress)).encode())
+    _write_file(staging / "config.toml", config_text.encode("utf-8"))
     done("small files")
-    (staging / COMPLETE_MARKER).write_text("ok\n")
-    _fsync_file(staging / COMPLETE_MARKER)
+    _write_file(staging / COMPLETE_MARKER, b"ok\n")
     _fsync_dir(staging)
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as handle:
+def _torch_bytes(obj) -> bytes:
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
         os.fsync(handle.fileno())
 
 

@@ -19,6 +19,7 @@ class EventLog:
         self.path = Path(output_dir) / EVENTS_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "a", encoding="utf-8")
+        self.error: Optional[OSError] = None  # the first write that failed (e.g. disk full); later events are dropped
         self._tb = None
         if tensorboard_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
@@ -26,10 +27,16 @@ class EventLog:
             self._tb = SummaryWriter(log_dir=str(tensorboard_dir))
 
     def __call__(self, event: Event) -> None:
-        if self._file.closed:
+        if self._file.closed or self.error is not None:
             return
-        self._file.write(event.to_json() + "\n")
-        self._file.flush()
+        try:
+            self._file.write(event.to_json() + "\n")
+            self._file.flush()
+        except OSError as exc:
+            # A full disk must not turn into a traceback here: the run goes on to its next save,
+            # whose space check stops it with a DiskFullError the other sinks still show.
+            self.error = exc
+            return
         if self._tb is not None and isinstance(event, Step):
             self._write_scalars(event)
 
@@ -45,7 +52,10 @@ class EventLog:
 
     def close(self) -> None:
         if not self._file.closed:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:  # the buffered tail of a full disk
+                pass
         if self._tb is not None:
             self._tb.close()
             self._tb = None
