@@ -323,3 +323,32 @@ def test_a_damaged_cache_file_is_recomputed(model, demo_dataset, tmp_path, count
     # the same noise; only the VAE batch differs (one image instead of four)
     torch.testing.assert_close(before[str(image)], after[str(image)])
     assert read_cache_key(latent_cache_path(image, (64, 64))) is not None
+
+
+@pytest.mark.parametrize("cached", [True, False], ids=["cached", "not-cached"])
+def test_engine_run_never_calls_the_text_encoders_once_their_outputs_are_cached(
+        tmp_path, tiny_model, demo_dataset, monkeypatch, cached):
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+    from train_helpers import tiny_config, train
+
+    calls = {"total": 0, "at_training_start": None}
+    for cls in (CLIPTextModel, CLIPTextModelWithProjection):
+        original = cls.forward
+
+        def counting(self, *args, _original=original, **kwargs):
+            calls["total"] += 1
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(cls, "forward", counting)
+
+    def on_event(event):
+        if isinstance(event, Phase) and event.name == "training":
+            calls["at_training_start"] = calls["total"]
+
+    run = train(tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=3, network_train_unet_only=True,
+                            cache_text_encoder_outputs=cached), on_event=on_event)
+    assert run.result.ok, run.result.error
+    during_training = calls["total"] - calls["at_training_start"]
+    if cached:
+        assert calls["at_training_start"] > 0 and during_training == 0
+    else:
+        assert during_training >= 2 * 3  # both encoders, at least once per step
