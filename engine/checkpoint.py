@@ -147,7 +147,7 @@ def save_state(output_dir: Path, *, network, optimizer, scheduler, scaler, progr
         shutil.rmtree(staging, ignore_errors=True)
         raise
     if final.exists():  # a save at the same step (e.g. stop right after a periodic save)
-        shutil.rmtree(final)
+        _remove_state(final)
     os.replace(staging, final)
     from engine.atomic import _fsync_dir
 
@@ -220,9 +220,22 @@ def latest_state(output_dir: Path) -> Optional[Path]:
 
 
 def _prune_states(root: Path, keep: int) -> None:
+    """Keep the newest `keep` states; also clear what a killed process left (one save runs at
+    a time, so any other unfinished folder is stale)."""
     states = complete_states(root.parent)
     for old in states[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove_state(old)
+    for stale in list(root.glob(".step-*.tmp")) + list(root.glob(".step-*.deleting")):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _remove_state(folder: Path) -> None:
+    """Rename out of the way first: a kill during the removal must not leave a folder under its
+    final name with COMPLETE still in it but files gone."""
+    doomed = folder.with_name(f".{folder.name}.deleting")
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(folder, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def load_state(path: Path) -> LoadedState:

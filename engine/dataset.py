@@ -170,6 +170,9 @@ class _Collector:
         self.grouped.setdefault(kind, []).append(message)
 
     def flush(self) -> None:
+        if self.skipped:
+            self.warnings.append(f"{self.skipped} unreadable image(s) skipped (skip_bad_images = true); "
+                                 "training goes on without them")
         for kind, messages in self.grouped.items():
             self.warnings.extend(messages[:LISTED])
             if len(messages) > LISTED:

@@ -87,9 +87,13 @@ class ResumePoint:
     saved_config: Optional[RunConfig]
     incomplete: list[IncompleteState] = field(default_factory=list)
     allowed: list[Change] = field(default_factory=list)
+    removed_temp_files: list[str] = field(default_factory=list)
 
     def notes(self) -> list[str]:
         lines = [str(item) for item in self.incomplete]
+        if self.removed_temp_files:
+            lines.append(f"removed {len(self.removed_temp_files)} temporary file(s) of a save that never finished: "
+                         + ", ".join(self.removed_temp_files))
         if self.allowed:
             lines.append("resuming with changed options: " + "; ".join(str(c) for c in self.allowed))
         return lines
@@ -256,7 +260,21 @@ def prepare_resume(output_dir: Path, new: RunConfig) -> ResumePoint:
     point = find_resume_point(output_dir)
     has_hash = bool(getattr(point.progress, "dataset_hash", ""))
     check_resume_config(point, new, dataset_checked=has_hash)
+    point.removed_temp_files = remove_temp_files(output_dir)
     return point
+
+
+def remove_temp_files(output_dir: Path) -> list[str]:
+    """Temporary LoRA files (engine.atomic's `.NAME.XXXX.tmp`) a killed run left behind: never
+    loadable, never under a final name, safe to delete once the run is being resumed."""
+    removed = []
+    for path in sorted(Path(output_dir).glob(".*.safetensors.*.tmp")):
+        try:
+            path.unlink()
+            removed.append(path.name)
+        except OSError:
+            pass
+    return removed
 
 
 # ---------------------------------------------------------------- an output folder already used

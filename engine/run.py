@@ -60,6 +60,7 @@ class _Session:
     weight_dtype: Any = None
     trainer: Any = None
     sample_prompts: Optional[list] = None  # parsed once, before the model loads
+    scanned: Any = None  # the dataset, scanned before the model loads (bad files fail fast)
 
 
 def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
@@ -74,6 +75,7 @@ def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
     try:
         warnings = _check_config(cfg)
         point = _prepare_resume(output_dir, cfg) if resume else None
+        session.scanned = _scan_dataset(cfg)
         accelerator = session.accelerator = _make_accelerator(cfg)
         if accelerator.is_main_process:
             warnings += _reusable_output_dir_notes(output_dir) if not resume else []
@@ -89,6 +91,10 @@ def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
     except SdxlTuiError as exc:
         return _failed(session, exc)
     except Exception as exc:
+        from engine.oom import is_out_of_memory
+
+        if is_out_of_memory(exc):
+            return _failed(session, _out_of_memory(session))
         _failed(session, exc)
         raise
     finally:
@@ -262,7 +268,49 @@ def _prepare_data(session: _Session):
     accelerator = session.accelerator
     return prepare_training_data(session.cfg, session.model, emit=session.emit, device=accelerator.device,
                                  dtype=session.weight_dtype, control=session.control,
-                                 rank=accelerator.process_index, world_size=accelerator.num_processes)
+                                 rank=accelerator.process_index, world_size=accelerator.num_processes,
+                                 scanned=session.scanned)
+
+
+def _scan_dataset(cfg: RunConfig):
+    """Every image and caption checked (DataError naming the files) before a model loads."""
+    from engine.dataset import scan_dataset
+    from engine.dataset_config import load_dataset_config
+    from engine.plan import resolve_dataset_config_path
+
+    config = load_dataset_config(resolve_dataset_config_path(cfg, None),
+                                 default_batch_size=cfg.training.train_batch_size)
+    return scan_dataset(config, skip_bad_images=cfg.dataset.skip_bad_images)
+
+
+def _out_of_memory(session: _Session):
+    """CUDA ran out of memory: save the state when training had begun (what the last step
+    made is intact: the failed step never reached the optimizer), then say what would fit."""
+    from types import SimpleNamespace
+
+    from engine.oom import device_memory_gb, oom_error
+
+    trainer, saved = session.trainer, ""
+    step = trainer.position.global_step if trainer is not None else 0
+    if trainer is not None and step > 0 and session.accelerator.is_main_process:
+        try:
+            import torch
+
+            if trainer.fused is None:
+                trainer.optimizer.zero_grad(set_to_none=True)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            trainer.save_step_checkpoint(with_state=True)
+            saved = trainer.position.last_lora
+        except Exception:  # saving is a courtesy here; the message matters more
+            saved = ""
+    plan = None
+    if session.scanned is not None:
+        datasets = session.scanned.config.datasets
+        plan = SimpleNamespace(buckets=[SimpleNamespace(bucket=bucket, batch_size=datasets[index].batch_size)
+                                        for index, bucket in session.scanned.bucket_histogram()])
+    device = session.accelerator.device if session.accelerator is not None else None
+    return oom_error(session.cfg, plan, device_memory_gb(device), step=step, state_saved=saved)
 
 
 def _optimizer_and_schedule(session: _Session, total_steps: int):

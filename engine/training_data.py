@@ -322,7 +322,8 @@ def _cache_latents_for(cfg: Any, scanned: ScannedDataset, model: Any, *, emit, d
 
 
 def prepare_training_data(cfg: Any, model: Any, *, emit, device, dtype, control, rank: int = 0,
-                          world_size: int = 1, base_dir: Optional[Path] = None) -> TrainingData:
+                          world_size: int = 1, base_dir: Optional[Path] = None,
+                          scanned: Optional[ScannedDataset] = None) -> TrainingData:
     """Scan, cache as configured, and place the VAE / text encoders for the loop.
 
     Afterwards the VAE is on `device` only when latents are not cached, and the text
@@ -333,9 +334,10 @@ def prepare_training_data(cfg: Any, model: Any, *, emit, device, dtype, control,
 
     caching = cfg.caching
     emit(Phase(time=time.time(), name=SCANNING_DATASET))
-    config = load_dataset_config(resolve_dataset_config_path(cfg, base_dir),
-                                 default_batch_size=cfg.training.train_batch_size)
-    scanned = scan_dataset(config, skip_bad_images=cfg.dataset.skip_bad_images)
+    if scanned is None:  # engine.run scans before the model loads and hands it over
+        config = load_dataset_config(resolve_dataset_config_path(cfg, base_dir),
+                                     default_batch_size=cfg.training.train_batch_size)
+        scanned = scan_dataset(config, skip_bad_images=cfg.dataset.skip_bad_images)
     for message in scanned.warnings:
         emit(Warning_(time=time.time(), message=message))
 
