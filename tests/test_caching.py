@@ -352,3 +352,29 @@ def test_engine_run_never_calls_the_text_encoders_once_their_outputs_are_cached(
         assert calls["at_training_start"] > 0 and during_training == 0
     else:
         assert during_training >= 2 * 3  # both encoders, at least once per step
+
+
+def test_engine_runs_reuse_latents_cached_on_disk(tmp_path, tiny_model, demo_dataset, monkeypatch):
+    from diffusers import AutoencoderKL
+    from train_helpers import tiny_config, train
+
+    toml = write_dataset(tmp_path, demo_dataset)
+    encodes = []
+    original = AutoencoderKL.encode
+    monkeypatch.setattr(AutoencoderKL, "encode", lambda self, *a, **k: encodes.append(1) or original(self, *a, **k))
+
+    def run(name):
+        return train(tiny_config(tmp_path / name, tiny_model, demo_dataset, max_train_steps=2,
+                                 dataset_config=str(toml), cache_latents=True, cache_latents_to_disk=True))
+
+    first = run("first")
+    assert first.result.ok, first.result.error
+    files = sorted((tmp_path / "images").glob("*x*.sdxl-tui.safetensors"))
+    assert len(files) == 12 and encodes
+    mtimes = [f.stat().st_mtime_ns for f in files]
+    encodes.clear()
+    second = run("second")
+    assert second.result.ok, second.result.error
+    assert encodes == []  # the second run read every latent from disk
+    assert [f.stat().st_mtime_ns for f in files] == mtimes
+    assert first.losses == second.losses
