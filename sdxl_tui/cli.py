@@ -1,7 +1,8 @@
 """`sdxl-tui` command line: a thin dispatcher over sdxl_tui.commands.*.
 
 Exit codes (also in the README): 0 done, 1 unexpected error, 2 usage, 65 data error,
-66 model error, 70 training diverged, 73 output error, 74 disk full, 78 config error,
+66 model error, 70 training diverged, 73 output error, 74 disk full, 75 GPU out of memory,
+78 config error,
 129/130/143 stopped by SIGHUP/SIGINT/SIGTERM after saving.
 """
 from __future__ import annotations
