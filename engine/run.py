@@ -72,6 +72,7 @@ def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
     output_dir = Path(cfg.saving.output_dir).expanduser().resolve()
     session = _Session(cfg, emit, control, output_dir, time.time(), secrets.randbelow(2**31))
     log = None
+    stop_poller = None
     try:
         warnings = _check_config(cfg)
         point = _prepare_resume(output_dir, cfg) if resume else None
@@ -83,6 +84,10 @@ def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
             from engine.event_log import tee
 
             session.emit = tee(log, emit)
+            # `sdxl-tui watch` in another terminal: stop / save now / sample now via control.jsonl
+            from engine.control_file import start_control_poller
+
+            stop_poller = start_control_poller(output_dir, control)
         else:
             session.emit = lambda event: None
         for message in warnings:
@@ -98,6 +103,8 @@ def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
         _failed(session, exc)
         raise
     finally:
+        if stop_poller is not None:
+            stop_poller()
         if log is not None:
             log.close()
 
