@@ -256,6 +256,21 @@ def _refuse_changing_inputs(scanned: ScannedDataset, what: str, keys: tuple[str,
                                   hint=f"turn off {key} or {what}")
 
 
+def _refuse_unsupported(scanned: ScannedDataset) -> None:
+    """Dataset keys that parse (sd-scripts files carry them) but that no batch can honour yet:
+    training without them silently would be a different run than the user asked for."""
+    for subset in scanned.config.all_subsets():
+        if subset.alpha_mask:
+            raise ConfigError(f"alpha_mask = true (subset {subset.index}) is not supported yet: the loss "
+                              "would ignore the transparency", key="alpha_mask",
+                              hint="remove alpha_mask, or flatten the images onto a background")
+    for dataset in scanned.config.datasets:
+        if dataset.network_multiplier != 1.0:
+            raise ConfigError(f"network_multiplier = {dataset.network_multiplier} (datasets[{dataset.index}]) is "
+                              "not supported yet: every dataset trains the LoRA at strength 1",
+                              key="network_multiplier", hint="remove network_multiplier from the dataset config")
+
+
 def _latent_jobs(scanned: ScannedDataset) -> list[LatentJob]:
     subsets = {s.index: s for s in scanned.config.all_subsets()}
     jobs = []
@@ -338,6 +353,7 @@ def prepare_training_data(cfg: Any, model: Any, *, emit, device, dtype, control,
         config = load_dataset_config(resolve_dataset_config_path(cfg, base_dir),
                                      default_batch_size=cfg.training.train_batch_size)
         scanned = scan_dataset(config, skip_bad_images=cfg.dataset.skip_bad_images)
+    _refuse_unsupported(scanned)
     for message in scanned.warnings:
         emit(Warning_(time=time.time(), message=message))
 

@@ -171,3 +171,13 @@ def test_relative_dataset_config_resolves_against_base_dir(model, demo_dataset, 
     demo_toml(tmp_path, demo_dataset)
     data = prepare(model, "dataset.toml", base_dir=tmp_path)
     assert data.num_train_images == 24
+
+
+@pytest.mark.parametrize("subset, general", [("  alpha_mask = true\n", ""), ("", "network_multiplier = 0.5\n")])
+def test_keys_that_would_be_ignored_are_refused(model, demo_dataset, tmp_path, subset, general):
+    from engine.errors import ConfigError
+
+    toml = demo_toml(tmp_path, demo_dataset, subset=subset)
+    toml.write_text(toml.read_text().replace("[general]\n", "[general]\n" + general))
+    with pytest.raises(ConfigError, match="not supported"):
+        prepare(model, toml)
