@@ -111,7 +111,9 @@ def _device_of(module: Any) -> "torch.device":
 def unwrap(module: Any) -> Any:
     """The plain module under DDP (`.module`) or torch.compile (`._orig_mod`) wrappers."""
     while True:
-        inner = getattr(module, "_orig_mod", None) or getattr(module, "module", None)
+        inner = getattr(module, "_orig_mod", None)
+        if inner is None:
+            inner = getattr(module, "module", None)
         if inner is None or inner is module:
             return module
         module = inner

@@ -260,3 +260,17 @@ def test_engine_run_gives_the_same_lora_with_samples_in_the_middle(tmp_path, tin
     assert plain.losses == sampled.losses
     a, b = plain.lora(), sampled.lora()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_unwrap_reaches_the_module_under_ddp_and_compile_wrappers():
+    from engine.sampling import unwrap
+
+    inner = torch.nn.Linear(2, 2)
+
+    class Wrapper(torch.nn.Module):  # the attribute names DDP and torch.compile use
+        def __init__(self, name, child):
+            super().__init__()
+            setattr(self, name, child)
+
+    assert unwrap(Wrapper("module", Wrapper("_orig_mod", inner))) is inner
+    assert unwrap(inner) is inner
