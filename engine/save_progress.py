@@ -22,7 +22,8 @@ TEST_DELAY_ENV = "SDXL_TUI_TEST_SAVE_DELAY"
 
 @dataclass
 class SaveProgress:
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # reentrant: the signal handler reads it on the main thread, maybe while that thread holds it
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     what: str = ""
     started: Optional[float] = None
     total_bytes: int = 0
