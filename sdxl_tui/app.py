@@ -118,8 +118,6 @@ class WizardApp(App):
                 self.uninstall_screen(f"step-{number}")
                 self._installed_steps.discard(number)
         self.goto_step(step)
-        if state.source_note:
-            self.notify(state.source_note, timeout=4)
 
     def open_template(self, path: Path) -> None:
         from sdxl_tui.wizard_state import template_state
@@ -187,18 +185,14 @@ class WizardApp(App):
     # -- running -----------------------------------------------------------------------------
     def start_training(self, config_path: Path) -> None:
         """Open the live view of a run of the saved config (the dashboard once it exists)."""
+        from engine.config import resolve_relative_paths
         from engine.config_io import load_config
 
         from sdxl_tui.recent_runs import remember
 
-        from sdxl_tui.wizard_state import absolutize_paths
-
         # Relative paths in a run config are relative to its folder, wherever the app was started.
-        cfg = absolutize_paths(load_config(config_path), config_path.parent)
+        cfg = resolve_relative_paths(load_config(config_path), config_path.parent)
         out_dir = Path(cfg.saving.output_dir)
-        if not out_dir.is_absolute():
-            out_dir = (config_path.parent / out_dir).resolve()
-            cfg = cfg.with_values(output_dir=str(out_dir))
         remember(out_dir)
         try:
             from sdxl_tui.screens.dashboard import DashboardScreen

@@ -48,7 +48,8 @@ class StepScreen(Screen):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="step-header"):
-            yield Static(f"[b]Step {self.STEP}/7 · {self.title_text}[/b]", id="step-title")
+            note = self.app.state.source_note  # type: ignore[attr-defined]
+            yield Static(f"[b]Step {self.STEP}/7 · {self.title_text}[/b]  [dim]{escape(note)}[/]", id="step-title")
             yield Static(step_strip(self.STEP), id="step-strip")
         with Horizontal(id="step-body"):
             with VerticalScroll(id="step-fields"):

@@ -18,7 +18,15 @@ from sdxl_tui.wizard_state import DatasetDraft, DatasetSubsetDraft
 BUILDER_INPUTS = ("ds-image-dir", "ds-repeats", "ds-caption-ext", "ds-class-tokens", "ds-resolution", "ds-batch")
 
 
-def plan_text(outcome) -> str:
+def display_path(path, base: Path) -> str:
+    """A path relative to the draft's folder when it lies inside it (shorter, and stable)."""
+    try:
+        return str(Path(path).relative_to(base.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def plan_text(outcome, base: Path) -> str:
     """The planner's findings for the dataset step, as markup."""
     if outcome is None:
         return "[dim]planning…[/]"
@@ -30,7 +38,7 @@ def plan_text(outcome) -> str:
         captions = stats.images - stats.missing_captions
         lines.append(f"subset {stats.subset_index}: [b]{stats.images}[/] images × {stats.num_repeats}, "
                      f"{captions} captions{' (reg)' if stats.is_reg else ''}")
-        lines.append(f"  [dim]{escape(str(stats.source))}[/]")
+        lines.append(f"  [dim]{escape(display_path(stats.source, base))}[/]")
     lines.append(f"steps per epoch: [b]{plan.steps_per_epoch}[/] ({plan.batches_per_epoch} batches)")
     if plan.buckets:
         widest = max(b.images for b in plan.buckets)
@@ -90,8 +98,10 @@ class DatasetStep(StepScreen):
         yield Static("", id="dataset-plan")
 
     def refresh_info(self) -> None:
-        self.query_one("#dataset-plan", Static).update(plan_text(self.current_plan))
-        listed = "\n".join(f"subset: {escape(s.image_dir)} × {s.num_repeats}" for s in self.extra_subsets)
+        base = self.app.state.base_dir  # type: ignore[attr-defined]
+        self.query_one("#dataset-plan", Static).update(plan_text(self.current_plan, base))
+        listed = "\n".join(f"subset: {escape(display_path(s.image_dir, base))} × {s.num_repeats}"
+                           for s in self.extra_subsets)
         self.query_one("#ds-subsets", Static).update(listed)
 
     # -- the builder -------------------------------------------------------------------------

@@ -13,16 +13,6 @@ from sdxl_tui.screens.step_base import StepScreen, escape
 from sdxl_tui.widgets.fields import ConfigField
 
 
-def human_size(size: int | None) -> str:
-    if not size:
-        return "unknown size"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:.1f} {unit}" if unit != "B" else f"{size} B"
-        size /= 1000
-    return ""
-
-
 def describe_model(name: str) -> str:
     """What the model field points at, in one or two lines (never raises)."""
     if not name:
@@ -35,14 +25,17 @@ def describe_model(name: str) -> str:
         source = detect_model_source(name)
     except Exception as exc:  # a person's typo must not crash the wizard: show why
         return f"[red]✗[/] {escape(str(exc))}"
-    lines = [f"[b]{escape(source.kind)}[/b] · {escape(source.description)} · {human_size(source.size_bytes)}"]
+    lines = [f"[b]{escape(source.kind)}[/b] · {escape(source.description)}"]
     try:
         shape = check_sdxl_shape(source)
     except Exception as exc:
-        lines.append(f"[red]✗ not SDXL-shaped:[/] {escape(str(exc))}")
+        lines.append(f"[red]✗ not usable as SDXL:[/] {escape(str(exc))}")
     else:
-        if shape:
-            lines.append(f"[green]✓[/] {escape(str(shape))}")
+        if shape is None:
+            lines.append("[dim]not downloaded yet: the SDXL check runs when training loads it[/]")
+        else:
+            size_note = "full SDXL base size" if shape.is_sdxl_base_size else "smaller than SDXL base: a test model"
+            lines.append(f"[green]✓[/] {escape(shape.description)} ({size_note})")
     return "\n".join(lines)
 
 
