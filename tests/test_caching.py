@@ -378,3 +378,15 @@ def test_engine_runs_reuse_latents_cached_on_disk(tmp_path, tiny_model, demo_dat
     assert encodes == []  # the second run read every latent from disk
     assert [f.stat().st_mtime_ns for f in files] == mtimes
     assert first.losses == second.losses
+
+
+def test_each_rank_can_fill_the_disk_cache(model, demo_dataset, tmp_path, counters):
+    """With several processes each writes its share first (then all read every file); without
+    torch.distributed running, one process still ends with every latent."""
+    toml = write_dataset(tmp_path, demo_dataset)
+    cfg = RunConfig().with_values(dataset_config=str(toml), cache_latents_to_disk=True)
+    data = prepare_training_data(cfg, model, emit=lambda e: None, device="cpu", dtype=torch.float32,
+                                 control=RunControl(), rank=1, world_size=2)
+    assert len(list((tmp_path / "images").glob("*x*.sdxl-tui.safetensors"))) == 12
+    assert len(data.latents) == 12
+    assert all(b.latents is not None for b in data.epoch_batches(0))
