@@ -199,6 +199,11 @@ class Progress:
             self._last = now
             self.emit(PhaseProgress(time=now, name=self.name, done=self.done, total=self.total))
 
+    def log(self, message: str) -> None:
+        from engine.events import Log
+
+        self.emit(Log(time=time.time(), message=message))
+
     @property
     def stop_requested(self) -> bool:
         return bool(self.control is not None and self.control.stop_requested)
@@ -388,6 +393,9 @@ def cache_latents(jobs: Sequence[LatentJob], vae: Any, *, to_disk: bool, device:
                 write_cache(latent_cache_path(job.image, job.bucket), tensors, key)
             store.add(job, latents, flipped)
         progress.advance(len(chunk))
+    if to_disk:
+        progress.log(f"latents: {len(jobs) - len(todo)} of {len(jobs)} read from the disk cache, "
+                     f"{len(todo)} encoded")
     return store.finish(device, dtype), True
 
 
@@ -472,4 +480,7 @@ def cache_text_outputs(captions: dict[int, str], images: dict[int, Path], model:
         return None, True
     hidden = torch.stack([found[c][0] for c in distinct]).to(device=device, dtype=dtype)
     pooled = torch.stack([found[c][1] for c in distinct]).to(device=device, dtype=dtype)
+    if to_disk:
+        progress.log(f"text-encoder outputs: {len(distinct) - len(missing)} of {len(distinct)} captions read "
+                     f"from the disk cache, {len(missing)} encoded")
     return TextStore(hidden, pooled, {i: row_of[c] for i, c in captions.items()}), True

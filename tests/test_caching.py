@@ -133,8 +133,10 @@ def test_disk_cache_is_reused_by_the_next_run(model, demo_dataset, tmp_path, cou
     calls = counters["vae"].calls
     assert calls > 0
 
-    second = prepare(model, toml, cache_latents=True, cache_latents_to_disk=True)
+    events = []
+    second = prepare(model, toml, events, cache_latents=True, cache_latents_to_disk=True)
     assert counters["vae"].calls == calls  # every latent came from disk
+    assert "latents: 12 of 12 read from the disk cache, 0 encoded" in [getattr(e, "message", "") for e in events]
     assert {f: f.stat().st_mtime_ns for f in files} == mtimes
     a, b = all_latents(first), all_latents(second)
     assert a.keys() == b.keys()
