@@ -106,3 +106,28 @@ def test_demo_builds_everything_and_trains(tmp_path):
     # the written config replays with `train` (relative paths resolve against its folder)
     text = (demo / "run.toml").read_text()
     assert 'dataset_config = "dataset/dataset.toml"' in text and "max_train_steps = 3" in text
+
+
+def test_train_accepts_an_sd_scripts_args_toml(tmp_path, tiny_model, demo_dataset):
+    args = tmp_path / "kohya_args.toml"
+    args.write_text(f"""
+[model_arguments]
+pretrained_model_name_or_path = "{tiny_model.diffusers_dir}"
+[dataset_arguments]
+dataset_config = "{demo_dataset.dataset_toml}"
+[training_arguments]
+output_dir = "{tmp_path / 'kohya-out'}"
+output_name = "from_kohya"
+max_train_steps = 1
+mixed_precision = "no"
+optimizer_type = "AdamW"
+[network_arguments]
+network_module = "networks.lora"
+network_dim = 2
+network_alpha = 1
+network_train_unet_only = true
+""")
+    done = _cli("train", str(args))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "sd-scripts args file" in done.stderr
+    assert (tmp_path / "kohya-out" / "from_kohya.safetensors").is_file()
