@@ -165,7 +165,8 @@ def _reusable_output_dir_notes(output_dir: Path) -> list[str]:
     if failure is None:
         return []
     for name in EXISTING_RUN_MARKERS:
-        (output_dir / name).rename(output_dir / f"{name}.failed-attempt")
+        if (output_dir / name).exists():
+            (output_dir / name).replace(output_dir / f"{name}.failed-attempt")
     return [f"{output_dir} held only an attempt that failed before training ({failure}); "
             f"its config.toml and events.jsonl were kept with the suffix .failed-attempt"]
 
