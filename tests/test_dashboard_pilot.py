@@ -214,7 +214,7 @@ def test_memory_gauge_shows_cuda_figures_and_the_whole_card():
 
     memory = script.step_event(10).memory
     text = render_text(memory_table(memory, CardUsage(used=20 * script.GIB, total=24 * script.GIB, name="RTX 4090")))
-    for expected in ("allocated", "reserved", "12.0 GiB", "peak", "10.6 GiB", "card used", "20.0 GiB (all processes)",
+    for expected in ("allocated", "reserved", "12.0 GiB", "peak", "10.6 GiB", "whole card", "20.0 GiB",
                      "RTX 4090", "24.0 GiB"):
         assert expected in text
     cpu = render_text(memory_table(ev.Memory(device="cpu", rss=600 * 1024 ** 2), None))

@@ -52,6 +52,9 @@ class DashboardScreen(Screen[Optional[FinalState]]):
     """Dismisses with the run's FinalState, or None when left while the run goes on."""
 
     CSS_PATH = CSS_FILE
+    # dashboard.tcss lays the panels out differently below these sizes (80x24 over SSH)
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
     BINDINGS = [
         Binding("x", "stop", "Stop", id="dashboard.stop"),
         Binding("s", "save_now", "Save now", id="dashboard.save_now"),

@@ -73,7 +73,7 @@ def bar(value: Optional[int], total: Optional[int], width: int = BAR_WIDTH) -> T
     return Text("█" * filled, style=style) + Text("░" * (width - filled), style="grey35")
 
 
-def memory_table(memory: Memory, card: Optional[CardUsage]) -> Table:
+def memory_table(memory: Memory, card: Optional[CardUsage], bar_width: int = BAR_WIDTH) -> Table:
     table = Table.grid(padding=(0, 1))
     table.add_column(style="grey70")
     table.add_column()
@@ -81,12 +81,12 @@ def memory_table(memory: Memory, card: Optional[CardUsage]) -> Table:
     if memory.device.startswith("cuda"):
         total = memory.total or (card.total if card else None)
         for name, value in (("allocated", memory.allocated), ("reserved", memory.reserved), ("peak", memory.peak)):
-            table.add_row(name, bar(value, total), format_bytes(value))
-        if card is not None:
-            table.add_row("card used", bar(card.used, card.total), f"{format_bytes(card.used)} (all processes)")
+            table.add_row(name, bar(value, total, bar_width), format_bytes(value))
+        if card is not None:  # NVML: every process on the card, not only this run
+            table.add_row("whole card", bar(card.used, card.total, bar_width), format_bytes(card.used))
         table.add_row("card total", Text(card.name if card else "", style="grey50"), format_bytes(total))
     else:
-        table.add_row("process RSS", bar(memory.rss, memory.total), format_bytes(memory.rss))
+        table.add_row("process RSS", bar(memory.rss, memory.total, bar_width), format_bytes(memory.rss))
         if memory.total:
             table.add_row("system", Text(""), format_bytes(memory.total))
     return table
@@ -111,6 +111,9 @@ class MemoryGauge(Static):
         self._view = view
         self._redraw()
 
+    def on_resize(self) -> None:
+        self._redraw()
+
     def show_card(self, card: Optional[CardUsage]) -> None:
         self._card = card
         self._redraw()
@@ -119,13 +122,15 @@ class MemoryGauge(Static):
         view = self._view
         if view is None or view.memory is None:
             return
-        key = (view.memory, view.memory_history, self._card)
+        key = (view.memory, view.memory_history, self._card, self.content_size.width)
         if key == self._key:
             return
         self._key = key
         self.border_title = f"Memory ({view.memory.device})"
-        history = sparkline([float(v) for v in view.memory_history], 40)
-        table = memory_table(view.memory, self._card)
+        width = self.content_size.width or 50
+        history = sparkline([float(v) for v in view.memory_history], max(8, width))
+        # label ~11 + value ~9 + gaps: the bar takes what is left
+        table = memory_table(view.memory, self._card, max(6, min(BAR_WIDTH, width - 23)))
         rows = (len(table.rows), view.memory.device)  # a relayout only when the rows change
         self.update(Group(table, Text(history, style="dark_cyan")), layout=rows != self._rows)
         self._rows = rows

@@ -21,7 +21,7 @@ def _bar(fraction: float, width: int = 24) -> Text:
     return Text("━" * filled, style=style) + Text("━" * (width - filled), style="grey30")
 
 
-def status_table(view: RunView) -> Table:
+def status_table(view: RunView, bar_width: int = 24) -> Table:
     table = Table.grid(padding=(0, 1))
     table.add_column(style="grey70", width=8)
     table.add_column()
@@ -29,14 +29,14 @@ def status_table(view: RunView) -> Table:
     if phase is not None and phase.name != TRAINING and view.final is None:
         row: list[RenderableType] = [Text(phase.label, style="bold")]
         if phase.total:
-            row += [_bar(phase.fraction or 0.0, 20), Text(f"{phase.done}/{phase.total}")]
+            row += [_bar(phase.fraction or 0.0, max(4, bar_width - 4)), Text(f"{phase.done}/{phase.total}")]
         if phase.detail:
             row.append(Text(phase.detail, style="grey50"))
         table.add_row("Phase", _inline(row))
     elif phase is not None:
         table.add_row("Phase", Text(phase.label, style="bold"))
     steps = Text(f"{view.step}/{view.total_steps or '?'}  {view.fraction:.0%}")
-    table.add_row("Step", _inline([_bar(view.fraction), steps]))
+    table.add_row("Step", _inline([_bar(view.fraction, bar_width), steps]))
     timing = Text(f"ETA {format_duration(view.eta_seconds)}  " if view.running else "", style="bold")
     timing.append(f"elapsed {format_duration(view.elapsed)}", style="grey70")
     table.add_row("Time", timing)
@@ -63,7 +63,14 @@ class RunStatus(Static):
     """Always the same seven rows (height fixed in CSS), so updates skip the layout pass."""
 
     def show(self, view: RunView) -> None:
-        self.update(status_table(view), layout=False)
+        # label 8 + "12345/12345  100%" ~17 + gaps: the bar takes what is left, up to 24
+        bar_width = max(6, min(24, (self.content_size.width or 60) - 28))
+        self.update(status_table(view, bar_width), layout=False)
+
+    def on_resize(self) -> None:
+        view = getattr(self.screen, "view", None)
+        if view is not None:
+            self.show(view)
 
 
 def header_text(view: RunView, mode: str, stopping: bool = False) -> Text:
