@@ -49,3 +49,8 @@ async def all_events_shown(pilot) -> None:
 def test_dashboard_snapshot(name, scripted_dir, snap_compare):
     events = getattr(script, name)()
     assert snap_compare(scripted_app(events), terminal_size=SIZE, run_before=all_events_shown)
+
+
+def test_dashboard_snapshot_in_an_80x24_terminal(scripted_dir, snap_compare):
+    """The size of many SSH sessions: no scrolling, the log hidden until `l`."""
+    assert snap_compare(scripted_app(script.mid_run()), terminal_size=(80, 24), run_before=all_events_shown)
