@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.events import RunStarted, Saved, Step
+from engine.events import RunStarted, Sample, Saved, Step
 from engine.schedulers import lr_multiplier
 from train_helpers import _one_thread, tiny_config, train  # noqa: F401  (_one_thread: autouse fixture)
 
@@ -114,8 +114,12 @@ def test_save_every_n_steps_names_files_like_sd_scripts(tmp_path, tiny_model, de
 def test_save_every_n_epochs_with_save_last_n_epochs_keeps_the_newest(tmp_path, tiny_model, demo_dataset):
     run = train(tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=None, max_train_epochs=4,
                             gradient_accumulation_steps=12, save_every_n_epochs=1, save_last_n_epochs=2,
-                            save_state=True, **FAST))
+                            save_state=True, sample_every_n_epochs=2, sample_prompts=str(demo_dataset.sample_prompts),
+                            **FAST))
     out = Path(run.result.output_dir)
+    # samples after epochs 2 and 4 (steps 2 and 4: one step per epoch), named by epoch
+    assert sorted({s.step for s in run.of(Sample)}) == [2, 4]
+    assert all(Path(s.path).is_file() for s in run.of(Sample))
     saved = [Path(e.path).name for e in run.of(Saved) if e.kind == "lora"]
     assert saved == ["lora-000001.safetensors", "lora-000002.safetensors", "lora-000003.safetensors",
                      "lora.safetensors"]
@@ -218,3 +222,28 @@ def test_tensorboard_scalars_are_written(tmp_path, tiny_model, demo_dataset):
     accumulator.Reload()
     assert "loss/current" in accumulator.Tags()["scalars"]
     assert [e.step for e in accumulator.Scalars("loss/current")] == [1, 2]
+
+
+def test_metrics_are_read_only_every_log_every_n_steps(tmp_path, tiny_model, demo_dataset):
+    run = train(tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=7, log_every_n_steps=3, **FAST))
+    steps = run.of(Step)
+    assert [s.step for s in steps] == [3, 6, 7]  # and the last step, however it falls
+    assert steps[0].eta_seconds == pytest.approx(4 * steps[0].seconds_per_step)
+
+
+@pytest.mark.parametrize("no_half_vae,expected", [(True, torch.float32), (False, torch.bfloat16)])
+def test_no_half_vae_keeps_the_vae_in_fp32(tmp_path, tiny_model, demo_dataset, monkeypatch, no_half_vae, expected):
+    import engine.text_encoding as text_encoding
+
+    seen = []
+    original = text_encoding.vae_encode
+
+    def recording(vae, pixels, *args, **kwargs):
+        seen.append(vae.dtype)
+        return original(vae, pixels, *args, **kwargs)
+
+    monkeypatch.setattr(text_encoding, "vae_encode", recording)
+    run = train(tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=1, mixed_precision="bf16",
+                            no_half_vae=no_half_vae, cache_latents=False, **FAST))
+    assert run.result.ok, run.result.error
+    assert seen and set(seen) == {expected}
