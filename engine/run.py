@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from engine import checkpoint, disk
+from engine import checkpoint
+from engine import run_outputs as outputs
 from engine.config import RunConfig
 from engine.control import RunControl
 from engine.errors import OutputError, SdxlTuiError
-from engine.events import (LOADING_MODEL, SAMPLING, SAVING, TRAINING, Failed, Finished, Phase, RunStarted,
+from engine.events import (LOADING_MODEL, SAVING, TRAINING, Failed, Finished, Phase, RunStarted,
                            Warning_)
 
 EXISTING_RUN_MARKERS = ("config.toml", "events.jsonl")
@@ -411,9 +412,9 @@ def _train(session: _Session, point) -> RunResult:
                            compile_unet=cfg.precision.torch_compile),
         output_dir=session.output_dir, total_steps=total_steps, total_epochs=total_epochs,
         trainable_params=params, train_text_encoders=not cfg.network.network_train_unet_only,
-        save_lora=lambda path, step, epoch: _save_lora(session, path, step, epoch, total_steps, total_epochs),
-        save_state=lambda progress: _save_state(session, optimizer, scheduler, progress),
-        make_samples=lambda step, epoch: _make_samples(session, step, epoch),
+        save_lora=lambda path, step, epoch: outputs.save_lora(session, path, step, epoch, total_steps, total_epochs),
+        save_state=lambda progress: outputs.save_state(session, optimizer, scheduler, progress),
+        make_samples=lambda step, epoch: outputs.make_samples(session, step, epoch),
         images_per_step=images_per_step, position=position)
     emit(RunStarted(time=time.time(), output_dir=str(session.output_dir), total_steps=total_steps,
                     total_epochs=total_epochs, steps_per_epoch=steps_per_epoch, batch_size=_batch_size(session.data, cfg),
@@ -421,7 +422,7 @@ def _train(session: _Session, point) -> RunResult:
                     gradient_accumulation_steps=accumulation,
                     config_path=str(session.output_dir / "config.toml")))
     if cfg.sampling.sample_at_first and state is None:
-        _make_samples(session, 0, None)
+        outputs.make_samples(session, 0, None)
     emit(Phase(time=time.time(), name=TRAINING, total=total_steps))
     if state is not None:
         checkpoint.restore_rng(state.rng)  # the next draw is the one the interrupted run would have made
@@ -434,10 +435,10 @@ def _train(session: _Session, point) -> RunResult:
         return _finish(session, stopped=True, lora_path=position.last_lora, step=position.global_step)
     emit(Phase(time=time.time(), name=SAVING))
     final = session.output_dir / checkpoint.final_file_name(cfg.saving.output_name)
-    position.last_lora = _save_lora(session, final, position.global_step, position.current_epoch, total_steps,
+    position.last_lora = outputs.save_lora(session, final, position.global_step, position.current_epoch, total_steps,
                                    total_epochs)
     if cfg.saving.save_state:
-        _save_state(session, optimizer, scheduler, trainer.progress())
+        outputs.save_state(session, optimizer, scheduler, trainer.progress())
     return _finish(session, stopped=False, lora_path=position.last_lora, step=position.global_step)
 
 
@@ -450,90 +451,3 @@ def _finish(session: _Session, *, stopped: bool, lora_path: str, step: int) -> R
 def _batch_size(data, cfg: RunConfig) -> int:
     """Images per batch (the first dataset's batch size; datasets may differ)."""
     return int(data.scanned.config.datasets[0].batch_size)
-
-
-# ---------------------------------------------------------------------- saves and samples
-
-def _save_lora(session: _Session, path: Path, step: int, epoch: int, total_steps: int, total_epochs: int) -> str:
-    from engine.events import Saved
-    from engine.lora_file import TrainingInfo, build_metadata
-
-    if not session.accelerator.is_main_process:
-        return str(path)
-    info = TrainingInfo(steps=step, epoch=epoch, started_at=session.started_at, finished_at=time.time(),
-                        session_id=session.session_id, num_epochs=total_epochs, max_train_steps=total_steps,
-                        num_batches_per_epoch=session.data.batches_per_epoch,
-                        **_data_info(session.data))
-    metadata = build_metadata(session.cfg, training_info=info)
-    needed = disk.lora_file_bytes(session.network, session.cfg.saving.save_precision)
-    what = f"the LoRA {path.name}"
-    disk.ensure_space(path.parent, needed, what)
-    saving = session.control.saving
-    saving.begin(what, {"lora": needed})
-    saving.writing(path.parent / f".{path.name}.*.tmp")  # engine.atomic's temporary name
-    try:
-        with disk.write_errors(path.parent, what, needed):
-            checkpoint.save_lora_file(path, session.network, metadata, session.cfg.saving.save_precision)
-        saving.part_done("lora")
-    finally:
-        saving.end()
-    session.emit(Saved(time=time.time(), path=str(path), step=step, epoch=epoch, kind="lora"))
-    return str(path)
-
-
-def _data_info(data) -> dict:
-    """Dataset figures for the LoRA metadata (sd-scripts' ss_* keys)."""
-    first = data.scanned.config.datasets[0]
-    resolution = first.resolution
-    return dict(num_train_images=data.num_train_images, num_reg_images=data.num_reg_images,
-                bucket_info=data.bucket_info, tag_frequency=data.tag_frequency,
-                dataset_manifest_hash=data.manifest_hash, batch_size_per_device=first.batch_size,
-                resolution=(resolution, resolution) if isinstance(resolution, int) else tuple(resolution))
-
-
-def _save_state(session: _Session, optimizer, scheduler, progress) -> str:
-    from engine.config_io import dumps_config
-    from engine.events import Saved
-
-    if not session.accelerator.is_main_process:
-        return ""
-    import dataclasses
-
-    root = session.output_dir / checkpoint.STATE_ROOT
-    lora_bytes = disk.lora_file_bytes(session.network, "fp32")
-    optimizer_bytes = disk.optimizer_state_bytes(optimizer)
-    disk.ensure_space(root, lora_bytes + optimizer_bytes, "the training state")
-    progress = dataclasses.replace(progress, dataset_hash=session.data.manifest_hash)
-    saving = session.control.saving
-    saving.begin("the training state", {"lora": lora_bytes, "optimizer": optimizer_bytes, "small files": 65536})
-    try:
-        with disk.write_errors(root, "the training state", lora_bytes + optimizer_bytes):
-            path = checkpoint.save_state(session.output_dir, network=session.network, optimizer=optimizer,
-                                         scheduler=scheduler, scaler=session.accelerator.scaler, progress=progress,
-                                         config_text=dumps_config(session.cfg), saving=saving)
-    finally:
-        saving.end()
-    session.emit(Saved(time=time.time(), path=str(path), step=progress.global_step, epoch=progress.epoch,
-                       kind="state"))
-    return str(path)
-
-
-def _make_samples(session: _Session, step: int, epoch: Optional[int]) -> None:
-    from engine.loop import emit_samples
-    from engine.sampling import generate_samples
-
-    cfg, prompts = session.cfg, session.sample_prompts
-    if not prompts or not session.accelerator.is_main_process:
-        return
-    session.emit(Phase(time=time.time(), name=SAMPLING, total=len(prompts)))
-    session.network.eval()
-    try:
-        written = generate_samples(session.model, prompts, out_dir=session.output_dir,
-                                   output_name=cfg.saving.output_name, step=step, epoch=epoch,
-                                   sampler=cfg.sampling.sample_sampler, device=session.accelerator.device,
-                                   dtype=session.weight_dtype)
-    finally:
-        session.network.train()
-    emit_samples(session.emit, written, step)
-    if step > 0:
-        session.emit(Phase(time=time.time(), name=TRAINING))
