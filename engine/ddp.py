@@ -65,3 +65,30 @@ def parameters_requiring_sync(module: nn.Module) -> list[str]:
     target = getattr(module, "module", module)
     ignored = set(getattr(target, "_ddp_params_and_buffers_to_ignore", ()))
     return [name for name, p in target.named_parameters() if p.requires_grad and name not in ignored]
+
+
+# accelerate launch sets these for the sharded back-ends its config files can choose.
+UNSUPPORTED_LAUNCH_FLAGS = {
+    "ACCELERATE_USE_DEEPSPEED": "DeepSpeed",
+    "ACCELERATE_USE_FSDP": "FSDP",
+    "ACCELERATE_USE_MEGATRON_LM": "Megatron-LM",
+}
+
+
+def check_launch_environment(environ=None) -> None:
+    """Refuse accelerate configs the engine cannot train with (before accelerate starts them).
+
+    The engine steps its own optimizer, accumulates gradients itself and keeps LoRA weights in
+    fp32; DeepSpeed / FSDP engines take all three over, so a run would silently train wrong.
+    """
+    import os
+
+    from engine.errors import ConfigError
+
+    environ = os.environ if environ is None else environ
+    for flag, name in UNSUPPORTED_LAUNCH_FLAGS.items():
+        if str(environ.get(flag, "")).lower() in ("1", "true", "yes"):
+            raise ConfigError(f"this run was launched with an accelerate {name} config, which sdxl-tui does not "
+                              "support (it trains LoRA with plain DDP)",
+                              hint="launch with templates/accelerate/multi_gpu.yaml (distributed_type: MULTI_GPU); "
+                                   "see docs/multi_gpu.md")

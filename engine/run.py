@@ -179,6 +179,9 @@ def _make_accelerator(cfg: RunConfig):
     # accelerate keeps its settings in a process-wide singleton and refuses a second
     # Accelerator with other settings; one run owns the process's training state, so start
     # clean (the distributed part, PartialState, is kept).
+    from engine.ddp import check_launch_environment
+
+    check_launch_environment()
     AcceleratorState._reset_state(reset_partial_state=False)
     # Gradient accumulation is done by the loop (a short last group per epoch still makes a
     # step), so accelerate must not divide the loss itself.
