@@ -125,6 +125,26 @@ def report(title: str, r: dict) -> None:
     print(f"  loss chart points   {r['chart_points']}")
 
 
+def console_cost(count: int = 20_000) -> dict[str, float]:
+    """Microseconds per Step event for the headless views (`sdxl-tui train`)."""
+    import io
+
+    from rich.console import Console
+
+    from sdxl_tui.console_view import ConsoleView, PlainView
+
+    events = [step_event(step, count) for step in range(1, count + 1)]
+    out = {}
+    for name, view in (("plain lines", PlainView(io.StringIO())),
+                       ("live panel", ConsoleView(Console(file=io.StringIO(), force_terminal=True, width=100)))):
+        start = time.perf_counter()
+        for event in events:
+            view(event)
+        view.close()
+        out[name] = 1e6 * (time.perf_counter() - start) / count
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=100.0, help="steps per second the fake engine emits")
@@ -137,6 +157,9 @@ def main() -> None:
     report(f"paced at {args.rate:.0f} steps/s for {args.seconds:.0f} s",
            asyncio.run(measure(args.rate, args.seconds, args.history)))
     report(f"as fast as possible for {args.seconds:.0f} s", asyncio.run(measure(0, args.seconds, args.history)))
+    print("\nheadless views (sdxl-tui train), per Step event:")
+    for name, micros in console_cost().items():
+        print(f"  {name:<12} {micros:.0f} µs")
 
 
 if __name__ == "__main__":
