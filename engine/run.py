@@ -394,6 +394,11 @@ def _train(session: _Session, point) -> RunResult:
         check_dataset_identity(point, session.data.manifest_hash)
     if session.control.stop_requested:
         return _finish(session, stopped=True, lora_path="", step=0)
+    if session.data.batches_per_epoch == 0:  # the loop would turn epochs forever without a step
+        from engine.errors import DataError
+
+        raise DataError("the dataset gives no batch to train on",
+                        hint="add images (or repeats), or use fewer processes than batches per epoch")
     accumulation = cfg.training.gradient_accumulation_steps
     steps_per_epoch = -(-session.data.batches_per_epoch // accumulation)
     total_steps, total_epochs, _ = training_length(steps_per_epoch, cfg.training.max_train_steps,
