@@ -85,9 +85,13 @@ class SamplePreview(Widget):
         sample = self._sample
         if sample is None:
             return Text("no sample yet (p asks for one now)", style="grey50")
-        caption = Text.assemble((f"step {sample.step}  ", "bold"), (display_path(sample.path, self._output_dir), "cyan"))
+        # The path is never cut: it wraps (overflow fold) and the image gives up the rows.
+        caption = Text.assemble((f"step {sample.step}  ", "bold"), (display_path(sample.path, self._output_dir), "cyan"),
+                                overflow="fold")
         prompt = Text(sample.prompt, style="italic grey70", overflow="ellipsis", no_wrap=True)
-        width, height = self.content_size.width, self.content_size.height - 2
+        width = max(1, self.content_size.width)
+        caption_rows = len(caption.wrap(self.app.console, width))
+        height = self.content_size.height - caption_rows - 1
         if self._image is None or height < 2:
             return Group(caption, prompt, Text(self._error, style="red"))
         key = (id(self._image), width, height)
