@@ -55,7 +55,10 @@ class FusedBackward:
 
     # The run saves and restores optimizer state through these, as for a plain optimizer.
     def state_dict(self) -> dict:
-        return {"children": [child.state_dict() for child in self.children]}
+        children = [child.state_dict() for child in self.children]
+        # "state" mirrors a plain optimizer's layout (the same tensors, not copies) so tools that
+        # size optimizer state (engine.disk) count the fused one too.
+        return {"children": children, "state": {i: c["state"].get(0, {}) for i, c in enumerate(children)}}
 
     def load_state_dict(self, state: dict) -> None:
         for child, child_state in zip(self.children, state["children"], strict=True):

@@ -406,7 +406,7 @@ def _train(session: _Session, point) -> RunResult:
     optimizer, scheduler, fused, params = _optimizer_and_schedule(session, total_steps)
     position = Position()
     if state is not None:
-        optimizer.load_state_dict(state.optimizer)
+        (fused or optimizer).load_state_dict(state.optimizer)
         scheduler.load_state_dict(state.scheduler)
         if state.scaler is not None and session.accelerator.scaler is not None:
             session.accelerator.scaler.load_state_dict(state.scaler)
@@ -421,7 +421,7 @@ def _train(session: _Session, point) -> RunResult:
         output_dir=session.output_dir, total_steps=total_steps, total_epochs=total_epochs,
         trainable_params=params, train_text_encoders=not cfg.network.network_train_unet_only,
         save_lora=lambda path, step, epoch: outputs.save_lora(session, path, step, epoch, total_steps, total_epochs),
-        save_state=lambda progress: outputs.save_state(session, optimizer, scheduler, progress),
+        save_state=lambda progress: outputs.save_state(session, fused or optimizer, scheduler, progress),
         make_samples=lambda step, epoch: outputs.make_samples(session, step, epoch),
         images_per_step=images_per_step, position=position)
     emit(RunStarted(time=time.time(), output_dir=str(session.output_dir), total_steps=total_steps,
@@ -446,7 +446,7 @@ def _train(session: _Session, point) -> RunResult:
     position.last_lora = outputs.save_lora(session, final, position.global_step, position.current_epoch, total_steps,
                                    total_epochs)
     if cfg.saving.save_state:
-        outputs.save_state(session, optimizer, scheduler, trainer.progress())
+        outputs.save_state(session, fused or optimizer, scheduler, trainer.progress())
     return _finish(session, stopped=False, lora_path=position.last_lora, step=position.global_step)
 
 
