@@ -390,25 +390,6 @@ def parse_case(text: str) -> Case:
     return Case(**values)
 
 
-def environment() -> dict:
-    import platform
-
-    info = {"cpu": _cpu_model(), "python": platform.python_version(), "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    try:
-        info["load_average"] = os.getloadavg()
-    except OSError:
-        pass
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
-    return info
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--one", help=argparse.SUPPRESS)
@@ -434,6 +415,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(table(results))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        from bench_env import environment  # bench/ is sys.path[0] when this file runs as a script
+
         Path(args.json).write_text(json.dumps({"environment": environment(), "results": results}, indent=1))
     return 0
 
