@@ -247,3 +247,16 @@ def test_no_half_vae_keeps_the_vae_in_fp32(tmp_path, tiny_model, demo_dataset, m
                             no_half_vae=no_half_vae, cache_latents=False, **FAST))
     assert run.result.ok, run.result.error
     assert seen and set(seen) == {expected}
+
+
+def test_gradient_checkpointing_on_trained_text_encoders_keeps_their_gradients(tmp_path, tiny_model, demo_dataset):
+    # Checkpointed encoder layers must still pass gradients to their LoRA (frozen embeddings
+    # feed them, the classic way to lose them silently).
+    options = dict(max_train_steps=2, optimizer_type="SGD", learning_rate=1e-2, max_grad_norm=0.0)
+    plain = train(tiny_config(tmp_path / "p", tiny_model, demo_dataset, **options)).lora()
+    checkpointed = train(tiny_config(tmp_path / "c", tiny_model, demo_dataset, gradient_checkpointing=True,
+                                     **options)).lora()
+    te_ups = [k for k in plain if k.startswith("lora_te") and k.endswith("lora_up.weight")]
+    assert any(checkpointed[k].abs().max() > 0 for k in te_ups)
+    for key in plain:
+        torch.testing.assert_close(checkpointed[key], plain[key], rtol=1e-5, atol=1e-8)
