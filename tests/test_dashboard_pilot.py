@@ -102,7 +102,9 @@ def test_finished_run_opens_as_a_report_with_commands_disabled(tmp_path, monkeyp
     bells = []
 
     async def scenario():
-        screen = DashboardScreen.watching(run_dir, bell=True, nvml=False)
+        # a minute after the ending: still news, so the bell rings
+        clock = lambda: script.finished()[-1].time + 30  # noqa: E731
+        screen = DashboardScreen.watching(run_dir, bell=True, nvml=False, clock=clock)
         app = DashboardApp(screen)
         monkeypatch.setattr(app, "bell", lambda: bells.append(1))
         async with app.run_test(size=SIZE) as pilot:
@@ -122,6 +124,24 @@ def test_finished_run_opens_as_a_report_with_commands_disabled(tmp_path, monkeyp
     result = asyncio.run(scenario())
     assert result.status == "finished" and result.lora_path.endswith("lora.safetensors")
     assert bells == [1]
+
+
+def test_an_old_run_opens_without_a_bell(tmp_path, monkeypatch):
+    run_dir = tmp_path / "old"
+    write_events(run_dir, script.failed())
+    bells = []
+
+    async def scenario():
+        screen = DashboardScreen.watching(run_dir, bell=True, nvml=False)  # real clock: long after
+        app = DashboardApp(screen)
+        monkeypatch.setattr(app, "bell", lambda: bells.append(1))
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: screen.source_ended, what="the replay to end")
+            assert screen.view.final.status == "failed"
+            await pilot.press("q")
+
+    asyncio.run(scenario())
+    assert bells == []
 
 
 def test_no_bell_when_the_user_opted_out(monkeypatch):

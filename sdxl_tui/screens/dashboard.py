@@ -40,6 +40,7 @@ CommandSink = Callable[[str], None]
 CSS_FILE = Path(__file__).resolve().parent.parent / "dashboard.tcss"
 NO_BELL_ENV = "SDXL_TUI_NO_BELL"
 RENDER_INTERVAL = 0.1  # seconds between redraws driven by metrics alone
+LIVE_ENDING_SECONDS = 60.0  # a watched run's ending older than this opens silently
 
 
 def bell_wanted(flag: Optional[bool]) -> bool:
@@ -218,12 +219,13 @@ class DashboardScreen(Screen[Optional[FinalState]]):
         self._render_view()
 
     def _apply(self, events: list[Event]) -> None:
-        ended = False
+        ended: Optional[Event] = None
         for event in events:
             self.model.apply(event)
-            ended = ended or isinstance(event, (Finished, Failed))
-        if ended:
-            self._on_run_ended()
+            if isinstance(event, (Finished, Failed)):
+                ended = event
+        if ended is not None:
+            self._on_run_ended(ended)
         elif all(is_metric(event) for event in events):
             self._render_soon()
         else:
@@ -240,9 +242,11 @@ class DashboardScreen(Screen[Optional[FinalState]]):
         else:
             self._render_timer = self.set_timer(wait, self._render_view)
 
-    def _on_run_ended(self) -> None:
+    def _on_run_ended(self, event: Event) -> None:
         self.stopping = False
-        if self.bell_enabled:
+        # An old run opened as a report is not news: only an ending seen as it happens rings.
+        live = self.owns_run or abs(self.clock() - event.time) < LIVE_ENDING_SECONDS
+        if self.bell_enabled and live:
             self.app.bell()
             self._desktop_notification(final_lines(self.model.view())[0][0])
         self.refresh_bindings()
