@@ -12,7 +12,9 @@ its traceback is not lost. Only the main process writes files and emits events.
 from __future__ import annotations
 
 import secrets
+import sys
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -459,3 +461,16 @@ def _finish(session: _Session, *, stopped: bool, lora_path: str, step: int) -> R
 def _batch_size(data, cfg: RunConfig) -> int:
     """Images per batch (the first dataset's batch size; datasets may differ)."""
     return int(data.scanned.config.datasets[0].batch_size)
+
+
+class _CallableModule(types.ModuleType):
+    """Importing this submodule rebinds the package attribute `engine.run` from the wrapper
+    function in engine/__init__.py to this module; making the module callable keeps the
+    documented `engine.run(cfg, emit, control)` working before and after that happens."""
+
+    def __call__(self, cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None,
+                 **kwargs: Any) -> RunResult:
+        return run(cfg, emit, control, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -242,3 +242,12 @@ def test_fused_backward_run_resumes_with_its_optimizer_state(tmp_path, tiny_mode
     assert first.losses + resumed.losses == whole.losses
     a, b = resumed.lora(), whole.lora()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_engine_run_stays_callable_after_the_submodule_is_imported(tmp_path, tiny_model, demo_dataset):
+    import engine
+    import engine.run  # noqa: F401  (rebinds the package attribute to the submodule)
+
+    events = []
+    result = engine.run(tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=1), events.append)
+    assert result.ok and isinstance(events[-1], Finished)
