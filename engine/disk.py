@@ -49,13 +49,19 @@ def lora_file_bytes(network, save_precision: str) -> int:
 
 
 def optimizer_state_bytes(optimizer) -> int:
-    """Bytes of the tensors in an optimizer's state (moments, 8-bit quantiles, step counts)."""
-    total = 0
-    for per_param in optimizer.state_dict().get("state", {}).values():
-        for value in per_param.values():
-            if hasattr(value, "element_size"):
-                total += value.numel() * value.element_size()
-    return total
+    """Bytes of the tensors in an optimizer's state dict (moments, 8-bit quantiles, step
+    counts), however nested (a fused backward's per-parameter optimizers included)."""
+    return _nested_tensor_bytes(optimizer.state_dict())
+
+
+def _nested_tensor_bytes(value) -> int:
+    if hasattr(value, "element_size"):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_nested_tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_nested_tensor_bytes(v) for v in value)
+    return 0
 
 
 def state_folder_bytes(network, optimizer) -> int:
