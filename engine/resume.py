@@ -234,14 +234,27 @@ def check_resume_config(point: ResumePoint, new: RunConfig, *, dataset_checked: 
     diff = compare_configs(point.saved_config, new, point.progress, dataset_checked=dataset_checked)
     if diff.refused:
         lines = "\n".join(f"  - {change}" for change in diff.refused)
-        raise ConfigError(
+        error = ConfigError(
             f"cannot resume from {point.path.name}: these options differ from the saved run and cannot change:\n"
             f"{lines}",
             key=diff.refused[0].key,
             hint="set them back to the saved values (they are in " + str(point.path / "config.toml") + "), or "
                  "start a new run in another output_dir with network_weights set to this run's last LoRA")
+        error.last_good = _lora_of(point)  # the run is intact: say which LoRA it has
+        error.step = point.progress.global_step
+        if error.last_good:
+            error.hint = error.hint.replace("this run's last LoRA", f'"{error.last_good}"')
+        raise error
     point.allowed = list(diff.allowed)
     return point.allowed
+
+
+def _lora_of(point: ResumePoint) -> str:
+    """The LoRA file saved with the state (same step), or the newest one in the folder."""
+    output_dir = point.path.parent.parent
+    same_step = sorted(output_dir.glob(f"*-step{point.progress.global_step:08d}.safetensors"))
+    found = same_step or sorted(output_dir.glob("*.safetensors"), key=lambda p: p.stat().st_mtime)
+    return str(found[-1]) if found else ""
 
 
 def check_dataset_identity(point: ResumePoint, manifest_hash: str) -> None:

@@ -115,7 +115,7 @@ def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
 def _failed(session: _Session, exc: BaseException) -> RunResult:
     position = getattr(session.trainer, "position", None)
     step = getattr(exc, "step", None) or (position.global_step if position else 0)
-    last_good = position.last_lora if position else ""
+    last_good = position.last_lora if position else getattr(exc, "last_good", "")
     session.emit(Failed(time=time.time(), message=getattr(exc, "message", str(exc)) or type(exc).__name__,
                         hint=getattr(exc, "hint", ""), step=step, kind=type(exc).__name__, last_good=last_good))
     return RunResult(ok=False, output_dir=str(session.output_dir), lora_path=last_good, step=step, error=exc)
