@@ -314,3 +314,15 @@ def failed_before_training(output_dir: Path) -> Optional[str]:
     if last is None or last.get("type") != "Failed":
         return None
     return last.get("message", "") or last.get("kind", "failed")
+
+
+def existing_run_hint(output_dir: Path) -> str:
+    """What to do about a run already in `output_dir`: resume it when it has a complete state;
+    otherwise (stopped before any state was saved) another output_dir, or its last LoRA."""
+    complete, _ = scan_states(Path(output_dir))
+    if complete:
+        return f"continue it with `sdxl-tui resume {output_dir}`, or set another output_dir"
+    loras = sorted(Path(output_dir).glob("*.safetensors"), key=lambda p: p.stat().st_mtime)
+    start_from = f", or start one that continues from its last LoRA (network_weights = \"{loras[-1]}\")" if loras else ""
+    return (f"it has no saved state to resume from: set another output_dir{start_from}; "
+            f"to reuse the folder, move its files away first")

@@ -200,8 +200,10 @@ def _claim_output_dir(cfg: RunConfig, output_dir: Path, resume: bool):
 
     existing = [name for name in EXISTING_RUN_MARKERS if (output_dir / name).exists()]
     if existing and not resume:
+        from engine.resume import existing_run_hint
+
         raise OutputError(f"{output_dir} already holds a run ({', '.join(existing)})",
-                          hint=f"continue it with `sdxl-tui resume {output_dir}`, or set another output_dir")
+                          hint=existing_run_hint(output_dir))
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, output_dir / "config.toml")

@@ -405,8 +405,16 @@ def test_existing_run_is_never_overwritten(tmp_path, tiny_model, demo_dataset, c
     before = _digest(out)
     code, said = _cli(["train", str(save_config(cfg.with_values(network_dim=8), tmp_path / "again.toml"))], capsys)
     assert code == 73
-    assert f"{out} already holds a run" in said and f"sdxl-tui resume {out}" in said and "another output_dir" in said
+    assert f"{out} already holds a run" in said and "another output_dir" in said
+    # no state saved (save_state off, not stopped): resume cannot help, its LoRA can
+    assert "no saved state to resume from" in said and f'network_weights = "{out / "lora.safetensors"}"' in said
     assert _digest(out) == before, "the earlier run's files were touched"
+    (out / "state" / "step-00000001").mkdir(parents=True)
+    for name in ("lora.safetensors", "optimizer.pt", "scheduler.pt", "rng.pt", "rng.json", "progress.json",
+                 "COMPLETE"):
+        (out / "state" / "step-00000001" / name).write_text("x")
+    code, said = _cli(["train", str(tmp_path / "again.toml")], capsys)
+    assert code == 73 and f"continue it with `sdxl-tui resume {out}`" in said
 
 
 def test_a_folder_whose_only_attempt_failed_before_training_is_reused_and_says_so(tmp_path, tiny_model,
