@@ -20,6 +20,9 @@ from engine.memory import snapshot
 from engine.optimizers import group_lrs
 
 
+AGREED_COMMANDS = ("save_now", "sample_now")  # commands every process acts on together
+
+
 @dataclass
 class Position:
     """Where the loop stands; run.py reads it after a failure (step for the message)."""
@@ -162,13 +165,15 @@ class Trainer:
     def after_step(self) -> None:
         pos, cfg = self.position, self.cfg
         finished = pos.global_step >= self.total_steps
-        if pos.global_step % cfg.logging.log_every_n_steps == 0 or finished:
+        at_log_point = pos.global_step % cfg.logging.log_every_n_steps == 0 or finished
+        if at_log_point:
             self.log()
         if self.control is not None:
-            if self.control.stop_requested:
+            stop, commands = self.requests(at_log_point)
+            if stop:
                 self.stop()
                 return
-            for command in self.control.pending_commands():
+            for command in commands:
                 if command == "save_now":
                     self.save_step_checkpoint(with_state=True)
                 elif command == "sample_now":
@@ -179,6 +184,26 @@ class Trainer:
         every = cfg.sampling.sample_every_n_steps
         if every and pos.global_step % every == 0:
             self.paused(self.make_samples, pos.global_step, None)
+
+    def requests(self, at_log_point: bool) -> tuple[bool, list[str]]:
+        """(stop?, commands) to act on after this step.
+
+        Several processes must stop and save at the same step (a rank that leaves the loop alone
+        leaves the others waiting in the next gradient all-reduce), and a command may reach one
+        rank only (the dashboard's control file is read by rank 0). So with several processes
+        requests are decided together at logging points, where the loop reads the device anyway:
+        what any rank was asked, every rank does."""
+        if self.accelerator.num_processes <= 1:
+            return self.control.stop_requested, list(self.control.pending_commands())
+        if not at_log_point:
+            return False, []
+        import torch
+
+        asked = set(self.control.pending_commands())
+        flags = torch.tensor([float(self.control.stop_requested)] + [float(c in asked) for c in AGREED_COMMANDS],
+                             device=self.accelerator.device)
+        agreed = self.accelerator.reduce(flags, reduction="sum").cpu().tolist()
+        return agreed[0] > 0, [c for c, n in zip(AGREED_COMMANDS, agreed[1:]) if n > 0]
 
     def after_epoch(self, epoch: int) -> None:
         """`epoch` is the number of epochs completed (1-based, as in file names)."""

@@ -8,6 +8,9 @@ what a single output folder cannot show (rank 0 alone writes files):
 - `RECORD_DIR/rank{r}.emitted`: how many events reached this rank's emit callback;
 - `RECORD_DIR/rank{r}.lora.safetensors`: this rank's LoRA weights after the run (fp32);
 - `RECORD_DIR/rank{r}.result.json`: the RunResult and the DDP-averaged parameter count.
+
+`WORKER_SAVE_NOW_AT=N` / `WORKER_STOP_AT=N` make rank 0 alone (as the dashboard's control
+file would) ask for a save / a stop after optimizer step N.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ def main(config_path: str, record_dir: str) -> int:
     from engine import loop
     from engine.config import resolve_relative_paths
     from engine.config_io import load_config
+    from engine.control import RunControl
     from engine.ddp import parameters_requiring_sync
     from engine.run import run
 
@@ -42,9 +46,21 @@ def main(config_path: str, record_dir: str) -> int:
         return original_batch_loss(self, batch)
 
     loop.Trainer.batch_loss = recording_batch_loss
+    control = RunControl()
+    save_at, stop_at = int(os.environ.get("WORKER_SAVE_NOW_AT", 0)), int(os.environ.get("WORKER_STOP_AT", 0))
+    original_after_step = loop.Trainer.after_step
+
+    def after_step_with_requests(self):
+        if rank == 0 and self.position.global_step == save_at:
+            control.save_now()
+        if rank == 0 and self.position.global_step == stop_at:
+            control.request_stop("test")
+        return original_after_step(self)
+
+    loop.Trainer.after_step = after_step_with_requests
     emitted = []
     cfg = resolve_relative_paths(load_config(config_path), Path(config_path).parent)
-    result = run(cfg, emitted.append)
+    result = run(cfg, emitted.append, control)
     batches_file.close()
     (records / f"rank{rank}.emitted").write_text(str(len(emitted)))
 
@@ -56,7 +72,7 @@ def main(config_path: str, record_dir: str) -> int:
         save_file(state, str(records / f"rank{rank}.lora.safetensors"))
     synced = parameters_requiring_sync(trainer.unet) if trainer is not None and trainer.unet is not None else []
     (records / f"rank{rank}.result.json").write_text(json.dumps({
-        "ok": result.ok, "step": result.step, "lora_path": result.lora_path,
+        "ok": result.ok, "step": result.step, "lora_path": result.lora_path, "stopped": result.stopped,
         "error": repr(result.error) if result.error else "",
         "ddp_wrapped": trainer is not None and trainer.unet is not trainer.model.unet,
         "ddp_synced_parameters": len(synced),

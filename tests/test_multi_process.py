@@ -23,7 +23,7 @@ from engine.events import RunStarted, Step, event_from_json
 REPO = Path(__file__).resolve().parent.parent
 WORKER = REPO / "tests" / "multi_process_worker.py"
 STEPS = 36
-LAUNCH_TIMEOUT = 600
+LAUNCH_TIMEOUT = 300
 
 pytestmark = pytest.mark.slow  # each launch starts two Python processes that import torch + diffusers
 
@@ -35,13 +35,14 @@ def _env() -> dict:
     return env
 
 
-def _launch(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    done = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
+def _launch(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    done = subprocess.run(args, cwd=cwd, env={**_env(), **env}, capture_output=True, text=True,
+                          timeout=LAUNCH_TIMEOUT)
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
     return done
 
 
-def _write_config(tmp: Path, tiny_model, demo_dataset, name: str) -> Path:
+def _write_config(tmp: Path, tiny_model, demo_dataset, name: str, **options) -> Path:
     from engine.config import RunConfig
     from engine.config_io import save_config
 
@@ -50,6 +51,7 @@ def _write_config(tmp: Path, tiny_model, demo_dataset, name: str) -> Path:
         output_dir=str(tmp / name / "out"), output_name="lora", max_train_steps=STEPS, mixed_precision="no",
         gradient_checkpointing=False, optimizer_type="AdamW", learning_rate=1e-2, network_dim=8, network_alpha=8.0,
         network_args=["conv_dim=8", "conv_alpha=8"], save_precision="fp32", log_every_n_steps=1, seed=7)
+    cfg = cfg.with_values(**options) if options else cfg
     path = tmp / name / "run.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
     save_config(cfg, path)
@@ -174,3 +176,19 @@ def test_accelerate_launch_of_the_cli_gives_the_same_lora_again(run_a, tiny_mode
         assert torch.equal(a[key], b[key]), f"{key}: a seeded two-process run is not repeatable"
     last_step = [line for line in done.stdout.splitlines() if line.startswith(f"step {STEPS}/{STEPS}")]
     assert len(last_step) == 1, f"expected one process to print progress:\n{done.stdout[-2000:]}"
+
+
+def test_a_stop_or_save_asked_of_rank_zero_alone_is_done_by_both_ranks_at_the_same_step(tmp_path, tiny_model,
+                                                                                     demo_dataset):
+    """The dashboard's control file reaches rank 0 only. With logging every 2 steps, a save asked
+    after step 3 happens after step 4 and a stop asked after step 5 ends both ranks after step 6:
+    no rank is left waiting for the other in a gradient all-reduce."""
+    config = _write_config(tmp_path, tiny_model, demo_dataset, "stop", log_every_n_steps=2, max_train_steps=20)
+    records = tmp_path / "stop" / "records"
+    _launch([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+             str(WORKER), str(config), str(records)], cwd=tmp_path, WORKER_SAVE_NOW_AT="3", WORKER_STOP_AT="5")
+    results = [json.loads(_rank_file(records, r, "result.json").read_text()) for r in (0, 1)]
+    assert [(r["ok"], r["stopped"], r["step"]) for r in results] == [(True, True, 6)] * 2
+    out = config.parent / "out"
+    saved = sorted(p.name for p in out.glob("*.safetensors"))
+    assert saved == ["lora-step00000004.safetensors", "lora-step00000006.safetensors"], saved
