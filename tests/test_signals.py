@@ -170,3 +170,54 @@ def test_handlers_are_installed_and_restored():
     with handle_stop_signals(RunControl()) as signals:
         assert signal.getsignal(signal.SIGTERM) == signals.handle
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+@pytest.mark.slow
+def test_terminal_hangup_in_a_real_pty_saves_and_exits_129(tmp_path, tiny_model, demo_dataset):
+    """The SSH connection drops: sdxl-tui runs with the live panel on a pseudo-terminal that is
+    its controlling terminal; closing the terminal's other end makes the kernel send SIGHUP,
+    and every later write to the terminal fails (EIO). The run still saves and exits 129."""
+    import fcntl
+    import os
+    import pty
+    import subprocess
+    import termios
+    import threading
+
+    from cli_process import cli_env, read_events, sdxl_tui_command
+
+    config = _config(tmp_path, tiny_model, demo_dataset)
+    out = tmp_path / "out"
+    master, slave = pty.openpty()
+    process = subprocess.Popen([*sdxl_tui_command(), "train", str(config)], stdin=slave, stdout=slave,
+                               stderr=slave, env=cli_env(TERM="xterm-256color"), start_new_session=True,
+                               preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+    os.close(slave)
+    screen = bytearray()
+
+    def drain():  # the terminal's reader, as sshd would be
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            screen.extend(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        run = CliProcess(process, out)
+        run.wait_for_step(2)
+        os.close(master)  # the connection is gone
+        returncode = process.wait(timeout=180)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert returncode == 129, bytes(screen[-3000:]).decode(errors="replace")
+    assert b"step" in bytes(screen), "the live panel was drawn on the terminal"
+    finished = last(read_events(out), "Finished")
+    assert finished and finished["stopped"]
+    state = out / "state" / f"step-{finished['step']:08d}"
+    _assert_loadable(Path(finished["lora_path"]), state)
