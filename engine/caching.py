@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from engine.atomic import atomic_save_safetensors
 from engine.errors import OutputError
+from engine.transfer import to_device
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -272,13 +273,13 @@ class LatentStore:
 
         bucket = self._rows[item_indices[0]][0]
         stack = self._stacks[bucket]
-        rows = torch.tensor([self._rows[i][1] for i in item_indices], device=stack.device)
+        rows = to_device(torch.tensor([self._rows[i][1] for i in item_indices]), stack.device)
         out = stack.index_select(0, rows)
         if any(flips):
             mirrored = self._flipped[bucket]
             if mirrored is None:
                 raise RuntimeError(f"no flipped latents cached for bucket {bucket}")
-            mask = torch.tensor(list(flips), device=stack.device).view(-1, 1, 1, 1)
+            mask = to_device(torch.tensor(list(flips)), stack.device).view(-1, 1, 1, 1)
             out = torch.where(mask, mirrored.index_select(0, rows), out)
         return out
 
@@ -413,7 +414,7 @@ class TextStore:
     def gather(self, item_indices: Sequence[int]) -> tuple["torch.Tensor", "torch.Tensor"]:
         import torch
 
-        rows = torch.tensor([self._rows[i] for i in item_indices], device=self.hidden.device)
+        rows = to_device(torch.tensor([self._rows[i] for i in item_indices]), self.hidden.device)
         return self.hidden.index_select(0, rows), self.pooled.index_select(0, rows)
 
     @property

@@ -30,6 +30,7 @@ from engine.dataset_config import SubsetSpec, load_dataset_config
 from engine.errors import ConfigError
 from engine.events import CACHING_LATENTS, CACHING_TEXT, SCANNING_DATASET, Phase, Warning_
 from engine.plan import resolve_dataset_config_path, training_length
+from engine.transfer import to_device
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -178,8 +179,8 @@ class TrainingData:
         weights = torch.tensor([self.prior_loss_weight if item.is_reg else 1.0 for item in items],
                                dtype=torch.float32)
         return Batch(latents=latents, pixels=pixels, captions=captions, text_hidden=hidden,
-                     text_pooled=pooled, time_ids=time_ids.to(self.device),
-                     loss_weights=weights.to(self.device), paths=[str(item.path) for item in items])
+                     text_pooled=pooled, time_ids=to_device(time_ids, self.device),
+                     loss_weights=to_device(weights, self.device), paths=[str(item.path) for item in items])
 
     def _cached_latents(self, epoch: int, position: int, indices: tuple[int, ...], items: list[ImageItem]):
         import torch
