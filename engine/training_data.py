@@ -214,8 +214,13 @@ class TrainingData:
                     f"image:{self.seed}:{epoch}:{self.rank}:{position}:{slot}"))
             tasks.append(batch_tasks)
         on_cuda = torch.device(self.device).type == "cuda"
+        # A DataLoader iterator draws its base seed from the global torch RNG unless given a
+        # generator; that draw would fall at a different point of the stream in a resumed run
+        # (whose iterator starts mid-epoch) and shift every later noise sample. Its own
+        # generator keeps the training stream untouched (the images use named generators).
+        loader_rng = torch.Generator().manual_seed(hash((self.seed, epoch, self.rank)) & 0x7FFFFFFF)
         return DataLoader(_EpochImages(tasks), batch_size=None, shuffle=False, num_workers=self.num_workers,
-                          pin_memory=on_cuda)
+                          pin_memory=on_cuda, generator=loader_rng)
 
 
 # ---- metadata figures ------------------------------------------------------------------------

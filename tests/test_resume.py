@@ -78,6 +78,18 @@ def test_resume_with_gradient_accumulation_and_epoch_saves(tmp_path, tiny_model,
     _assert_same_tensors(resumed.lora(name), whole.lora(name))
 
 
+def test_resume_is_exact_with_uncached_latents_and_dropout(tmp_path, tiny_model, demo_dataset):
+    """VAE sampling every step and LoRA dropout draw from the torch RNG the state restores."""
+    options = dict(max_train_steps=5, cache_latents=False, network_dropout=0.1)
+    whole = train(tiny_config(tmp_path / "whole", tiny_model, demo_dataset, **options))
+    cfg = tiny_config(tmp_path / "split", tiny_model, demo_dataset, **options)
+    first = _stopped_run(cfg, 2)
+    resumed = train(cfg, resume=True)
+    assert resumed.result.ok, resumed.result.error
+    assert first.losses + resumed.losses == whole.losses
+    _assert_same_tensors(resumed.lora(), whole.lora())
+
+
 def test_state_holds_everything_resume_needs(tmp_path, tiny_model, demo_dataset):
     run = _stopped_run(tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=9), 2)
     from engine import checkpoint
