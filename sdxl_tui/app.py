@@ -7,16 +7,18 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from textual.app import App
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.theme import Theme
 
+from sdxl_tui.screens import STEP_TITLES
 from sdxl_tui.screens.start import StartScreen, list_templates
-from sdxl_tui.screens.step_base import STEP_TITLES
-from sdxl_tui.wizard_state import WizardState
+
+if TYPE_CHECKING:  # the config machinery (pydantic) loads after the first paint
+    from sdxl_tui.wizard_state import WizardState
 
 _HERE = Path(__file__).parent
 
@@ -44,6 +46,14 @@ def _step_module(step: int):
     names = ("step_model", "step_dataset", "step_network", "step_learning", "step_memory",
              "step_samples", "step_review")
     return importlib.import_module(f"sdxl_tui.screens.{names[step - 1]}")
+
+
+def _warm_imports() -> None:
+    """Import the steps' modules while the person reads the start screen (they cost ~0.5 s)."""
+    for step in range(1, len(STEP_TITLES) + 1):
+        _step_module(step)
+    import engine.plan  # noqa: F401
+    import engine.rules  # noqa: F401
 
 
 class WizardCommands(Provider):
@@ -94,7 +104,7 @@ class WizardApp(App):
     def __init__(self, config_path: Optional[Path] = None, *, cursor_blink: bool = True,
                  save_dir: Optional[Path] = None, gpu=None) -> None:
         super().__init__()
-        self.state = WizardState()
+        self.state: Optional[WizardState] = None  # the draft, once one is begun
         self.has_draft = False
         self.cursor_blink = cursor_blink  # tests freeze it for stable snapshots
         self.save_dir = save_dir or Path.cwd()  # where a new run's config is proposed
@@ -108,9 +118,12 @@ class WizardApp(App):
         self.push_screen(StartScreen())
         if self._initial_config is not None:
             self.open_config(self._initial_config)
+        else:  # after the first paint, so it never delays it
+            self.set_timer(0.3, lambda: self.run_worker(_warm_imports, thread=True, exit_on_error=False,
+                                                        group="warm-up"))
 
     # -- beginning a draft -------------------------------------------------------------------
-    def begin(self, state: WizardState, step: int = 1) -> None:
+    def begin(self, state: "WizardState", step: int = 1) -> None:
         self.state = state
         self.has_draft = True
         for number in list(self._installed_steps):
@@ -125,6 +138,8 @@ class WizardApp(App):
         self._begin_from(lambda: template_state(path))
 
     def open_defaults(self) -> None:
+        from sdxl_tui.wizard_state import WizardState
+
         self.begin(WizardState(source_note="new run from the built-in defaults"))
 
     def open_config(self, path: Path, kohya: bool = False) -> None:
@@ -133,9 +148,22 @@ class WizardApp(App):
         self._begin_from(lambda: import_kohya_state(path) if kohya else load_state(path))
 
     def open_recent(self, run) -> None:
+        """A recent run's config as a new draft (its output folder's copy is never overwritten)."""
         from sdxl_tui.wizard_state import load_state
 
-        self._begin_from(lambda: load_state(run.config_path), step=len(STEP_TITLES))
+        def make():
+            state = load_state(run.config_path)
+            state.config_path = None
+            state.source_note = f"from the run in {run.output_dir}"
+            return state
+
+        self._begin_from(make, step=len(STEP_TITLES))
+
+    def watch_recent(self, run) -> None:
+        """The live dashboard of a recent run (following its events.jsonl)."""
+        from sdxl_tui.screens.dashboard import DashboardScreen
+
+        self.push_screen(DashboardScreen.watching(run.output_dir))
 
     def _begin_from(self, make_state, step: int = 1) -> None:
         from engine.errors import SdxlTuiError

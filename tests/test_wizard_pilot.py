@@ -244,3 +244,40 @@ def test_config_option_opens_a_saved_file_and_resaves_it_unchanged(tmp_path, tin
 
     asyncio.run(scenario())
     assert path.read_text() == text
+
+
+def test_recent_run_reopens_its_config_without_overwriting_it(tmp_path, demo_dataset):
+    from sdxl_tui.recent_runs import load_recent, remember
+
+    run_dir = tmp_path / "old_run"
+    run_dir.mkdir()
+    cfg = loads_config(EXPECTED.format(model="some/model", output=run_dir)).with_values(
+        dataset_config=str(demo_dataset.dataset_toml), sample_prompts="", network_dim=12)
+    (run_dir / "config.toml").write_text(dumps_config(cfg))
+    before = (run_dir / "config.toml").read_text()
+    remember(run_dir)
+    assert [r.output_dir for r in load_recent()] == [run_dir.resolve()]
+
+    async def scenario() -> None:
+        app = make_app(tmp_path)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("end", "enter")  # recent runs are listed last
+            assert type(app.screen).__name__ == "ReviewStep"
+            assert app.state.cfg.network.network_dim == 12
+            await pilot.press("ctrl+s")
+            await pilot.pause()
+
+    asyncio.run(scenario())
+    assert (run_dir / "config.toml").read_text() == before
+    assert load_config(tmp_path / "runs" / "walk_lora.toml").network.network_dim == 12
+
+
+def test_wizard_start_imports_no_torch_and_no_config_machinery():
+    import subprocess
+    import sys
+
+    code = ("import sys; import sdxl_tui.commands.wizard, sdxl_tui.app; "
+            "bad = [m for m in ('torch', 'diffusers', 'transformers', 'pydantic') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr

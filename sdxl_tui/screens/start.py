@@ -17,7 +17,7 @@ from textual.widgets import Footer, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from sdxl_tui.recent_runs import RecentRun, load_recent
-from sdxl_tui.widgets.fields import PathSuggester
+from sdxl_tui.widgets.path_suggester import PathSuggester
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 
@@ -84,6 +84,7 @@ class StartScreen(Screen):
     BINDINGS = [
         Binding("o", "open_config", "Open config", id="start.open"),
         Binding("i", "import_kohya", "Import sd-scripts", id="start.import"),
+        Binding("w", "watch_run", "Watch run", id="start.watch"),
         Binding("ctrl+q", "app.quit", "Quit", id="start.quit"),
     ]
 
@@ -99,7 +100,7 @@ class StartScreen(Screen):
         options: list[Option | None] = []
         for template in list_templates():
             options.append(Option(f"New run · {template.name:<8} {template.summary}", id=f"template:{template.path}"))
-        options.append(Option("New run · defaults  built-in defaults (fill in every step)", id="defaults:"))
+        options.append(Option("New run · defaults built-in defaults (fill in every step)", id="defaults:"))
         options.append(None)
         options.append(Option("Open a saved run config…", id="open:"))
         options.append(Option("Import an sd-scripts config (args TOML or JSON)…", id="import:"))
@@ -107,7 +108,8 @@ class StartScreen(Screen):
         if recent:
             options.append(None)
             for run in recent:
-                options.append(Option(f"Recent · {run.output_dir}", id=f"recent:{run.output_dir}"))
+                options.append(Option(f"Recent · {run.output_dir}  (Enter: its config · w: its dashboard)",
+                                      id=f"recent:{run.output_dir}"))
         return options
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
@@ -121,6 +123,16 @@ class StartScreen(Screen):
             "recent": lambda: app.open_recent(RecentRun(Path(value))),  # type: ignore[attr-defined]
         }
         actions[kind]()
+
+    def action_watch_run(self) -> None:
+        """Open the dashboard of the highlighted recent run (Enter opens its config instead)."""
+        options = self.query_one("#start-options", OptionList)
+        highlighted = options.highlighted_option
+        kind, _, value = ((highlighted.id or "") if highlighted else "").partition(":")
+        if kind == "recent":
+            self.app.watch_recent(RecentRun(Path(value)))  # type: ignore[attr-defined]
+        else:
+            self.show_message("Highlight a recent run first (they are listed at the bottom).")
 
     def action_open_config(self) -> None:
         self.app.push_screen(PathPrompt("Open a saved run config"), self._opened)

@@ -19,7 +19,7 @@ from textual.widgets import Button, Footer, Static
 from sdxl_tui.planning import PlanReady, make_draft_plan
 from sdxl_tui.widgets.fields import ConfigField
 
-STEP_TITLES = ("Model", "Dataset", "Network", "Learning", "Memory & speed", "Samples & saving", "Review")
+from sdxl_tui.screens import STEP_TITLES
 
 
 def step_strip(current: int) -> str:

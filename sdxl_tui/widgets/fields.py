@@ -8,47 +8,17 @@ draft unchanged. Rule fixes the edit triggered (engine.rules) are shown the same
 """
 from __future__ import annotations
 
-import os
 import typing
-from pathlib import Path
 from typing import Any, Literal, Optional
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.message import Message
-from textual.suggester import Suggester
 from textual.widget import Widget
 from textual.widgets import Checkbox, Input, Label, Select, Static
 
 from engine.config import SECTIONS, help_for, locate
-
-
-class PathSuggester(Suggester):
-    """Completes the last path component from the filesystem (accept with → or End)."""
-
-    def __init__(self) -> None:
-        super().__init__(use_cache=False, case_sensitive=True)
-
-    async def get_suggestion(self, value: str) -> Optional[str]:
-        return complete_path(value)
-
-
-def complete_path(value: str) -> Optional[str]:
-    if not value:
-        return None
-    expanded = os.path.expanduser(value)
-    folder, _, prefix = expanded.rpartition(os.sep)
-    folder_path = Path(folder or ("/" if expanded.startswith(os.sep) else "."))
-    try:
-        names = sorted(entry.name for entry in os.scandir(folder_path)
-                       if entry.name.startswith(prefix) and not entry.name.startswith("."))
-    except OSError:
-        return None
-    if not names or (names == [prefix] and not (folder_path / prefix).is_dir()):
-        return None
-    name = names[0]
-    tail = name[len(prefix):] + (os.sep if (folder_path / name).is_dir() else "")
-    return value + tail if tail else None
+from sdxl_tui.widgets.path_suggester import PathSuggester
 
 
 def field_kind(section: str, key: str) -> tuple[str, tuple[Any, ...]]:
