@@ -78,9 +78,13 @@ def test_resume_with_gradient_accumulation_and_epoch_saves(tmp_path, tiny_model,
     _assert_same_tensors(resumed.lora(name), whole.lora(name))
 
 
-def test_resume_is_exact_with_uncached_latents_and_dropout(tmp_path, tiny_model, demo_dataset):
-    """VAE sampling every step and LoRA dropout draw from the torch RNG the state restores."""
-    options = dict(max_train_steps=5, cache_latents=False, network_dropout=0.1)
+def test_resume_is_exact_with_uncached_latents_dropout_workers_8bit_and_a_schedule(tmp_path, tiny_model,
+                                                                                   demo_dataset):
+    """VAE sampling every step and LoRA dropout draw from the torch RNG the state restores; the
+    image loader's workers must not draw from it; 8-bit optimizer and cosine schedule states
+    come back exactly."""
+    options = dict(max_train_steps=5, cache_latents=False, network_dropout=0.1, max_data_loader_n_workers=2,
+                   optimizer_type="AdamW8bit", lr_scheduler="cosine", lr_warmup_steps=1)
     whole = train(tiny_config(tmp_path / "whole", tiny_model, demo_dataset, **options))
     cfg = tiny_config(tmp_path / "split", tiny_model, demo_dataset, **options)
     first = _stopped_run(cfg, 2)
