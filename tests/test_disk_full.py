@@ -104,7 +104,10 @@ def test_enospc_during_a_state_write_is_a_disk_full_error_and_nothing_half_writt
 
 
 def _fake_usage(limit: dict):
-    real = engine_shutil_disk_usage()
+    """shutil.disk_usage reporting `limit["free"]` bytes free once the test sets it."""
+    import shutil
+
+    real = shutil.disk_usage
     usage = collections.namedtuple("usage", "total used free")
 
     def disk_usage(path):
@@ -113,12 +116,6 @@ def _fake_usage(limit: dict):
         return usage(found.total, found.total - free, free)
 
     return disk_usage
-
-
-def engine_shutil_disk_usage():
-    import shutil
-
-    return shutil.disk_usage
 
 
 def test_size_limited_stand_in_stops_before_the_save_with_sizes_named(tmp_path, tiny_model, demo_dataset,
