@@ -212,7 +212,7 @@ class WizardApp(App):
 
     # -- running -----------------------------------------------------------------------------
     def start_training(self, config_path: Path) -> None:
-        """Open the live view of a run of the saved config (the dashboard once it exists)."""
+        """Open the live dashboard running the saved config (engine.run in its worker thread)."""
         from engine.config import resolve_relative_paths
         from engine.config_io import load_config
 
@@ -222,8 +222,6 @@ class WizardApp(App):
         cfg = resolve_relative_paths(load_config(config_path), config_path.parent)
         out_dir = Path(cfg.saving.output_dir)
         remember(out_dir)
-        try:
-            from sdxl_tui.screens.dashboard import DashboardScreen
-        except ImportError:
-            from sdxl_tui.screens.progress import ProgressScreen as DashboardScreen
+        from sdxl_tui.screens.dashboard import DashboardScreen
+
         self.push_screen(DashboardScreen(cfg, config_path))

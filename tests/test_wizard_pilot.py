@@ -122,6 +122,14 @@ def test_walk_every_step_by_keys_to_the_expected_config(tmp_path, tiny_model, de
     assert (tmp_path / "runs" / "walk_lora.dataset.toml").read_text() == EXPECTED_DATASET.format(
         images=demo_dataset.image_dir)
     assert (tmp_path / "runs" / "walk_lora.prompts.txt").read_text() == "a red circle --w 64 --h 64 --s 2\n"
+    # the headless CLI accepts the saved file as it is (plan: same loading and checks as train)
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "sdxl_tui", "plan", str(saved)], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 steps" in done.stdout
 
 
 @pytest.mark.slow

@@ -1,3 +1,3 @@
-"""Wizard screens: the start screen, one module per step, and the run progress view."""
+"""Wizard screens: the start screen and one module per step (the dashboard is its own)."""
 
 STEP_TITLES = ("Model", "Dataset", "Network", "Learning", "Memory & speed", "Samples & saving", "Review")
