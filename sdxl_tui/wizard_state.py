@@ -118,6 +118,7 @@ class WizardState:
     dataset_draft: Optional[DatasetDraft] = None  # written next to the config on save
     prompts_text: Optional[str] = None  # written next to the config on save
     source_note: str = ""  # how this draft began (template, file, import)
+    import_notes: tuple[str, ...] = ()  # what an sd-scripts import converted or dropped
     plan: Optional[Any] = None  # latest PlanOutcome for this draft (sdxl_tui.planning)
 
     @property
@@ -246,27 +247,24 @@ def load_state(path: Path) -> WizardState:
     path = path.expanduser().resolve()
     try:
         cfg, doc = load_config_with_document(path)
-        note = f"opened {path}"
+        note = f"opened {path.name}"
     except ConfigError as first_error:
         try:
-            from engine.kohya_args import load_any_config
-        except ImportError:
+            return import_kohya_state(path)
+        except ConfigError:
             raise first_error from None
-        cfg, import_notes = load_any_config(path)
-        doc = None
-        note = f"imported {path}" + (f" ({len(import_notes)} notes)" if import_notes else "")
     cfg = absolutize_paths(cfg, path.parent)
-    return WizardState(cfg=cfg, config_path=None if doc is None else path, base_doc=doc, source_note=note)
+    return WizardState(cfg=cfg, config_path=path, base_doc=doc, source_note=note)
 
 
 def import_kohya_state(path: Path) -> WizardState:
+    """A new draft from an sd-scripts args TOML (or our own config, which passes through)."""
     from engine.kohya_args import load_any_config
 
     path = path.expanduser().resolve()
     cfg, notes = load_any_config(path)
     cfg = absolutize_paths(cfg, path.parent)
-    extra = f": {'; '.join(str(n) for n in notes[:3])}" if notes else ""
-    return WizardState(cfg=cfg, source_note=f"imported sd-scripts config {path.name}{extra}")
+    return WizardState(cfg=cfg, source_note=f"imported {path.name}", import_notes=tuple(str(n) for n in notes))
 
 
 def template_state(path: Path) -> WizardState:

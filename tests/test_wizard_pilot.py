@@ -289,3 +289,26 @@ def test_wizard_start_imports_no_torch_and_no_config_machinery():
             "print(bad); sys.exit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_import_an_sd_scripts_args_file_by_keys(tmp_path, demo_dataset):
+    args = tmp_path / "kohya_args.toml"
+    args.write_text(
+        '[model_arguments]\npretrained_model_name_or_path = "some/sdxl-model"\n'
+        f'[dataset_arguments]\ndataset_config = "{demo_dataset.dataset_toml}"\n'
+        '[additional_network_arguments]\nnetwork_module = "networks.lora"\nnetwork_dim = 24\nnetwork_alpha = 12\n'
+        '[optimizer_arguments]\noptimizer_type = "AdamW"\nlearning_rate = 3e-4\n')
+
+    async def scenario() -> None:
+        app = make_app(tmp_path)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("i")
+            await pilot.press(*keys.typed(str(args)), "enter")
+            await pilot.pause()
+            assert isinstance(app.screen, StepScreen) and app.screen.STEP == 1
+            assert app.state.cfg.network.network_dim == 24
+            assert app.state.cfg.optimizer.learning_rate == 3e-4
+            assert app.state.config_path is None  # saving never overwrites the sd-scripts file
+            assert app.state.import_notes
+
+    asyncio.run(scenario())

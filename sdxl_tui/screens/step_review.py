@@ -83,6 +83,9 @@ class ReviewStep(StepScreen):
         lines = [("[red]✗[/] " if i.level == "error" else "[yellow]![/] ") + escape(i.message) for i in issues]
         header = ("[red]Fix these before training:[/]" if errors else
                   "[green]✓ no conflicts[/]" if not issues else "[yellow]Warnings:[/]")
+        notes = self.app.state.import_notes  # type: ignore[attr-defined]
+        if notes:
+            lines += ["[b]From the sd-scripts import:[/b]", *(escape(n) for n in notes)]
         self.query_one("#review-warnings", Static).update("\n".join([header, *lines]))
         self.query_one("#step-issues", Static).update("")
 
