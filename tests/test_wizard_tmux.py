@@ -5,7 +5,6 @@ folder, with the planner's findings on screen), and records the time to the firs
 """
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 import subprocess
