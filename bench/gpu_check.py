@@ -6,9 +6,10 @@ published config, nothing downloaded) at 1024², bf16, cached latents and text-e
      (the memory floor: should stay under 10 GB), MFU
   2. the same at batch 4
   3. 1. with fused backward (its memory effect), then 2. with fused backward
-  4. 1. without gradient checkpointing, and at rank 32
+  4. 1. without gradient checkpointing, at rank 32, and 2. with channels-last
   5. the engine end to end on CUDA (tiny model, `engine.run`): it trains, memory is reported
-     from CUDA, the text encoders / VAE leave the GPU after caching
+     from CUDA, the text encoders / VAE leave the GPU after caching, and CUDA's sync debug
+     mode finds no host<->device sync while batches are built and steps are taken
   6. if time is left: 1. with torch.compile
 Figures go to a JSON file (default: bench/results/gpu_check.json) and a table on stdout.
 
@@ -43,7 +44,36 @@ def cases() -> list[Case]:
                 steps=6, warmup=3, device="cuda")
     return [base, dataclasses.replace(base, batch=4), dataclasses.replace(base, fused=True),
             dataclasses.replace(base, batch=4, fused=True), dataclasses.replace(base, checkpointing=False),
-            dataclasses.replace(base, rank=32)]
+            dataclasses.replace(base, rank=32), dataclasses.replace(base, batch=4, channels_last=True)]
+
+
+class _sync_warnings:
+    """CUDA's sync debug mode ("warn") around one call, its warnings recorded in `into`."""
+
+    def __init__(self, into: list, name: str) -> None:
+        self.into, self.name = into, name
+
+    def __enter__(self):
+        import warnings
+
+        import torch
+
+        self.catcher = warnings.catch_warnings(record=True)
+        self.caught = self.catcher.__enter__()
+        warnings.simplefilter("always")
+        if torch.cuda.is_available():
+            torch.cuda.set_sync_debug_mode(1)
+
+    def __exit__(self, *exc):
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.set_sync_debug_mode(0)
+        self.catcher.__exit__(*exc)
+        for w in self.caught:
+            if "synchroniz" in str(w.message):
+                self.into.append(f"{self.name}: {Path(w.filename).name}:{w.lineno}")
+        return False
 
 
 def dry_run_cases() -> list[Case]:
@@ -70,26 +100,45 @@ def engine_smoke(work: Path, steps: int = SMOKE_STEPS) -> dict:
         cache_text_encoder_outputs=True, max_data_loader_n_workers=2)
     events: list = []
     placements: dict = {}
-    from engine import loop
+    syncs: list = []
+    from engine import loop, training_data
 
-    original = loop.Trainer.batch_loss
+    def watched(cls, name, first_call=None):
+        original = getattr(cls, name)
 
-    def watching(self, batch):
+        def call(self, *args, **kwargs):
+            if first_call is not None:
+                first_call(self)
+            with _sync_warnings(syncs, name):
+                return original(self, *args, **kwargs)
+
+        return original, call
+
+    def where_parts_are(trainer):
         if not placements:
-            placements.update({name: str(next(getattr(self.model, name).parameters()).device)
+            placements.update({name: str(next(getattr(trainer.model, name).parameters()).device)
                                for name in ("unet", "vae", "text_encoder1", "text_encoder2")})
-        return original(self, batch)
 
-    loop.Trainer.batch_loss = watching
+    patches = [(loop.Trainer, "batch_loss", where_parts_are), (loop.Trainer, "optimizer_step", None),
+               (training_data.TrainingData, "_batch", None)]
+    originals = []
+    for cls, name, first in patches:
+        original, call = watched(cls, name, first)
+        originals.append((cls, name, original))
+        setattr(cls, name, call)
     try:
         result = run(cfg, events.append)
     finally:
-        loop.Trainer.batch_loss = original
+        for cls, name, original in originals:
+            setattr(cls, name, original)
     steps = [e for e in events if isinstance(e, Step)]
     return {"ok": result.ok, "error": repr(result.error) if result.error else "", "steps": result.step,
             "placements": placements, "last_s_per_step": steps[-1].seconds_per_step if steps else None,
             "memory": dataclasses.asdict(steps[-1].memory) if steps else None,
             "losses": [s.loss for s in steps],
+            # host<->device syncs CUDA reported inside batch building, forward and optimizer step
+            # (logging happens outside these): the hot loop should have none
+            "syncs_in_step": len(syncs), "sync_sites": sorted(set(syncs))[:20],
             "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
 
 

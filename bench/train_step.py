@@ -350,6 +350,17 @@ def run_in_child(case: Case, timeout: float) -> dict:
             "skipped": f"failed (exit {done.returncode}): {' | '.join(tail)}"}
 
 
+def median_run(found: list[dict]) -> dict:
+    """The run with the median s/step (a shared machine's noise only ever adds time), with
+    every run's s/step kept beside it."""
+    done = sorted((r for r in found if "skipped" not in r), key=lambda r: r["s_per_step"])
+    if not done:
+        return found[-1]
+    chosen = dict(done[(len(done) - 1) // 2])
+    chosen["runs_s_per_step"] = [round(r["s_per_step"], 4) for r in done]
+    return chosen
+
+
 def _gib(value: Optional[int]) -> str:
     return f"{value / 2**30:.2f}" if value else "-"
 
@@ -365,7 +376,10 @@ def table(results: list[dict]) -> str:
             cuda = f"{_gib(r['cuda_peak_allocated_bytes'])}/{_gib(r['cuda_peak_reserved_bytes'])}"
         mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "-"
         spread = f"{min(r['step_times_s']):.3g}-{max(r['step_times_s']):.3g} s"
-        note = f"steps {spread}" + ("" if r["loss_finite"] else "; loss not finite")
+        note = f"steps {spread}"
+        if len(r.get("runs_s_per_step", [])) > 1:
+            note += f"; runs {', '.join(f'{x:.3g}' for x in r['runs_s_per_step'])}"
+        note += "" if r["loss_finite"] else "; loss not finite"
         rows.append((r["label"], f"{r['s_per_step']:.3f}", f"{r['images_per_s']:.2f}", _gib(r["peak_rss_bytes"]),
                      cuda, mfu, note))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -397,6 +411,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--case", action="append", default=[], help="run this case (key=value,...) instead")
     parser.add_argument("--gpu-matrix", action="store_true", help="the 1024² full-UNet GPU cases")
     parser.add_argument("--steps", type=int, help="timed steps per case (overrides the matrix)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run the whole list this many times, interleaved; report the median run")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per case before it is skipped")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
@@ -406,12 +422,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     cases = [parse_case(text) for text in args.case] or (gpu_matrix() if args.gpu_matrix else cpu_matrix(args.only or ""))
     if args.steps:
         cases = [dataclasses.replace(c, steps=args.steps) for c in cases]
-    results = []
-    for case in cases:
-        result = run_in_child(case, args.timeout)
-        results.append(result)
-        shown = result.get("skipped") or f"{result['s_per_step']:.3f} s/step, peak RSS {_gib(result['peak_rss_bytes'])} GiB"
-        print(f"{case.label}: {shown}", file=sys.stderr, flush=True)
+    runs: dict[str, list[dict]] = {case.label: [] for case in cases}
+    for attempt in range(args.repeats):
+        for case in cases:
+            result = run_in_child(case, args.timeout)
+            runs[case.label].append(result)
+            shown = result.get("skipped") or f"{result['s_per_step']:.3f} s/step, peak RSS {_gib(result['peak_rss_bytes'])} GiB"
+            print(f"[{attempt + 1}/{args.repeats}] {case.label}: {shown}", file=sys.stderr, flush=True)
+    results = [median_run(found) for found in runs.values()]
     print(table(results))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
