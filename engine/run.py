@@ -388,6 +388,8 @@ def _train(session: _Session, point) -> RunResult:
             emit(Warning_(time=time.time(), message=note))
         state = load_state(point)
     session.model = _load_model(session)
+    if session.control.stop_requested:  # asked while a large model was loading: nothing to save yet
+        return _finish(session, stopped=True, lora_path="", step=0)
     session.network = _build_network(session)
     if state is not None:
         session.network.load_kohya_state_dict(state.lora)

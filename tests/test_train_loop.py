@@ -251,3 +251,15 @@ def test_engine_run_stays_callable_after_the_submodule_is_imported(tmp_path, tin
     events = []
     result = engine.run(tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=1), events.append)
     assert result.ok and isinstance(events[-1], Finished)
+
+
+def test_stop_before_training_ends_without_files(tmp_path, tiny_model, demo_dataset):
+    control = RunControl()
+
+    def stop_while_loading(event):
+        if isinstance(event, Phase) and event.name == "loading_model":
+            control.request_stop()
+
+    run = train(tiny_config(tmp_path, tiny_model, demo_dataset), control, on_event=stop_while_loading)
+    assert run.result.ok and run.result.stopped and run.result.step == 0
+    assert not run.of(Step) and not list(Path(run.result.output_dir).glob("*.safetensors"))
