@@ -243,3 +243,27 @@ def test_policy_unit_allowed_and_refused_lists():
             "optimizer.lr_scheduler"} <= allowed  # the schedule note: it stretches to the new length
     moved = compare_configs(saved, saved.with_values(output_dir="/elsewhere"))
     assert not moved.refused and not moved.allowed
+
+
+def test_scan_states_sorts_complete_from_unfinished(tmp_path):
+    from engine.resume import REQUIRED_STATE_FILES, scan_states
+
+    root = tmp_path / "state"
+
+    def folder(name: str, files=REQUIRED_STATE_FILES):
+        (root / name).mkdir(parents=True)
+        for file in files:
+            (root / name / file).write_text("x")
+
+    folder("step-00000004")
+    folder("step-00000008", [f for f in REQUIRED_STATE_FILES if f != "optimizer.pt"])  # cut short mid-removal
+    folder("step-00000009", [f for f in REQUIRED_STATE_FILES if f != "COMPLETE"])
+    folder(".step-00000010.tmp", ["lora.safetensors"])
+    folder("notes")
+    complete, incomplete = scan_states(tmp_path)
+    assert [p.name for p in complete] == ["step-00000004"]
+    assert sorted(str(i) for i in incomplete) == [
+        "ignoring incomplete saved state .step-00000010.tmp (a save that never finished)",
+        "ignoring incomplete saved state step-00000008 (missing optimizer.pt)",
+        "ignoring incomplete saved state step-00000009 (no COMPLETE marker)",
+    ]
