@@ -21,6 +21,24 @@ def default_config_path(app) -> Path:
     return Path(app.save_dir) / f"{state.cfg.saving.output_name or 'run'}.toml"
 
 
+def paths_from_working_dir(cfg, config_path: Path):
+    """sd-scripts reads relative paths from its working directory, not from the config's folder:
+    resolve them, then write the ones inside the working directory relative to it (shorter)."""
+    from engine.config import locate, resolve_relative_paths
+
+    from sdxl_tui.wizard_state import PATH_KEYS
+
+    cfg = resolve_relative_paths(cfg, config_path.parent)
+    cwd = Path.cwd().resolve()
+    changes = {}
+    for key in PATH_KEYS:
+        section, name = locate(key)
+        value = getattr(getattr(cfg, section), name)
+        if value and Path(value).is_absolute() and Path(value).is_relative_to(cwd):
+            changes[key] = str(Path(value).relative_to(cwd))
+    return cfg.with_values(**changes) if changes else cfg
+
+
 def kohya_command(cfg, config_path: Path) -> str:
     """The equivalent sd-scripts command line, when the exporter is in this build."""
     try:
@@ -31,7 +49,7 @@ def kohya_command(cfg, config_path: Path) -> str:
     if builder is None:
         return "sdxl-tui export-kohya " + str(config_path)
     try:
-        return str(builder(cfg))
+        return str(builder(paths_from_working_dir(cfg, config_path)))
     except Exception as exc:  # the export is informative only; saving must still work
         return f"(could not build the sd-scripts command: {exc})"
 
