@@ -34,3 +34,17 @@ def demo_dataset(tmp_path_factory):
     from engine.demo_data import make_demo_dataset
 
     return make_demo_dataset(tmp_path_factory.mktemp("demo_dataset"), resolution=64)
+
+
+@pytest.fixture(scope="module")
+def frozen_tiny_sdxl(tiny_model):
+    """engine.models.SdxlModel of the tiny model with every part frozen, loaded once per test
+    module (modules may inject LoRA into it; the next module gets a fresh copy)."""
+    from engine.config import RunConfig
+    from engine.models import load_sdxl
+
+    cfg = RunConfig().with_values(pretrained_model_name_or_path=str(tiny_model.diffusers_dir))
+    loaded = load_sdxl(cfg.model)
+    for part in (loaded.unet, loaded.vae, loaded.text_encoder1, loaded.text_encoder2):
+        part.requires_grad_(False)
+    return loaded

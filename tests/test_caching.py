@@ -23,14 +23,8 @@ from engine.training_data import prepare_training_data  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def model(tiny_model):
-    from engine.models import load_sdxl
-
-    cfg = RunConfig().with_values(pretrained_model_name_or_path=str(tiny_model.diffusers_dir))
-    loaded = load_sdxl(cfg.model)
-    for part in (loaded.unet, loaded.vae, loaded.text_encoder1, loaded.text_encoder2):
-        part.requires_grad_(False)
-    return loaded
+def model(frozen_tiny_sdxl):
+    return frozen_tiny_sdxl
 
 
 def write_dataset(root: Path, demo, *, subset: str = "", general: str = "") -> Path:

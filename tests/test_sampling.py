@@ -75,15 +75,8 @@ torch = pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
-def model(tiny_model):
-    from engine.config import RunConfig
-    from engine.models import load_sdxl
-
-    cfg = RunConfig().with_values(pretrained_model_name_or_path=str(tiny_model.diffusers_dir))
-    loaded = load_sdxl(cfg.model)
-    for part in (loaded.unet, loaded.vae, loaded.text_encoder1, loaded.text_encoder2):
-        part.requires_grad_(False)
-    return loaded
+def model(frozen_tiny_sdxl):
+    return frozen_tiny_sdxl
 
 
 def generate(model, prompts, out_dir, *, step=10, epoch=None, sampler="euler_a", dtype=None):
