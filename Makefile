@@ -1,6 +1,8 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Test processes: one per core (the tests pin torch to one thread each).
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: demo test install system-deps
 
@@ -23,4 +25,4 @@ demo: install
 	$(BIN)/sdxl-tui demo
 
 test: install system-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)

@@ -14,6 +14,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # Tests never reach the network: Hugging Face libraries read these at import time,
     # and conftest's hook runs before any test module imports them.
     os.environ["HF_HUB_OFFLINE"] = "1"
+    # The suite runs one process per core (pytest -n): a tiny model's step is far slower
+    # with a thread pool fighting the other worker, so subprocesses we start use one thread.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
