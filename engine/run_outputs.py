@@ -46,7 +46,39 @@ def data_info(data) -> dict:
     return dict(num_train_images=data.num_train_images, num_reg_images=data.num_reg_images,
                 bucket_info=data.bucket_info, tag_frequency=data.tag_frequency,
                 dataset_manifest_hash=data.manifest_hash, batch_size_per_device=first.batch_size,
-                resolution=(resolution, resolution) if isinstance(resolution, int) else tuple(resolution))
+                resolution=(resolution, resolution) if isinstance(resolution, int) else tuple(resolution),
+                **datasets_metadata(data.scanned))
+
+
+# Per-subset options sd-scripts records in ss_datasets, so a LoRA file tells how it was trained.
+_SUBSET_KEYS = ("num_repeats", "shuffle_caption", "keep_tokens", "keep_tokens_separator", "color_aug",
+                "flip_aug", "random_crop", "caption_dropout_rate", "caption_dropout_every_n_epochs",
+                "caption_tag_dropout_rate", "caption_prefix", "caption_suffix", "class_tokens", "is_reg",
+                "token_warmup_min", "token_warmup_step")
+
+
+def datasets_metadata(scanned) -> dict:
+    """`datasets` (ss_datasets) and `dataset_dirs` (ss_dataset_dirs) in sd-scripts' shape."""
+    counts = {(s.dataset_index, s.subset_index): s.images for s in scanned.subsets}
+    datasets, dirs = [], {}
+    for spec in scanned.config.datasets:
+        subsets = []
+        for sub in spec.subsets:
+            images = counts.get((spec.index, sub.index), 0)
+            entry = {key: getattr(sub, key) for key in _SUBSET_KEYS}
+            entry.update(img_count=images, image_dir=sub.source.name)
+            subsets.append(entry)
+            dirs[sub.source.name] = {"n_repeats": sub.num_repeats, "img_count": images}
+        res = spec.resolution
+        datasets.append({
+            "is_dreambooth": True, "batch_size_per_device": spec.batch_size,
+            "num_train_images": sum(s["img_count"] * s["num_repeats"] for s in subsets if not s["is_reg"]),
+            "num_reg_images": sum(s["img_count"] for s in subsets if s["is_reg"]),
+            "resolution": [res, res] if isinstance(res, int) else list(res),
+            "enable_bucket": spec.enable_bucket, "min_bucket_reso": spec.min_bucket_reso,
+            "max_bucket_reso": spec.max_bucket_reso, "subsets": subsets,
+        })
+    return {"datasets": datasets, "dataset_dirs": dirs}
 
 
 def save_state(session, optimizer, scheduler, progress) -> str:
