@@ -1,11 +1,15 @@
 """The newest sample image, drawn with half-block characters, and always its PNG path.
 
 Each cell shows two pixels ("▀": foreground above, background below), which needs only
-24-bit colour, so it works over SSH and inside tmux. Terminal graphics protocols (Sixel,
-Kitty) would be sharper but break in tmux and many terminals: not used here.
+24-bit colour, so it works over SSH and inside tmux. Sharper Kitty or Sixel graphics are
+opt-in (`SDXL_TUI_IMAGES`, see `sdxl_tui/terminal_images.py`): the half-blocks stay the
+layout, and the picture is written over their cells after each refresh, on the UI thread.
 """
 from __future__ import annotations
 
+import io
+import logging
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -16,6 +20,15 @@ from textual.widget import Widget
 
 from engine.events import Sample
 from sdxl_tui.run_model import display_path
+from sdxl_tui.terminal_images import (
+    HALFBLOCK, KITTY, ImageProtocol, choose_protocol, kitty_delete, kitty_escape, sixel_escape,
+    tmux_passthrough,
+)
+
+log = logging.getLogger(__name__)
+# Sixel is sized in pixels; the cell size needs a terminal query, so assume a common one.
+SIXEL_CELL_PX = (10, 20)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def load_image(path: Path):
@@ -48,8 +61,10 @@ class SamplePreview(Widget):
     SamplePreview { height: 1fr; }
     """
 
-    def __init__(self, *, id: str | None = None) -> None:
+    def __init__(self, *, id: str | None = None, images: ImageProtocol | None = None) -> None:
         super().__init__(id=id)
+        self._protocol = images if images is not None else choose_protocol(os.environ)
+        self._path: Optional[Path] = None
         self.border_title = "Latest sample"
         self._sample: Optional[Sample] = None
         self._output_dir = ""
@@ -61,9 +76,9 @@ class SamplePreview(Widget):
         if sample == self._sample:
             return
         self._sample, self._output_dir = sample, output_dir
-        self._image, self._error = None, ""
+        self._image, self._error, self._path = None, "", None
         if sample is not None:
-            path = self._resolve(sample.path)
+            path = self._path = self._resolve(sample.path)
             try:
                 self._image = load_image(path)
             except FileNotFoundError:
@@ -71,6 +86,84 @@ class SamplePreview(Widget):
             except (OSError, ValueError) as exc:
                 self._error = f"cannot show the image: {exc}"
         self.refresh()
+        self._schedule_graphics()
+
+    # --- opt-in terminal graphics over the half-block layout ---
+
+    def on_mount(self) -> None:
+        if self._protocol.is_graphics:
+            self.app.screen_change_signal.subscribe(self, self._screen_changed)
+
+    def on_resize(self) -> None:
+        self._schedule_graphics()
+
+    def on_unmount(self) -> None:
+        self._clear_graphics()
+
+    def _screen_changed(self, screen) -> None:
+        # A Kitty picture floats above the text: hide it while another screen covers ours.
+        if screen is self.screen:
+            self._schedule_graphics()
+        else:
+            self._clear_graphics()
+
+    def _schedule_graphics(self) -> None:
+        if self._protocol.is_graphics and self._image is not None:
+            self.call_after_refresh(self._draw_graphics)
+
+    def _write(self, sequence: str) -> bool:
+        driver = self.app._driver
+        if driver is None or self.app.is_headless:
+            return False
+        driver.write(sequence)
+        driver.flush()
+        return True
+
+    def _clear_graphics(self) -> None:
+        if self._protocol.name == KITTY:
+            try:
+                self._write(self._wrap(kitty_delete()))
+            except Exception:  # leaving: nothing more to do for a picture
+                pass
+
+    def _wrap(self, sequence: str) -> str:
+        return tmux_passthrough(sequence) if self._protocol.tmux_passthrough else sequence
+
+    def _draw_graphics(self) -> None:
+        if not self._protocol.is_graphics or self._image is None or not self.screen.is_current:
+            return
+        try:
+            sequence = self.graphics_sequence()
+            if sequence:
+                self._write(sequence)
+        except Exception as exc:  # any failure: the half-blocks are already on screen
+            log.warning("sample preview: %s graphics failed (%s); using half-blocks",
+                        self._protocol.name, exc)
+            self._protocol = ImageProtocol(HALFBLOCK)
+
+    def graphics_sequence(self) -> Optional[str]:
+        """The escape that draws the picture over the half-block cells now on screen."""
+        key, blocks = self._cache
+        if blocks is None or self._image is None or key[0] != id(self._image):
+            return None
+        lines = blocks.plain.split("\n")
+        cols, rows = len(lines[0]), len(lines)
+        if self._protocol.name == KITTY:
+            escape = kitty_escape(self._png_bytes(), cols, rows)
+        else:
+            escape = sixel_escape(self._image, cols * SIXEL_CELL_PX[0], rows * SIXEL_CELL_PX[1])
+        region = self.content_region
+        # ESC7/ESC8 save and restore the cursor Textual left; CSI row;col H is 1-based.
+        return f"\x1b7\x1b[{region.y + 1};{region.x + 1}H{self._wrap(escape)}\x1b8"
+
+    def _png_bytes(self) -> bytes:
+        if self._path is not None:
+            data = self._path.read_bytes()
+            if data.startswith(PNG_SIGNATURE):
+                return data
+        buffer = io.BytesIO()
+        self._image.save(buffer, format="PNG")
+        return buffer.getvalue()
 
     def _resolve(self, path: str) -> Path:
         """As written (absolute, or relative to the working dir), else inside the output dir."""
