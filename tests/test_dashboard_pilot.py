@@ -194,7 +194,9 @@ def test_dashboard_trains_the_tiny_model_saves_on_request_and_stops(tiny_model, 
                 await pilot.press("x")
                 assert isinstance(app.screen, ConfirmScreen)
                 await pilot.press("y")
-                assert screen.stopping
+                # The confirm dialog answers through a callback a message cycle later.
+                await wait_until(pilot, lambda: screen.stopping or screen.view.final is not None, 30,
+                                 "the stop request")
                 await wait_until(pilot, lambda: screen.view.final is not None, 300, "the run to stop")
                 await wait_until(pilot, lambda: screen.result is not None, 30, "engine.run to return")
                 await pilot.press("q")  # the run is over: leave without asking
