@@ -51,7 +51,7 @@ PRESETS: dict[str, tuple[str, dict]] = {
         "save_every_n_epochs": 1, "save_last_n_epochs": 3, "save_state": True, "output_name": "my_sdxl_lora",
     }),
     "cpu-demo": ("The CPU demo: the built-in tiny SDXL and demo dataset (`sdxl-tui demo` fills the paths).", {
-        "pretrained_model_name_or_path": "tiny-sdxl/diffusers", "dataset_config": "dataset/dataset.toml",
+        "pretrained_model_name_or_path": "tiny-sdxl", "dataset_config": "dataset/dataset.toml",
         # A high UNet rate and conv LoRA so the loss visibly falls within a minute on a CPU.
         "network_dim": 8, "network_alpha": 8, "network_args": ["conv_dim=8", "conv_alpha=8"],
         "optimizer_type": "AdamW", "learning_rate": 2e-3,
