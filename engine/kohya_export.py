@@ -39,12 +39,12 @@ def _warmup(value: float) -> Any:
     return int(value) if float(value).is_integer() else value  # below 1 sd-scripts reads a ratio
 
 
-def _network_args(cfg: RunConfig, notes: list[str]) -> list[str]:
+def _network_args(cfg: RunConfig) -> list[str]:
     args = list(cfg.network.network_args)
     parsed = cfg.network.parsed_args
     if "conv_dim" in parsed and "conv_alpha" not in parsed:
+        # Same value sd-scripts would take (1); written out so the file says what trains.
         args.append(f"conv_alpha={cfg.network.conv_alpha:g}")
-        notes.append(f"conv_alpha={cfg.network.conv_alpha:g} written out: sd-scripts' default would be 1")
     return args
 
 
@@ -53,7 +53,7 @@ def _special_values(cfg: RunConfig, notes: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "save_precision": "float" if cfg.saving.save_precision == "fp32" else cfg.saving.save_precision,
         "lr_warmup_steps": _warmup(opt.lr_warmup_steps),
-        "network_args": _network_args(cfg, notes),
+        "network_args": _network_args(cfg),
     }
     if opt.text_encoder_lr1 == opt.text_encoder_lr2:
         if opt.text_encoder_lr1 is not None:
