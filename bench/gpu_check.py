@@ -7,7 +7,7 @@ published config, nothing downloaded) at 1024², bf16, cached latents and text-e
   2. the same at batch 4
   3. 1. with fused backward (its memory effect), then 2. with fused backward
   4. 1. without gradient checkpointing, at rank 32, and 2. with channels-last
-  5. the engine end to end on CUDA (tiny model, `engine.run`): it trains, memory is reported
+  5. the engine end to end on CUDA (tiny model, `engine.train.run`): it trains, memory is reported
      from CUDA, the text encoders / VAE leave the GPU after caching, and CUDA's sync debug
      mode finds no host<->device sync while batches are built and steps are taken
   6. if time is left: 1. with torch.compile
@@ -82,14 +82,14 @@ def dry_run_cases() -> list[Case]:
 
 
 def engine_smoke(work: Path, steps: int = SMOKE_STEPS) -> dict:
-    """The real `engine.run` on CUDA with the tiny model: does the whole path work on a GPU?"""
+    """The real `engine.train.run` on CUDA with the tiny model: does the whole path work on a GPU?"""
     import torch
 
-    from engine.config import RunConfig
-    from engine.demo_data import make_demo_dataset
-    from engine.events import Step
-    from engine.run import run
-    from engine.tiny_model import build_tiny_model
+    from engine.config.schema import RunConfig
+    from engine.demo.dataset import make_demo_dataset
+    from engine.demo.tiny_model import build_tiny_model
+    from engine.events.types import Step
+    from engine.train.run import run
 
     model = build_tiny_model(work / "model", seed=0)
     dataset = make_demo_dataset(work / "data", resolution=64)
@@ -101,7 +101,8 @@ def engine_smoke(work: Path, steps: int = SMOKE_STEPS) -> dict:
     events: list = []
     placements: dict = {}
     syncs: list = []
-    from engine import loop, training_data
+    from engine.data import training_data
+    from engine.train import loop
 
     def watched(cls, name, first_call=None):
         original = getattr(cls, name)

@@ -64,7 +64,7 @@ def import_costs(repeats: int) -> dict:
         "import accelerate": [py, "-c", "import accelerate"],
         "import diffusers UNet2DConditionModel": [py, "-c", "from diffusers import UNet2DConditionModel"],
         "import diffusers StableDiffusionXLPipeline": [py, "-c", "from diffusers import StableDiffusionXLPipeline"],
-        "import engine.run": [py, "-c", "import engine.run"],
+        "import engine.train.run": [py, "-c", "import engine.train.run"],
     }
     out = {name: time_command(args, repeats) for name, args in checks.items()}
     leaked = subprocess.run([py, "-c", "import sys, sdxl_tui, sdxl_tui.cli; sdxl_tui.cli.build_parser(); "
@@ -76,10 +76,10 @@ def import_costs(repeats: int) -> dict:
 
 def prepare(work: Path, model: Optional[str]) -> tuple[Path, Path]:
     """The tiny model (unless `model` is given) and a private copy of the demo dataset."""
-    from engine.demo_data import make_demo_dataset
+    from engine.demo.dataset import make_demo_dataset
 
     if model is None:
-        from engine.tiny_model import build_tiny_model
+        from engine.demo.tiny_model import build_tiny_model
 
         model = str(build_tiny_model(work / "model", seed=0).diffusers_dir)
     dataset = make_demo_dataset(work / "data", resolution=64)
@@ -87,8 +87,8 @@ def prepare(work: Path, model: Optional[str]) -> tuple[Path, Path]:
 
 
 def write_config(path: Path, model: Path, dataset_toml: Path, output_dir: Path) -> None:
-    from engine.config import RunConfig
-    from engine.config_io import save_config
+    from engine.config.schema import RunConfig
+    from engine.config.toml_file import save_config
 
     cfg = RunConfig().with_values(
         pretrained_model_name_or_path=str(model), dataset_config=str(dataset_toml), output_dir=str(output_dir),
@@ -100,7 +100,7 @@ def write_config(path: Path, model: Path, dataset_toml: Path, output_dir: Path) 
 
 
 def phases_of(events_file: Path, started: float) -> dict:
-    from engine.events import Phase, RunStarted, Step, event_from_json
+    from engine.events.types import Phase, Step, event_from_json
 
     events = [event_from_json(line) for line in events_file.read_text().splitlines()]
     first = {}
@@ -121,7 +121,7 @@ def train_once(config: Path) -> dict:
                           capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"sdxl-tui train failed ({done.returncode}): {done.stderr[-2000:]}")
-    from engine.config_io import load_config
+    from engine.config.toml_file import load_config
 
     return phases_of(Path(load_config(config).saving.output_dir) / "events.jsonl", started)
 

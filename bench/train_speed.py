@@ -1,4 +1,4 @@
-"""Training speed and memory for a few settings, through engine.run (figures only, no asserts).
+"""Training speed and memory for a few settings, through engine.train.run (figures only, no asserts).
 
     .venv/bin/python bench/train_speed.py                 # tiny model, CPU or GPU
     .venv/bin/python bench/train_speed.py --steps 40 --model /path/to/sdxl --dataset ds.toml
@@ -36,9 +36,9 @@ def one(setting: str, model: str, dataset: str, steps: int, dim: int) -> dict:
 
     import torch
 
-    from engine.config import RunConfig
-    from engine.events import Step
-    from engine.run import run
+    from engine.config.schema import RunConfig
+    from engine.events.types import Step
+    from engine.train.run import run
 
     steps_seen: list[Step] = []
     with tempfile.TemporaryDirectory() as out:
@@ -64,8 +64,8 @@ def one(setting: str, model: str, dataset: str, steps: int, dim: int) -> dict:
 
 
 def tiny_inputs(folder: Path) -> tuple[str, str]:
-    from engine.demo_data import make_demo_dataset
-    from engine.tiny_model import build_tiny_model
+    from engine.demo.dataset import make_demo_dataset
+    from engine.demo.tiny_model import build_tiny_model
 
     if not (folder / "tiny-sdxl" / "model_index.json").is_file():
         build_tiny_model(folder)

@@ -1,13 +1,13 @@
 """Steady-state LoRA training step: s/step, images/s, peak memory (and MFU on a GPU).
 
 Each case runs in its own child process (so peak memory is that case's own) and drives the
-engine's real hot loop: `engine.loop.Trainer.batch_loss` + `accelerator.backward` +
-`Trainer.optimizer_step` (fused backward through `engine.fused_backward`), on a UNet with the
-engine's LoRA network (`engine.lora.create_network`, UNet only), with cached latents and
+engine's real hot loop: `engine.train.loop.Trainer.batch_loss` + `accelerator.backward` +
+`Trainer.optimizer_step` (fused backward through `engine.train.fused_backward`), on a UNet with the
+engine's LoRA network (`engine.lora.network.create_network`, UNet only), with cached latents and
 text-encoder outputs (random tensors of the right shapes: the cache is what the step reads).
 
-Models: "tiny" (engine/tiny_model.py) and "sdxl" (SDXL base's published UNet config from
-engine/sdxl_configs.py, random weights, nothing downloaded; 2.567 B parameters: ~5.1 GB in
+Models: "tiny" (engine/demo/tiny_model.py) and "sdxl" (SDXL base's published UNet config from
+engine/model/sdxl_configs.py, random weights, nothing downloaded; 2.567 B parameters: ~5.1 GB in
 bf16, ~10.3 GB in fp32).
 
     .venv/bin/python bench/train_step.py                 # CPU matrix (tiny + full UNet at 128²)
@@ -77,11 +77,11 @@ def _build_unet(case: Case, dtype, device):
     from diffusers import UNet2DConditionModel
 
     if case.model == "tiny":
-        from engine.tiny_model import unet_config
+        from engine.demo.tiny_model import unet_config
 
         torch.manual_seed(0)
         return UNet2DConditionModel(**unet_config()).to(device, dtype)
-    from engine.sdxl_configs import SDXL_UNET_CONFIG
+    from engine.model.sdxl_configs import SDXL_UNET_CONFIG
 
     with torch.device("meta"):
         unet = UNet2DConditionModel(**SDXL_UNET_CONFIG)
@@ -105,7 +105,7 @@ def _build_unet(case: Case, dtype, device):
 def _inputs(case: Case, unet, device):
     import torch
 
-    from engine.training_data import Batch
+    from engine.data.training_data import Batch
 
     side = case.resolution // 8
     pooled_width = unet.config.projection_class_embeddings_input_dim - 6 * unet.config.addition_time_embed_dim
@@ -125,12 +125,12 @@ def _trainer(case: Case, unet, network, accelerator):
 
     import torch
 
-    from engine.config import RunConfig
-    from engine.fused_backward import FusedBackward
-    from engine.loop import Trainer
-    from engine.models import make_noise_scheduler
-    from engine.optimizers import build_optimizer
-    from engine.tiny_model import SCHEDULER_CONFIG
+    from engine.config.schema import RunConfig
+    from engine.model.load import make_noise_scheduler
+    from engine.model.sdxl_configs import SCHEDULER_CONFIG
+    from engine.train.fused_backward import FusedBackward
+    from engine.train.loop import Trainer
+    from engine.train.optimizers import build_optimizer
 
     cfg = RunConfig().with_values(mixed_precision="no" if case.precision == "fp32" else case.precision,
                                   max_grad_norm=0.0 if case.fused else 1.0)
@@ -155,7 +155,7 @@ def _peak_rss_bytes() -> int:
 
 
 def _current_rss_bytes() -> int:
-    from engine.memory import process_rss
+    from engine.train.memory import process_rss
 
     return process_rss() or 0
 
@@ -170,8 +170,8 @@ def run_case(case: Case) -> dict:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    from engine.ddp import training_unet
-    from engine.lora import create_network
+    from engine.lora.network import create_network
+    from engine.train.ddp import training_unet
 
     AcceleratorState._reset_state(reset_partial_state=False)
     mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[case.precision]

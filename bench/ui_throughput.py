@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine import events as ev  # noqa: E402
+from engine.events import types as ev  # noqa: E402
 from sdxl_tui.dashboard_app import DashboardApp  # noqa: E402
 from sdxl_tui.screens.dashboard import DashboardScreen  # noqa: E402
 

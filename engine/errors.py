@@ -65,3 +65,10 @@ class TrainingDiverged(SdxlTuiError):
     """Loss became NaN or Inf."""
 
     exit_code = 70
+
+
+class OutOfVideoMemory(SdxlTuiError):
+    """The GPU ran out of memory; the message says which settings would fit
+    (engine/plan/oom_advice.py writes it)."""
+
+    exit_code = 75  # EX_TEMPFAIL: retry with other settings

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.config import RunConfig
-from engine.config_io import dumps_config
+from engine.config.schema import RunConfig
+from engine.config.toml_file import dumps_config
 
 SDXL_BASE = "stabilityai/stable-diffusion-xl-base-1.0"
 

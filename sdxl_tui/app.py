@@ -52,8 +52,8 @@ def _warm_imports() -> None:
     """Import the steps' modules while the person reads the start screen (they cost ~0.5 s)."""
     for step in range(1, len(STEP_TITLES) + 1):
         _step_module(step)
-    import engine.plan  # noqa: F401
-    import engine.rules  # noqa: F401
+    import engine.config.rules  # noqa: F401
+    import engine.plan.run_plan  # noqa: F401
 
 
 class WizardCommands(Provider):
@@ -212,10 +212,9 @@ class WizardApp(App):
 
     # -- running -----------------------------------------------------------------------------
     def start_training(self, config_path: Path) -> None:
-        """Open the live dashboard running the saved config (engine.run in its worker thread)."""
-        from engine.config import resolve_relative_paths
-        from engine.config_io import load_config
-
+        """Open the live dashboard running the saved config (engine.train.run in its worker thread)."""
+        from engine.config.schema import resolve_relative_paths
+        from engine.config.toml_file import load_config
         from sdxl_tui.recent_runs import remember
 
         # Relative paths in a run config are relative to its folder, wherever the app was started.

@@ -19,10 +19,18 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from engine import events as ev
+from engine.events import types as ev
 from sdxl_tui.run_model import (
-    RunModel, RunView, display_path, final_lines, format_bytes, format_duration,
-    format_loss, format_lr, resample, sparkline,
+    RunModel,
+    RunView,
+    display_path,
+    final_lines,
+    format_bytes,
+    format_duration,
+    format_loss,
+    format_lr,
+    resample,
+    sparkline,
 )
 
 Clock = Callable[[], float]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from textual.message import Message
 
-from engine.events import Event, PhaseProgress, Step
+from engine.events.types import Event, PhaseProgress, Step
 
 METRIC_EVENTS = (Step, PhaseProgress)
 

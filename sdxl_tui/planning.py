@@ -1,4 +1,4 @@
-"""Planning the draft in a worker thread: what `engine.plan.make_plan` knows about it.
+"""Planning the draft in a worker thread: what `engine.plan.run_plan.make_plan` knows about it.
 
 A dataset the wizard is still building exists only in memory, so it is written to a
 temporary folder for the planner. Results come back as a `PlanReady` message; the worker
@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from textual.message import Message
 
-from engine.config import RunConfig
+from engine.config.schema import RunConfig
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class PlanReady(Message):
 def make_draft_plan(cfg: RunConfig, dataset_toml: Optional[str], base_dir: Path) -> PlanOutcome:
     """Plan the draft (never raises: a problem comes back as `error` for the screen to show)."""
     try:
-        from engine.plan import make_plan
+        from engine.plan.run_plan import make_plan
     except ImportError:
         return PlanOutcome(cfg, dataset_toml, error="planning is not available in this build")
     try:

@@ -52,7 +52,7 @@ def load_recent(environ: Optional[Mapping[str, str]] = None) -> list[RecentRun]:
 
 
 def remember(output_dir: Path, environ: Optional[Mapping[str, str]] = None) -> None:
-    from engine.atomic import atomic_write_text
+    from engine.storage.atomic import atomic_write_text
 
     output_dir = output_dir.expanduser().resolve()
     kept = [str(output_dir)] + [str(r.output_dir) for r in load_recent(environ) if r.output_dir != output_dir]

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable, Optional
 
-from engine import events as ev
+from engine.events import types as ev
 
 PHASE_LABELS = {
     ev.LOADING_MODEL: "Loading model",

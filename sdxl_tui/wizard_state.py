@@ -2,7 +2,7 @@
 
 The config itself is frozen; every edit goes through `RunConfig.with_values`, so the wizard
 validates with exactly the pydantic rules the engine loads with, and cross-option rules come
-from `engine.rules` (the same module `sdxl-tui train` checks). Nothing touches the disk until
+from `engine.config.rules` (the same module `sdxl-tui train` checks). Nothing touches the disk until
 `save()`: a dataset TOML built from an image folder and the sample prompts are written next to
 the run config then, and the config names them by paths relative to itself (relative paths in
 a run config are relative to its folder).
@@ -16,7 +16,7 @@ from typing import Any, Optional
 import tomlkit
 from pydantic import ValidationError
 
-from engine.config import RunConfig, locate
+from engine.config.schema import RunConfig, locate
 
 # Options holding file or folder paths: made absolute when a config is opened from another
 # folder (a template) so they still point at the same place once saved elsewhere.
@@ -154,7 +154,7 @@ class WizardState:
 
     # -- checks ------------------------------------------------------------------------------
     def issues(self) -> list[Any]:
-        from engine.rules import check_rules
+        from engine.config.rules import check_rules
 
         cfg = self.cfg
         if self.dataset_draft is not None and not cfg.dataset.dataset_config:
@@ -181,12 +181,12 @@ class WizardState:
         return self.cfg.with_values(**changes) if changes else self.cfg
 
     def toml_text(self, config_path: Path) -> str:
-        from engine.config_io import dumps_config
+        from engine.config.toml_file import dumps_config
 
         return dumps_config(self.final_config(config_path), _copy_doc(self.base_doc))
 
     def save(self, config_path: Path) -> RunConfig:
-        from engine.atomic import atomic_write_text
+        from engine.storage.atomic import atomic_write_text
 
         config_path = config_path.expanduser().resolve()
         config_path.parent.mkdir(parents=True, exist_ok=True)
@@ -212,7 +212,7 @@ def apply_rule_fixes(cfg: RunConfig, changed: str) -> tuple[RunConfig, tuple[str
     option the user did not touch in this edit's context.
     """
     try:
-        from engine.rules import check_rules
+        from engine.config.rules import check_rules
     except ImportError:
         return cfg, ()
     notes: list[str] = []
@@ -241,7 +241,7 @@ def _toml_value(value: Any) -> str:
 
 def load_state(path: Path) -> WizardState:
     """Open a run config, or import an sd-scripts config when it is not one."""
-    from engine.config_io import load_config_with_document
+    from engine.config.toml_file import load_config_with_document
     from engine.errors import ConfigError
 
     path = path.expanduser().resolve()
@@ -259,7 +259,7 @@ def load_state(path: Path) -> WizardState:
 
 def import_kohya_state(path: Path) -> WizardState:
     """A new draft from an sd-scripts args TOML (or our own config, which passes through)."""
-    from engine.kohya_args import load_any_config
+    from engine.interop.kohya_import import load_any_config
 
     path = path.expanduser().resolve()
     cfg, notes = load_any_config(path)

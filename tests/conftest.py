@@ -23,31 +23,57 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
-    """engine.tiny_model.TinyModelPaths: the tiny SDXL as a diffusers folder
+    """engine.demo.tiny_model.TinyModelPaths: the tiny SDXL as a diffusers folder
     (`.diffusers_dir`) and as one single-file checkpoint (`.single_file`), seed 0."""
-    from engine.tiny_model import build_tiny_model
+    from engine.demo.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model"), seed=0)
 
 
 @pytest.fixture(scope="session")
 def demo_dataset(tmp_path_factory):
-    """engine.demo_data.DemoDataset: 12 captioned shape images at resolution 64, with
+    """engine.demo.dataset.DemoDataset: 12 captioned shape images at resolution 64, with
     `.dataset_toml`, `.image_dir` and `.sample_prompts`."""
-    from engine.demo_data import make_demo_dataset
+    from engine.demo.dataset import make_demo_dataset
 
     return make_demo_dataset(tmp_path_factory.mktemp("demo_dataset"), resolution=64)
 
 
 @pytest.fixture(scope="module")
 def frozen_tiny_sdxl(tiny_model):
-    """engine.models.SdxlModel of the tiny model with every part frozen, loaded once per test
+    """engine.model.load.SdxlModel of the tiny model with every part frozen, loaded once per test
     module (modules may inject LoRA into it; the next module gets a fresh copy)."""
-    from engine.config import RunConfig
-    from engine.models import load_sdxl
+    from engine.config.schema import RunConfig
+    from engine.model.load import load_sdxl
 
     cfg = RunConfig().with_values(pretrained_model_name_or_path=str(tiny_model.diffusers_dir))
     loaded = load_sdxl(cfg.model)
     for part in (loaded.unet, loaded.vae, loaded.text_encoder1, loaded.text_encoder2):
         part.requires_grad_(False)
     return loaded
+
+
+@pytest.fixture(autouse=True)
+def _whole_trainings_are_marked_e2e(request, monkeypatch):
+    """A test that runs the training loop in this process must carry the `e2e` mark, so that
+    `pytest -m "not e2e"` stays the quick loop. (Trainings in a child process are marked by
+    hand: tests/cli and the subprocess tests.)"""
+    if request.node.get_closest_marker("e2e") is not None:
+        yield
+        return
+    from engine.train.loop import Trainer
+
+    ran = []
+    original = Trainer.train
+
+    def recording_train(self, *args, **kwargs):
+        ran.append(True)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train", recording_train)
+    yield
+    if ran and os.environ.get("SDXL_TUI_E2E_AUDIT"):
+        with open(os.environ["SDXL_TUI_E2E_AUDIT"], "a") as log:
+            log.write(request.node.nodeid + "\n")
+    elif ran:
+        pytest.fail(f"{request.node.nodeid} runs a whole training: mark it @pytest.mark.e2e", pytrace=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from engine import events as ev
+from engine.events import types as ev
 
 T0 = 1_750_000_000.0  # any fixed wall-clock time
 OUTPUT_DIR = "runs/scripted_run"  # relative: tests chdir into a tmp dir first
@@ -110,7 +110,7 @@ def failed() -> list[ev.Event]:
 
 def tiny_run_config(tiny_model, demo_dataset, output_dir: Path, **overrides):
     """The CPU demo preset on the tiny model: a long run (stopped by the tests), a Step per step."""
-    from engine.config_io import load_config
+    from engine.config.toml_file import load_config
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "templates" / "cpu-demo.toml")
     values = dict(pretrained_model_name_or_path=str(tiny_model.diffusers_dir),

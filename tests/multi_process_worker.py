@@ -2,7 +2,7 @@
 
     torchrun --nproc_per_node 2 tests/multi_process_worker.py run.toml RECORD_DIR
 
-It trains through `engine.run.run`, exactly as `sdxl-tui train` does, and records for the test
+It trains through `engine.train.run.run`, exactly as `sdxl-tui train` does, and records for the test
 what a single output folder cannot show (rank 0 alone writes files):
 - `RECORD_DIR/rank{r}.batches.jsonl`: the image paths of every batch this rank trained on;
 - `RECORD_DIR/rank{r}.emitted`: how many events reached this rank's emit callback;
@@ -25,12 +25,12 @@ def main(config_path: str, record_dir: str) -> int:
 
     torch.set_num_threads(1)  # two processes on a small shared CPU
 
-    from engine import loop
-    from engine.config import resolve_relative_paths
-    from engine.config_io import load_config
-    from engine.control import RunControl
-    from engine.ddp import parameters_requiring_sync
-    from engine.run import run
+    from engine.config.schema import resolve_relative_paths
+    from engine.config.toml_file import load_config
+    from engine.control.run_control import RunControl
+    from engine.train import loop
+    from engine.train.ddp import parameters_requiring_sync
+    from engine.train.run import run
 
     rank = int(os.environ.get("RANK", "0"))
     records = Path(record_dir)

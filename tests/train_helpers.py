@@ -22,7 +22,7 @@ def _one_thread():
 
 def tiny_config(tmp_path: Path, tiny_model, demo_dataset, **options: Any):
     """A fast CPU run on the tiny model (fp32, unet + both text encoders, AdamW)."""
-    from engine.config import RunConfig
+    from engine.config.schema import RunConfig
 
     base = dict(
         pretrained_model_name_or_path=str(tiny_model.diffusers_dir),
@@ -46,7 +46,7 @@ class Recorded:
 
     @property
     def losses(self) -> list[float]:
-        from engine.events import Step
+        from engine.events.types import Step
 
         return [e.loss for e in self.of(Step)]
 
@@ -58,7 +58,7 @@ class Recorded:
 
 
 def train(cfg, control=None, on_event=None, **kwargs) -> Recorded:
-    from engine.run import run
+    from engine.train.run import run
 
     recorded = Recorded(result=None)
 

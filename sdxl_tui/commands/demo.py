@@ -21,8 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def ensure_demo_files(folder: Path) -> tuple[Path, Path]:
     """(tiny model diffusers folder, dataset folder), built only when missing."""
-    from engine.demo_data import make_demo_dataset
-    from engine.tiny_model import build_tiny_model
+    from engine.demo.dataset import make_demo_dataset
+    from engine.demo.tiny_model import build_tiny_model
 
     model_dir = folder / "tiny-sdxl"
     if not (model_dir / "model_index.json").is_file():
@@ -45,8 +45,7 @@ def free_output_name(folder: Path) -> str:
 
 def write_demo_config(folder: Path, steps: int | None) -> Path:
     """DIR/run.toml: the template (comments kept) with the demo's paths, relative to DIR."""
-    from engine.config import RunConfig
-    from engine.config_io import load_config_with_document, save_config
+    from engine.config.toml_file import load_config_with_document, save_config
 
     values: dict[str, Any] = {
         "pretrained_model_name_or_path": "tiny-sdxl",
@@ -65,7 +64,7 @@ def write_demo_config(folder: Path, steps: int | None) -> Path:
 
 
 def _demo_defaults():
-    from engine.config import RunConfig
+    from engine.config.schema import RunConfig
 
     return RunConfig().with_values(
         network_dim=8, network_alpha=8.0, optimizer_type="AdamW", learning_rate=2e-3, unet_lr=2e-3,

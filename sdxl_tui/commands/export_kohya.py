@@ -12,8 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from engine.config_io import load_config
-    from engine.kohya_args import export_kohya
+    from engine.config.toml_file import load_config
+    from engine.interop.kohya_export import export_kohya
 
     config_path = Path(args.config)
     result = export_kohya(load_config(config_path), args.output_dir, config_dir=config_path.resolve().parent)

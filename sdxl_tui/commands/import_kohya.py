@@ -14,9 +14,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from engine.config_io import save_config
+    from engine.config.toml_file import save_config
     from engine.errors import ConfigError
-    from engine.kohya_args import import_kohya, is_kohya_args, read_toml
+    from engine.interop.kohya_import import import_kohya, is_kohya_args
+    from engine.interop.kohya_toml import read_toml
 
     if not is_kohya_args(read_toml(args.args_file)):
         raise ConfigError(f"{args.args_file} does not look like an sd-scripts args TOML",

@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from engine.lora_inspect import format_report, inspect_lora, report_as_dict
+    from engine.lora.inspection import format_report, inspect_lora, report_as_dict
 
     report = inspect_lora(args.file)
     if args.json:

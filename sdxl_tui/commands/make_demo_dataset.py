@@ -11,7 +11,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.demo_data import make_demo_dataset
+    from engine.demo.dataset import make_demo_dataset
 
     if args.resolution < 32 or args.resolution % 32:
         print("sdxl-tui make-demo-dataset: --resolution must be a positive multiple of 32")

@@ -12,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from engine.tiny_model import build_tiny_model
+    from engine.demo.tiny_model import build_tiny_model
 
     started = time.perf_counter()
     paths = build_tiny_model(args.dir, seed=args.seed)

@@ -9,7 +9,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.config import SECTIONS
+    from engine.config.schema import SECTIONS
 
     for section, cls in SECTIONS.items():
         for key, info in cls.model_fields.items():

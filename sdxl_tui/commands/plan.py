@@ -18,9 +18,9 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.markup import escape
 
-    from engine.config_io import apply_sets, load_config
-    from engine.dataset import data_error
-    from engine.plan import make_plan
+    from engine.config.toml_file import apply_sets, load_config
+    from engine.data.scan import data_error
+    from engine.plan.run_plan import make_plan
 
     cfg = apply_sets(load_config(args.config), args.sets)
     plan = make_plan(cfg, base_dir=Path(args.config).resolve().parent, world_size=max(1, args.world_size))

@@ -4,7 +4,7 @@ In a terminal a live panel shows the run; otherwise one plain line per logging i
 Ctrl-C (SIGINT), SIGTERM and SIGHUP ask the engine to stop after the current step and save;
 the exit code is then 128 + the signal number (130 / 143 / 129). A second Ctrl-C waits only
 for a save that is nearly done, otherwise quits at once with the previous files intact
-(engine/signals.py). Other exit codes: engine/errors.py (README: "Exit codes").
+(engine/control/signals.py). Other exit codes: engine/errors.py (README: "Exit codes").
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 from typing import Any
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="run config TOML (an sd-scripts args TOML is converted on the fly)")
@@ -24,9 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load_run_config(path: str, sets: list[str]) -> Any:
     """The config as `train` runs it: file (ours or sd-scripts'), --set applied, paths made
     absolute against the config file's folder."""
-    from engine.config import resolve_relative_paths
-    from engine.config_io import apply_sets
-    from engine.kohya_args import load_any_config
+    from engine.config.schema import resolve_relative_paths
+    from engine.config.toml_file import apply_sets
+    from engine.interop.kohya_import import load_any_config
 
     cfg, notes = load_any_config(path)
     for note in notes:
@@ -62,11 +63,11 @@ def _survives_hangup(view: Any):
 
 def train_headless(cfg: Any, *, resume: bool = False, plain: bool = False) -> int:
     """Run the engine with the console view; the process exit code."""
-    # the submodule's function: once engine.run is imported, the package attribute `engine.run`
+    # the submodule's function: once engine.train.run is imported, the package attribute `engine.train.run`
     # is that module, no longer the wrapper function in engine/__init__.py
-    from engine.run import run as run_engine
-    from engine.control import RunControl
-    from engine.signals import handle_stop_signals
+    from engine.control.run_control import RunControl
+    from engine.control.signals import handle_stop_signals
+    from engine.train.run import run as run_engine
     from sdxl_tui.console_view import PlainView, make_view
 
     control = RunControl()

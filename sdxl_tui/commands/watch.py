@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from engine.errors import OutputError
-    from engine.event_follow import events_path
+    from engine.events.follow import events_path
 
     folder = Path(args.output_dir).expanduser().resolve()
     if not events_path(folder).exists():
@@ -40,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
 def _follow_plain(folder) -> int:
     import sys
 
-    from engine.event_follow import follow_events
-    from engine.events import Failed, Finished
+    from engine.events.follow import follow_events
+    from engine.events.types import Failed, Finished
     from sdxl_tui.console_view import make_view
 
     final = None

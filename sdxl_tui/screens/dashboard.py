@@ -1,4 +1,4 @@
-"""The live dashboard: owns a training run (engine.run in a worker thread) or watches one
+"""The live dashboard: owns a training run (engine.train.run in a worker thread) or watches one
 that another process is writing (events.jsonl follower + control file).
 
 Worker threads only post messages; every widget update happens here, in the UI thread,
@@ -22,8 +22,8 @@ from textual.timer import Timer
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
-from engine.control import RunControl
-from engine.events import Event, Failed, Finished, Log
+from engine.control.run_control import RunControl
+from engine.events.types import Event, Failed, Finished, Log
 from sdxl_tui.messages import EngineEvent, EventsEnded, is_metric
 from sdxl_tui.run_model import FinalState, RunModel, RunView, final_lines
 from sdxl_tui.screens.dashboard_modals import ConfigScreen, ConfirmScreen
@@ -31,7 +31,11 @@ from sdxl_tui.widgets.log_pane import LogPane
 from sdxl_tui.widgets.loss_chart import LossChart
 from sdxl_tui.widgets.memory_gauge import MemoryGauge, NvmlProbe
 from sdxl_tui.widgets.run_status import (
-    RunStatus, checkpoints_text, final_text, header_text, warnings_text,
+    RunStatus,
+    checkpoints_text,
+    final_text,
+    header_text,
+    warnings_text,
 )
 from sdxl_tui.widgets.sample_preview import SamplePreview
 
@@ -95,7 +99,7 @@ class DashboardScreen(Screen[Optional[FinalState]]):
             output_dir = cfg.saving.output_dir if cfg is not None else ""
         self.model = RunModel(output_dir=str(output_dir), config_path=str(self.config_path or ""))
         self.view: RunView = self.model.view(clock())
-        self.result = None  # engine.run's RunResult when this screen owned the run
+        self.result = None  # engine.train.run's RunResult when this screen owned the run
         self.stopping = False
         self.source_ended = False
         self._leave_when_done = False
@@ -109,8 +113,8 @@ class DashboardScreen(Screen[Optional[FinalState]]):
     @classmethod
     def watching(cls, output_dir: str | Path, **kwargs) -> "DashboardScreen":
         """The dashboard of a run another process writes into `output_dir`."""
-        from engine.control_file import send_command
-        from engine.event_follow import follow_events
+        from engine.control.command_file import send_command
+        from engine.events.follow import follow_events
 
         folder = Path(output_dir)
         config_path = folder / "config.toml"
@@ -169,9 +173,9 @@ class DashboardScreen(Screen[Optional[FinalState]]):
 
     @work(thread=True, exit_on_error=False, name="engine", group="dashboard")
     def _run_engine(self):
-        # The module, not the `engine.run` package attribute: importing engine.run replaces
+        # The module, not the `engine.train.run` package attribute: importing engine.train.run replaces
         # that attribute with the submodule, so it is a function only until the first run.
-        from engine.run import run as run_engine
+        from engine.train.run import run as run_engine
 
         return run_engine(self.cfg, self._post_event, self.control)
 
@@ -198,7 +202,7 @@ class DashboardScreen(Screen[Optional[FinalState]]):
                 self._apply([Log(time=self.clock(), level="error", message=f"reading events stopped: {text}")])
                 return
             events: list[Event] = [Log(time=self.clock(), level="error", message=f"the engine raised {text}")]
-            if self.model.final is None:  # engine.run reports its own failures; this one got past it
+            if self.model.final is None:  # engine.train.run reports its own failures; this one got past it
                 events.append(Failed(time=self.clock(), message=str(getattr(error, "message", error)),
                                      hint=getattr(error, "hint", "") or "see the log pane (l) for details",
                                      kind=type(error).__name__))
@@ -361,7 +365,7 @@ class DashboardScreen(Screen[Optional[FinalState]]):
         if self.config_path is not None and self.config_path.exists():
             return self.config_path.read_text(encoding="utf-8")
         if self.cfg is not None:
-            from engine.config_io import dumps_config
+            from engine.config.toml_file import dumps_config
 
             return dumps_config(self.cfg)
         return "# no config.toml was found next to this run's events.jsonl\n"
@@ -392,7 +396,7 @@ def _load_config_quietly(path: Path):
     if not path.exists():
         return None
     try:
-        from engine.config_io import load_config
+        from engine.config.toml_file import load_config
 
         return load_config(path)
     except Exception:

@@ -2,7 +2,7 @@
 
 A step lists its fields in `compose_fields` and fills its info panel in `refresh_info`,
 which runs whenever the draft changes (an edit here, or on return from another step). The
-info panel also lists the rule issues (engine.rules) that involve this step's options.
+info panel also lists the rule issues (engine.config.rules) that involve this step's options.
 """
 from __future__ import annotations
 
@@ -17,9 +17,8 @@ from textual.widget import Widget
 from textual.widgets import Button, Footer, Static
 
 from sdxl_tui.planning import PlanReady, make_draft_plan
-from sdxl_tui.widgets.fields import ConfigField
-
 from sdxl_tui.screens import STEP_TITLES
+from sdxl_tui.widgets.fields import ConfigField
 
 
 def step_strip(current: int) -> str:

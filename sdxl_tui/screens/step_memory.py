@@ -1,7 +1,7 @@
 """Step 5 · Memory & speed: precision, checkpointing, caching, fused backward, and whether it fits.
 
-The VRAM estimate (engine.vram, via the plan's largest bucket) updates as options change,
-against the GPU found here. The rules (engine.rules) apply as you toggle: e.g. caching
+The VRAM estimate (engine.plan.vram, via the plan's largest bucket) updates as options change,
+against the GPU found here. The rules (engine.config.rules) apply as you toggle: e.g. caching
 text-encoder outputs turns on network_train_unet_only, and the field says why.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ class GpuDetected(Message):
 
 def vram_text(cfg, outcome, gpu) -> str:
     try:
-        from engine.vram import estimate_vram
+        from engine.plan.vram import estimate_vram
     except ImportError:
         return "VRAM estimate not available in this build"
     plan = outcome.plan if outcome is not None and not outcome.error else None

@@ -1,7 +1,7 @@
 """Step 1 · Model: the base SDXL model (path or Hub id) and an optional separate VAE.
 
 On leaving the model field the source is detected (diffusers folder / single file / Hub id)
-with `engine.models`, which reads only file headers and configs: no torch here.
+with `engine.model.source`, which reads only file headers and configs: no torch here.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def describe_model(name: str) -> str:
     if not name:
         return "No model yet: type a folder, a .safetensors file or a Hub id (e.g. stabilityai/stable-diffusion-xl-base-1.0)."
     try:
-        from engine.models import check_sdxl_shape, detect_model_source
+        from engine.model.source import check_sdxl_shape, detect_model_source
     except ImportError:
         return "Model detection is not available in this build."
     try:

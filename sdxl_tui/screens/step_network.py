@@ -28,7 +28,7 @@ def network_summary(cfg) -> str:
     if n.conv_dim:
         lines.append(f"conv scale = {n.conv_alpha:g} / {n.conv_dim} = [b]{n.conv_alpha / n.conv_dim:.3g}[/b]")
     try:
-        from engine.vram import text_encoder_lora_params, unet_lora_params
+        from engine.plan.vram import text_encoder_lora_params, unet_lora_params
 
         params = unet_lora_params(n.network_dim, n.conv_dim)
         if not n.network_train_unet_only:

@@ -24,8 +24,7 @@ def default_config_path(app) -> Path:
 def paths_from_working_dir(cfg, config_path: Path):
     """sd-scripts reads relative paths from its working directory, not from the config's folder:
     resolve them, then write the ones inside the working directory relative to it (shorter)."""
-    from engine.config import locate, resolve_relative_paths
-
+    from engine.config.schema import locate, resolve_relative_paths
     from sdxl_tui.wizard_state import PATH_KEYS
 
     cfg = resolve_relative_paths(cfg, config_path.parent)
@@ -40,16 +39,11 @@ def paths_from_working_dir(cfg, config_path: Path):
 
 
 def kohya_command(cfg, config_path: Path) -> str:
-    """The equivalent sd-scripts command line, when the exporter is in this build."""
+    """The equivalent sd-scripts command line."""
+    from engine.interop.kohya_export import command_line
+
     try:
-        from engine import kohya_args
-    except ImportError:
-        return "(sd-scripts export is not available in this build)"
-    builder = getattr(kohya_args, "kohya_command_line", None) or getattr(kohya_args, "command_line", None)
-    if builder is None:
-        return "sdxl-tui export-kohya " + str(config_path)
-    try:
-        return str(builder(paths_from_working_dir(cfg, config_path)))
+        return command_line(paths_from_working_dir(cfg, config_path))
     except Exception as exc:  # the export is informative only; saving must still work
         return f"(could not build the sd-scripts command: {exc})"
 
@@ -88,7 +82,7 @@ class ReviewStep(StepScreen):
         return path if path.is_absolute() else Path(self.app.save_dir) / path  # type: ignore[attr-defined]
 
     def field_keys(self) -> set[str]:
-        from engine.config import option_index
+        from engine.config.schema import option_index
 
         return set(option_index())
 

@@ -1,10 +1,10 @@
 """A labelled form field bound to one config option.
 
 The label is the sd-scripts option name (what users search for), the help line is the
-option's description from `engine.config` (the same text `sdxl-tui options` prints and the
+option's description from `engine.config.schema` (the same text `sdxl-tui options` prints and the
 saved TOML carries as a comment), and every edit is validated by `RunConfig.with_values`
 on the spot: a refused value shows the pydantic message under the field and leaves the
-draft unchanged. Rule fixes the edit triggered (engine.rules) are shown the same way.
+draft unchanged. Rule fixes the edit triggered (engine.config.rules) are shown the same way.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Checkbox, Input, Label, Select, Static
 
-from engine.config import SECTIONS, help_for, locate
+from engine.config.schema import SECTIONS, help_for, locate
 from sdxl_tui.widgets.path_suggester import PathSuggester
 
 

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from engine.events import Memory
+from engine.events.types import Memory
 from sdxl_tui.run_model import RunView, format_bytes, sparkline
 
 BAR_WIDTH = 20

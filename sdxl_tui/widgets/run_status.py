@@ -7,9 +7,14 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from engine.events import TRAINING
+from engine.events.types import TRAINING
 from sdxl_tui.run_model import (
-    RunView, display_path, final_lines, format_duration, format_loss, format_lr,
+    RunView,
+    display_path,
+    final_lines,
+    format_duration,
+    format_loss,
+    format_lr,
 )
 
 STALE_AFTER = 60.0  # seconds without an event before a watched run is called quiet

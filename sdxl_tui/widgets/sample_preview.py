@@ -18,10 +18,16 @@ from rich.style import Style
 from rich.text import Text
 from textual.widget import Widget
 
-from engine.events import Sample
+from engine.events.types import Sample
 from sdxl_tui.run_model import display_path
 from sdxl_tui.terminal_images import (
-    HALFBLOCK, KITTY, ImageProtocol, choose_protocol, kitty_delete, kitty_escape, sixel_escape,
+    HALFBLOCK,
+    KITTY,
+    ImageProtocol,
+    choose_protocol,
+    kitty_delete,
+    kitty_escape,
+    sixel_escape,
     tmux_passthrough,
 )
 

@@ -1,0 +1,279 @@
+"""RunConfig: the one typed, frozen, versioned description of a training run.
+
+Field names are sd-scripts' option names wherever one exists, so a user's habits and
+files carry over. Every field's `description` is the help text the wizard shows and the
+comment written beside the key in a saved TOML file. Loading and saving live in
+`config_io`; cross-option rules in `rules`.
+"""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+OptimizerName = Literal[
+    "AdamW", "AdamW8bit", "PagedAdamW8bit", "Lion", "Lion8bit", "PagedLion8bit",
+    "Adafactor", "SGD", "Prodigy",
+]
+SchedulerName = Literal[
+    "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",
+]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+class ModelSection(Section):
+    pretrained_model_name_or_path: str = Field(
+        "", description="Base SDXL model: Hub id, diffusers folder, or single .safetensors file.")
+    vae: str = Field(
+        "", description="Optional separate VAE (folder, Hub id or .safetensors); empty keeps the model's own.")
+    tokenizer_cache_dir: str = Field(
+        "", description="Folder holding the two CLIP tokenizers, for single-file models on offline machines.")
+    clip_skip: Optional[int] = Field(
+        None, ge=1, description="Accepted for sd-scripts compatibility; SDXL always uses the penultimate layer, so it is ignored.")
+    v2: bool = Field(False, description="SD 2.x flag from sd-scripts; not valid for SDXL (must stay false).")
+    v_parameterization: bool = Field(
+        False, description="SD 2.x v-prediction flag; SDXL takes the prediction type from its scheduler config (must stay false).")
+
+
+class DatasetSection(Section):
+    dataset_config: str = Field(
+        "", description="sd-scripts dataset TOML (or JSON): [general], [[datasets]], [[datasets.subsets]].")
+    prior_loss_weight: float = Field(
+        1.0, ge=0.0, description="Loss weight for regularisation images (subsets with is_reg = true).")
+    skip_bad_images: bool = Field(
+        False, description="Skip unreadable images with a warning instead of stopping before training.")
+    max_data_loader_n_workers: int = Field(
+        0, ge=0, description="DataLoader worker processes (0 loads in the training process).")
+
+
+class NetworkSection(Section):
+    network_module: Literal["networks.lora"] = Field(
+        "networks.lora", description="LoRA implementation; sd-scripts' networks.lora layout (LoCon via conv_dim).")
+    network_dim: int = Field(16, ge=1, le=1024, description="LoRA rank: size of the low-rank update per layer.")
+    network_alpha: float = Field(
+        8.0, gt=0.0, description="LoRA alpha: the update is scaled by alpha / dim (e.g. 8 / 16 = 0.5).")
+    network_dropout: Optional[float] = Field(
+        None, ge=0.0, lt=1.0, description="Dropout on the LoRA down projection's output (none when unset).")
+    network_args: list[str] = Field(
+        default_factory=list,
+        description='Extra "key=value" network options as in sd-scripts: conv_dim=4, conv_alpha=1.')
+    network_train_unet_only: bool = Field(
+        False, description="Train LoRA on the UNet only (no text-encoder modules in the file).")
+    network_weights: str = Field("", description="Existing LoRA .safetensors to continue training from.")
+
+    @property
+    def parsed_args(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for item in self.network_args:
+            key, _, value = item.partition("=")
+            out[key.strip()] = value.strip()
+        return out
+
+    @property
+    def conv_dim(self) -> Optional[int]:
+        value = self.parsed_args.get("conv_dim")
+        return int(value) if value else None
+
+    @property
+    def conv_alpha(self) -> Optional[float]:
+        value = self.parsed_args.get("conv_alpha")
+        if value:
+            return float(value)
+        # sd-scripts' networks.lora takes conv_alpha = 1.0 when only conv_dim is given.
+        return 1.0 if self.conv_dim else None
+
+
+class OptimizerSection(Section):
+    optimizer_type: OptimizerName = Field("AdamW8bit", description="Optimizer (bitsandbytes 8-bit ones save memory).")
+    optimizer_args: list[str] = Field(
+        default_factory=list, description='Extra "key=value" optimizer arguments, e.g. weight_decay=0.01.')
+    learning_rate: float = Field(1e-4, gt=0.0, description="Base learning rate; the default for the three below.")
+    unet_lr: Optional[float] = Field(None, gt=0.0, description="UNet LoRA learning rate (defaults to learning_rate).")
+    text_encoder_lr1: Optional[float] = Field(
+        None, ge=0.0,
+        description="Text encoder 1 (CLIP ViT-L, 768 wide, 12 layers) learning rate; defaults to learning_rate.")
+    text_encoder_lr2: Optional[float] = Field(
+        None, ge=0.0,
+        description="Text encoder 2 (OpenCLIP ViT-bigG, 1280 wide, 32 layers) learning rate; defaults to learning_rate.")
+    lr_scheduler: SchedulerName = Field("constant", description="Learning-rate schedule.")
+    lr_warmup_steps: float = Field(
+        0, ge=0, description="Warm-up: a step count, or below 1 a fraction of the total steps.")
+    lr_scheduler_num_cycles: int = Field(1, ge=1, description="Restarts for cosine_with_restarts.")
+    lr_scheduler_power: float = Field(1.0, gt=0.0, description="Power for the polynomial schedule.")
+    max_grad_norm: float = Field(1.0, ge=0.0, description="Clip gradients to this norm (0 turns clipping off).")
+
+    @property
+    def resolved_unet_lr(self) -> float:
+        return self.unet_lr if self.unet_lr is not None else self.learning_rate
+
+    @property
+    def resolved_text_encoder_lr1(self) -> float:
+        return self.text_encoder_lr1 if self.text_encoder_lr1 is not None else self.learning_rate
+
+    @property
+    def resolved_text_encoder_lr2(self) -> float:
+        return self.text_encoder_lr2 if self.text_encoder_lr2 is not None else self.learning_rate
+
+    @property
+    def parsed_args(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for item in self.optimizer_args:
+            key, _, value = item.partition("=")
+            out[key.strip()] = value.strip()
+        return out
+
+
+class TrainingSection(Section):
+    max_train_steps: Optional[int] = Field(
+        None, ge=1, description="Stop after this many optimizer steps (wins over max_train_epochs when both are set).")
+    max_train_epochs: Optional[int] = Field(None, ge=1, description="Stop after this many epochs.")
+    train_batch_size: int = Field(1, ge=1, description="Batch size when the dataset TOML gives none.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Batches per optimizer step.")
+    seed: int = Field(42, ge=0, description="Random seed: same seed, same data, same result.")
+    noise_offset: float = Field(0.0, ge=0.0, description="Noise offset (helps very dark/bright images); 0 is off.")
+    min_snr_gamma: Optional[float] = Field(None, gt=0.0, description="Min-SNR-γ loss weighting (5 is common); off when unset.")
+
+    @property
+    def limited_by(self) -> str:
+        return "steps" if self.max_train_steps is not None else "epochs"
+
+
+class PrecisionSection(Section):
+    mixed_precision: Literal["no", "fp16", "bf16"] = Field(
+        "bf16", description="Compute precision: bf16 on modern GPUs, fp16 on older ones, no = fp32.")
+    gradient_checkpointing: bool = Field(
+        True, description="Recompute activations in the backward pass: much less memory, ~30% slower.")
+    no_half_vae: bool = Field(False, description="Run the VAE in fp32 (SDXL's VAE overflows in fp16).")
+    fused_backward_pass: bool = Field(
+        False, description="Step each LoRA parameter in its gradient hook so full gradients never coexist.")
+    torch_compile: bool = Field(False, description="Compile the UNet with torch.compile (slower start, faster steps).")
+
+
+class CachingSection(Section):
+    cache_latents: bool = Field(True, description="Encode images with the VAE once and keep the latents.")
+    cache_latents_to_disk: bool = Field(False, description="Keep cached latents on disk, reused by later runs.")
+    cache_text_encoder_outputs: bool = Field(
+        False, description="Encode captions once (needs network_train_unet_only; no caption shuffle/dropout).")
+    cache_text_encoder_outputs_to_disk: bool = Field(
+        False, description="Keep cached text-encoder outputs on disk, reused by later runs.")
+
+
+class SavingSection(Section):
+    output_dir: str = Field("output", description="Folder for LoRA files, state, samples, config.toml and events.jsonl.")
+    output_name: str = Field("lora", description="Base name of the LoRA files.")
+    save_model_as: Literal["safetensors"] = Field(
+        "safetensors", description="File format (safetensors only: pickle formats can run code).")
+    save_precision: Literal["fp32", "fp16", "bf16"] = Field("fp16", description="dtype of the saved LoRA tensors.")
+    save_every_n_epochs: Optional[int] = Field(None, ge=1, description="Save a LoRA every N epochs.")
+    save_every_n_steps: Optional[int] = Field(None, ge=1, description="Save a LoRA every N steps.")
+    save_last_n_epochs: Optional[int] = Field(None, ge=1, description="Keep only the newest N epoch saves.")
+    save_state: bool = Field(False, description="Also save optimizer/scheduler/RNG state with each save, for exact resume.")
+
+
+class SamplingSection(Section):
+    sample_prompts: str = Field("", description="Prompts file in sd-scripts' format (--n --w --h --s --l --d options).")
+    sample_every_n_steps: Optional[int] = Field(None, ge=1, description="Make sample images every N steps.")
+    sample_every_n_epochs: Optional[int] = Field(None, ge=1, description="Make sample images every N epochs.")
+    sample_at_first: bool = Field(False, description="Make sample images before training starts.")
+    sample_sampler: Literal[
+        "ddim", "euler", "euler_a", "dpmsolver++", "k_dpm_2", "pndm", "lms", "heun", "dpm_2_a",
+    ] = Field("euler_a", description="Sampler for sample images.")
+
+
+class LoggingSection(Section):
+    logging_dir: str = Field("", description="TensorBoard folder (defaults to output_dir/logs when log_with is set).")
+    log_with: Literal["", "tensorboard"] = Field("", description='Extra metrics sink: "" (events.jsonl only) or "tensorboard".')
+    log_prefix: str = Field("", description="Prefix for the TensorBoard run folder name.")
+    log_every_n_steps: int = Field(
+        10, ge=1, description="Read loss from the device and emit metrics every N steps (a GPU sync).")
+
+
+class RunConfig(Section):
+    schema_version: int = Field(SCHEMA_VERSION, description="Config format version (migrated on load).")
+    model: ModelSection = Field(default_factory=ModelSection)
+    dataset: DatasetSection = Field(default_factory=DatasetSection)
+    network: NetworkSection = Field(default_factory=NetworkSection)
+    optimizer: OptimizerSection = Field(default_factory=OptimizerSection)
+    training: TrainingSection = Field(default_factory=TrainingSection)
+    precision: PrecisionSection = Field(default_factory=PrecisionSection)
+    caching: CachingSection = Field(default_factory=CachingSection)
+    saving: SavingSection = Field(default_factory=SavingSection)
+    sampling: SamplingSection = Field(default_factory=SamplingSection)
+    logging: LoggingSection = Field(default_factory=LoggingSection)
+
+    def with_values(self, **flat: object) -> "RunConfig":
+        """A copy with options changed by their flat (sd-scripts) or dotted names, validated."""
+        data = self.model_dump()
+        for name, value in flat.items():
+            section, key = locate(name)
+            data[section][key] = value
+        return RunConfig.model_validate(data)
+
+
+SECTIONS: dict[str, type[Section]] = {
+    name: info.annotation  # type: ignore[misc]
+    for name, info in RunConfig.model_fields.items()
+    if name != "schema_version"
+}
+
+
+def option_index() -> dict[str, str]:
+    """Flat option name -> section name (names are unique across sections by design)."""
+    return {key: section for section, cls in SECTIONS.items() for key in cls.model_fields}
+
+
+def locate(name: str) -> tuple[str, str]:
+    """Resolve `network_dim` or `network.network_dim` to (section, key)."""
+    if "." in name:
+        section, key = name.split(".", 1)
+        if section in SECTIONS and key in SECTIONS[section].model_fields:
+            return section, key
+    else:
+        index = option_index()
+        if name in index:
+            return index[name], name
+    from engine.config.names import nearest
+    from engine.errors import ConfigError
+
+    raise ConfigError(f"unknown option '{name}'", key=name,
+                      hint=nearest(name.split(".")[-1], list(option_index())))
+
+
+def help_for(section: str, key: str) -> str:
+    return SECTIONS[section].model_fields[key].description or ""
+
+
+# Options holding file or folder paths. Relative ones are relative to the config file's
+# folder, so a config replays the same from any working directory.
+PATH_OPTIONS = (
+    ("model", "pretrained_model_name_or_path"), ("model", "vae"), ("model", "tokenizer_cache_dir"),
+    ("dataset", "dataset_config"), ("network", "network_weights"), ("saving", "output_dir"),
+    ("sampling", "sample_prompts"), ("logging", "logging_dir"),
+)
+
+
+def resolve_relative_paths(cfg: RunConfig, base_dir: "str | object") -> RunConfig:
+    """A copy with relative path options made absolute against `base_dir`.
+
+    A model or VAE value that is not an existing path stays as written (it may be a Hub id).
+    """
+    from pathlib import Path
+
+    base = Path(str(base_dir)).resolve()
+    changes: dict[str, object] = {}
+    for section, key in PATH_OPTIONS:
+        value = getattr(getattr(cfg, section), key)
+        if not value or Path(value).expanduser().is_absolute():
+            if value and value.startswith("~"):
+                changes[f"{section}.{key}"] = str(Path(value).expanduser())
+            continue
+        candidate = base / value
+        if key in ("pretrained_model_name_or_path", "vae") and not candidate.exists():
+            continue
+        changes[f"{section}.{key}"] = str(candidate)
+    return cfg.with_values(**changes) if changes else cfg

@@ -1,0 +1,412 @@
+"""From the dataset config and the loaded model to the batches the training loop consumes.
+
+`prepare_training_data` scans the dataset, caches latents and/or text-encoder outputs as the
+config asks (engine/data/caching.py), then puts the VAE and text encoders where the loop needs
+them: off the device once their outputs are cached (and the encoders are not trained), on it
+otherwise. `TrainingData.epoch_batches(epoch)` yields `Batch`es, deterministic for a seed and
+an epoch. `epoch` is 0-based (epochs completed before this one, as the loop counts); caption
+processing sees `epoch + 1`, as sd-scripts counts epochs for caption_dropout_every_n_epochs.
+
+Every random choice for one sample (crop offset, flip, colour shift, caption shuffle/dropout)
+comes from a generator named by (seed, epoch, rank, batch position, slot), so the result does
+not depend on DataLoader workers, on caching, or on where a resumed run restarts: a cached
+latent is flipped exactly when the uncached image would have been.
+"""
+from __future__ import annotations
+
+import gc
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Optional
+
+from engine.data import batching
+from engine.data.batching import training_length
+from engine.data.buckets import crop_geometry
+from engine.data.caching import (
+    LatentJob,
+    LatentStore,
+    Progress,
+    TextStore,
+    cache_latents,
+    cache_text_outputs,
+    pixels_to_tensor,
+)
+from engine.data.captions import CaptionOptions, process_caption
+from engine.data.dataset_config import SubsetSpec, load_dataset_config, resolve_dataset_config_path
+from engine.data.scan import ImageItem, ScannedDataset, scan_dataset
+from engine.data.transfer import to_device
+from engine.errors import ConfigError
+from engine.events.types import CACHING_LATENTS, CACHING_TEXT, SCANNING_DATASET, Phase, Warning_
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch: every image shares a bucket. Tensors are on the training device."""
+    latents: Optional["torch.Tensor"]  # (B, 4, h, w) scaled, in the training dtype; None when not cached
+    pixels: Optional["torch.Tensor"]  # (B, 3, H, W) float32 in [-1, 1]; None when latents are cached
+    captions: list[str]  # after caption processing
+    text_hidden: Optional["torch.Tensor"]  # (B, 77, w1 + w2) when text outputs are cached
+    text_pooled: Optional["torch.Tensor"]  # (B, proj) when text outputs are cached
+    time_ids: "torch.Tensor"  # (B, 6) float32: original h, w, crop top, left, target h, w
+    loss_weights: "torch.Tensor"  # (B,) float32: 1, or prior_loss_weight for regularisation images
+    paths: list[str]
+
+
+def sample_rng(seed: int, epoch: int, rank: int, position: int, slot: int, purpose: str) -> random.Random:
+    return random.Random(f"{purpose}:{seed}:{epoch}:{rank}:{position}:{slot}")
+
+
+# ---- loading uncached images (in DataLoader workers) ----------------------------------------
+
+@dataclass(frozen=True)
+class _ImageTask:
+    path: Path
+    bucket: tuple[int, int]
+    resized: tuple[int, int]
+    random_crop: bool
+    flip_aug: bool
+    color_aug: bool
+    interpolation: Optional[str]
+    rng_name: str
+
+
+class _EpochImages:
+    """A torch Dataset whose item k is the pixels and time ids of the k-th batch."""
+
+    def __init__(self, tasks: list[list[_ImageTask]]) -> None:
+        self.tasks = tasks
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __getitem__(self, k: int) -> dict:
+        import torch
+
+        from engine.data.images import load_training_image
+
+        pixels, time_ids = [], []
+        for task in self.tasks[k]:
+            loaded = load_training_image(task.path, task.bucket, rng=random.Random(task.rng_name),
+                                         resized=task.resized, random_crop=task.random_crop,
+                                         flip_aug=task.flip_aug, color_aug=task.color_aug,
+                                         interpolation=task.interpolation)
+            pixels.append(pixels_to_tensor(loaded.pixels))
+            time_ids.append(loaded.time_ids())
+        return {"pixels": torch.stack(pixels), "time_ids": torch.tensor(time_ids, dtype=torch.float32)}
+
+
+# ---- the data ------------------------------------------------------------------------------
+
+@dataclass
+class TrainingData:
+    scanned: ScannedDataset
+    seed: int
+    device: Any
+    dtype: Any
+    prior_loss_weight: float = 1.0
+    rank: int = 0
+    world_size: int = 1
+    num_workers: int = 0
+    gradient_accumulation_steps: int = 1
+    max_train_steps: int = 0
+    latents: Optional[LatentStore] = None
+    text: Optional[TextStore] = None
+    interrupted: bool = False  # a stop was requested while caching; the data is incomplete
+    _subsets: dict[int, SubsetSpec] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._subsets = {s.index: s for s in self.scanned.config.all_subsets()}
+
+    # figures for the plan, events and LoRA metadata
+    @property
+    def batches_per_epoch(self) -> int:
+        return batching.batches_per_epoch(self.scanned, self.world_size)
+
+    @property
+    def num_train_images(self) -> int:
+        return self.scanned.num_train_images
+
+    @property
+    def num_reg_images(self) -> int:
+        return self.scanned.num_reg_images
+
+    @property
+    def manifest_hash(self) -> str:
+        return self.scanned.manifest_hash()
+
+    @property
+    def bucket_info(self) -> dict:
+        return bucket_info(self.scanned)
+
+    @property
+    def tag_frequency(self) -> dict[str, dict[str, int]]:
+        return tag_frequency(self.scanned)
+
+    # batches
+    def epoch_batches(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
+        """This rank's batches of `epoch` (0-based), the first `skip` left out (resume)."""
+        if self.interrupted:
+            raise RuntimeError("caching was stopped part-way; this training data is incomplete")
+        plan = list(batching.iter_epoch(self.scanned, self.seed, epoch, rank=self.rank,
+                                        world_size=self.world_size, start_batch=skip))
+        positions = range(skip, skip + len(plan))
+        loaded = iter(self._image_loader(epoch, plan, positions)) if self.latents is None else None
+        for position, planned in zip(positions, plan):
+            images = next(loaded) if loaded is not None else None
+            yield self._batch(epoch, position, planned, images)
+
+    def _caption(self, item: ImageItem, epoch: int, position: int, slot: int) -> str:
+        options = CaptionOptions.from_subset(self._subsets[item.subset_index])
+        rng = sample_rng(self.seed, epoch, self.rank, position, slot, "caption")
+        global_batch = epoch * self.batches_per_epoch + position
+        return process_caption(item.caption, options, rng, epoch=epoch + 1,
+                               step=global_batch // self.gradient_accumulation_steps,
+                               max_train_steps=self.max_train_steps)
+
+    def _batch(self, epoch: int, position: int, planned: batching.Batch, images: Optional[dict]) -> Batch:
+        import torch
+
+        items = [self.scanned.items[i] for i in planned.items]
+        captions = [self._caption(item, epoch, position, slot) for slot, item in enumerate(items)]
+        if self.latents is not None:
+            latents, time_ids = self._cached_latents(epoch, position, planned.items, items)
+            pixels = None
+        else:
+            assert images is not None
+            latents = None
+            pixels = images["pixels"].to(self.device, non_blocking=True)
+            time_ids = images["time_ids"]
+        hidden = pooled = None
+        if self.text is not None:
+            hidden, pooled = self.text.gather(planned.items)
+        weights = torch.tensor([self.prior_loss_weight if item.is_reg else 1.0 for item in items],
+                               dtype=torch.float32)
+        return Batch(latents=latents, pixels=pixels, captions=captions, text_hidden=hidden,
+                     text_pooled=pooled, time_ids=to_device(time_ids, self.device),
+                     loss_weights=to_device(weights, self.device), paths=[str(item.path) for item in items])
+
+    def _cached_latents(self, epoch: int, position: int, indices: tuple[int, ...], items: list[ImageItem]):
+        import torch
+
+        assert self.latents is not None
+        flips, time_ids = [], []
+        for slot, item in enumerate(items):
+            subset = self._subsets[item.subset_index]
+            rng = sample_rng(self.seed, epoch, self.rank, position, slot, "image")
+            # the same draw load_training_image makes, so cached and uncached runs flip alike
+            flipped = bool(subset.flip_aug and rng.random() < 0.5)
+            geometry = crop_geometry(item.size, item.bucket, resized=item.resized)
+            flips.append(flipped)
+            time_ids.append((geometry.flipped() if flipped else geometry).time_ids())
+        latents = self.latents.gather(indices, flips)
+        return latents, torch.tensor(time_ids, dtype=torch.float32)
+
+    def _image_loader(self, epoch: int, plan: list[batching.Batch], positions: range):
+        import torch
+        from torch.utils.data import DataLoader
+
+        tasks = []
+        for position, planned in zip(positions, plan):
+            batch_tasks = []
+            for slot, index in enumerate(planned.items):
+                item = self.scanned.items[index]
+                subset = self._subsets[item.subset_index]
+                batch_tasks.append(_ImageTask(
+                    item.path, item.bucket, item.resized, subset.random_crop, subset.flip_aug, subset.color_aug,
+                    self.scanned.dataset(item.dataset_index).resize_interpolation,
+                    f"image:{self.seed}:{epoch}:{self.rank}:{position}:{slot}"))
+            tasks.append(batch_tasks)
+        on_cuda = torch.device(self.device).type == "cuda"
+        # A DataLoader iterator draws its base seed from the global torch RNG unless given a
+        # generator; that draw would fall at a different point of the stream in a resumed run
+        # (whose iterator starts mid-epoch) and shift every later noise sample. Its own
+        # generator keeps the training stream untouched (the images use named generators).
+        loader_rng = torch.Generator().manual_seed(hash((self.seed, epoch, self.rank)) & 0x7FFFFFFF)
+        return DataLoader(_EpochImages(tasks), batch_size=None, shuffle=False, num_workers=self.num_workers,
+                          pin_memory=on_cuda, generator=loader_rng)
+
+
+# ---- metadata figures ------------------------------------------------------------------------
+
+def bucket_info(scanned: ScannedDataset) -> dict:
+    """sd-scripts' ss_bucket_info shape: buckets with resolution and count, mean aspect error."""
+    counts: dict[tuple[int, int], int] = {}
+    errors = []
+    for item in scanned.items:
+        counts[item.bucket] = counts.get(item.bucket, 0) + item.num_repeats
+        errors.append(abs(item.bucket[0] / item.bucket[1] - item.size[0] / item.size[1]))
+    buckets = {str(n): {"resolution": list(reso), "count": count}
+               for n, (reso, count) in enumerate(sorted(counts.items()))}
+    return {"buckets": buckets, "mean_img_ar_error": sum(errors) / len(errors) if errors else 0.0}
+
+
+def tag_frequency(scanned: ScannedDataset) -> dict[str, dict[str, int]]:
+    """Per subset folder, how many images carry each comma-separated tag (ss_tag_frequency)."""
+    sources = {s.subset_index: s.source for s in scanned.subsets}
+    out: dict[str, dict[str, int]] = {}
+    for item in scanned.items:
+        counts = out.setdefault(sources[item.subset_index].name, {})
+        for tag in item.caption.split(","):
+            tag = tag.strip()
+            if tag:
+                counts[tag] = counts.get(tag, 0) + 1
+    return out
+
+
+# ---- preparing -------------------------------------------------------------------------------
+
+def _refuse_changing_inputs(scanned: ScannedDataset, what: str, keys: tuple[str, ...]) -> None:
+    """engine/config/rules.py refuses these first; this guards callers that skipped the rules."""
+    for subset in scanned.config.all_subsets():
+        for key in keys:
+            if getattr(subset, key):
+                raise ConfigError(f"{what} cannot be used with {key} (subset {subset.index}): the input "
+                                  "changes every step, so a cached result would be wrong", key=key,
+                                  hint=f"turn off {key} or {what}")
+
+
+def _refuse_unsupported(scanned: ScannedDataset) -> None:
+    """Dataset keys that parse (sd-scripts files carry them) but that no batch can honour yet:
+    training without them silently would be a different run than the user asked for."""
+    for subset in scanned.config.all_subsets():
+        if subset.alpha_mask:
+            raise ConfigError(f"alpha_mask = true (subset {subset.index}) is not supported yet: the loss "
+                              "would ignore the transparency", key="alpha_mask",
+                              hint="remove alpha_mask, or flatten the images onto a background")
+    for dataset in scanned.config.datasets:
+        if dataset.network_multiplier != 1.0:
+            raise ConfigError(f"network_multiplier = {dataset.network_multiplier} (datasets[{dataset.index}]) is "
+                              "not supported yet: every dataset trains the LoRA at strength 1",
+                              key="network_multiplier", hint="remove network_multiplier from the dataset config")
+
+
+def _latent_jobs(scanned: ScannedDataset) -> list[LatentJob]:
+    subsets = {s.index: s for s in scanned.config.all_subsets()}
+    jobs = []
+    for index, item in enumerate(scanned.items):
+        geometry = crop_geometry(item.size, item.bucket, resized=item.resized)
+        jobs.append(LatentJob(index, item.path, item.bucket, item.resized, geometry.crop_top_left,
+                              subsets[item.subset_index].flip_aug,
+                              scanned.dataset(item.dataset_index).resize_interpolation))
+    return jobs
+
+
+def _fixed_captions(scanned: ScannedDataset) -> dict[int, str]:
+    """Each item's caption when it cannot change between steps (prefix/suffix applied)."""
+    subsets = {s.index: s for s in scanned.config.all_subsets()}
+    out = {}
+    for index, item in enumerate(scanned.items):
+        options = CaptionOptions.from_subset(subsets[item.subset_index])
+        if not options.is_static:
+            raise ConfigError(f"cache_text_encoder_outputs cannot be used with caption shuffling, dropout or "
+                              f"token warm-up (subset {item.subset_index}): the caption changes every step",
+                              key="cache_text_encoder_outputs", hint="turn those off, or stop caching text")
+        out[index] = process_caption(item.caption, options, random.Random(0))
+    return out
+
+
+def _barrier(world_size: int) -> None:
+    if world_size > 1:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+
+
+def _place(module: Any, device: Any) -> None:
+    if module is not None:
+        module.to(device)
+
+
+def _free_device_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        gc.collect()  # drop lingering references first, so the cached blocks can be returned
+        torch.cuda.empty_cache()
+
+
+def _cache_latents_for(cfg: Any, scanned: ScannedDataset, model: Any, *, emit, device, dtype, control,
+                       rank: int, world_size: int) -> tuple[LatentStore, bool]:
+    _refuse_changing_inputs(scanned, "cache_latents", ("random_crop", "color_aug"))
+    to_disk = cfg.caching.cache_latents_to_disk
+    jobs = _latent_jobs(scanned)
+    workers = cfg.dataset.max_data_loader_n_workers
+    _place(model.vae, device)
+    if to_disk and world_size > 1:  # each rank writes its share, then everyone reads them all
+        share = Progress(emit, CACHING_LATENTS, 0, control)
+        _, complete = cache_latents(jobs[rank::world_size], model.vae, to_disk=True, device="cpu", dtype=dtype,
+                                    progress=share, num_workers=workers)
+        _barrier(world_size)
+        if not complete:
+            return LatentStore(), False
+    progress = Progress(emit, CACHING_LATENTS, len(jobs), control)
+    return cache_latents(jobs, model.vae, to_disk=to_disk, device=device, dtype=dtype, progress=progress,
+                         num_workers=workers)
+
+
+def prepare_training_data(cfg: Any, model: Any, *, emit, device, dtype, control, rank: int = 0,
+                          world_size: int = 1, base_dir: Optional[Path] = None,
+                          scanned: Optional[ScannedDataset] = None) -> TrainingData:
+    """Scan, cache as configured, and place the VAE / text encoders for the loop.
+
+    Afterwards the VAE is on `device` only when latents are not cached, and the text
+    encoders only when their outputs are not cached or they are trained. A stop request
+    during caching returns data with `interrupted = True` (what was written to disk stays).
+    """
+    import time
+
+    caching = cfg.caching
+    emit(Phase(time=time.time(), name=SCANNING_DATASET))
+    if scanned is None:  # engine.train.run scans before the model loads and hands it over
+        config = load_dataset_config(resolve_dataset_config_path(cfg, base_dir),
+                                     default_batch_size=cfg.training.train_batch_size)
+        scanned = scan_dataset(config, skip_bad_images=cfg.dataset.skip_bad_images)
+    _refuse_unsupported(scanned)
+    for message in scanned.warnings:
+        emit(Warning_(time=time.time(), message=message))
+
+    data = TrainingData(scanned=scanned, seed=cfg.training.seed, device=device, dtype=dtype,
+                        prior_loss_weight=cfg.dataset.prior_loss_weight, rank=rank, world_size=world_size,
+                        num_workers=cfg.dataset.max_data_loader_n_workers,
+                        gradient_accumulation_steps=cfg.training.gradient_accumulation_steps)
+    data.max_train_steps = _planned_steps(cfg, data)
+
+    cache_latents_on = caching.cache_latents or caching.cache_latents_to_disk
+    if cache_latents_on:
+        data.latents, complete = _cache_latents_for(cfg, scanned, model, emit=emit, device=device, dtype=dtype,
+                                                    control=control, rank=rank, world_size=world_size)
+        if not complete:
+            data.interrupted = True
+            return data
+
+    cache_text_on = caching.cache_text_encoder_outputs or caching.cache_text_encoder_outputs_to_disk
+    if cache_text_on:
+        captions = _fixed_captions(scanned)
+        _place(model.text_encoder1, device)
+        _place(model.text_encoder2, device)
+        progress = Progress(emit, CACHING_TEXT, 0, control)
+        data.text, complete = cache_text_outputs(
+            captions, {i: item.path for i, item in enumerate(scanned.items)}, model,
+            to_disk=caching.cache_text_encoder_outputs_to_disk, device=device, dtype=dtype, progress=progress)
+        if not complete:
+            data.interrupted = True
+            return data
+
+    _place(model.vae, "cpu" if cache_latents_on else device)
+    encoders_home = "cpu" if cache_text_on and cfg.network.network_train_unet_only else device
+    _place(model.text_encoder1, encoders_home)
+    _place(model.text_encoder2, encoders_home)
+    _free_device_memory()
+    return data
+
+
+def _planned_steps(cfg: Any, data: TrainingData) -> int:
+    """Total optimizer steps, counted as the plan counts them (token warm-up may be a fraction)."""
+    per_epoch = -(-data.batches_per_epoch // data.gradient_accumulation_steps)
+    steps, _, _ = training_length(per_epoch, cfg.training.max_train_steps, cfg.training.max_train_epochs)
+    return steps

@@ -1,0 +1,415 @@
+"""sd-scripts `--config_file` args TOML -> RunConfig, with a note for every key.
+
+sd-scripts' rules, followed here: table names are decoration (every table is flattened one
+level into one namespace); keys are option names (ours are the same names, so most map 1:1);
+there is no unknown-key check there, so every key is reported here as mapped, renamed,
+converted, moved to the dataset TOML, or not used. Options sd-scripts takes on the command
+line as dataset defaults (resolution, caption_extension, ...) sit beneath the dataset TOML's
+[general] table, so they are merged into a copy of it where [general] lacks them.
+Keys the args file does not set take sd-scripts' defaults where ours differ.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from engine.config.schema import RunConfig, option_index
+from engine.errors import ConfigError
+from engine.interop.kohya_toml import absolutise_paths, flatten_args, read_toml
+
+# Top-level names our own config uses; an args TOML never has these as tables.
+_OUR_SECTIONS = {"model", "dataset", "network", "optimizer", "training", "precision", "caching",
+                 "saving", "sampling", "logging"}
+
+# sd-scripts' defaults where they differ from ours (applied when the args file leaves the key out).
+SD_SCRIPTS_DEFAULTS: dict[str, Any] = {
+    "network_dim": 4, "network_alpha": 1.0, "optimizer_type": "AdamW", "learning_rate": 2e-6,
+    "mixed_precision": "no", "gradient_checkpointing": False, "cache_latents": False, "save_precision": "fp32",
+    "output_name": "last", "sample_sampler": "ddim",
+}
+SD_SCRIPTS_MAX_TRAIN_STEPS = 1600  # when neither steps nor epochs are given
+
+_OPTIMIZERS = {name.lower(): name for name in (
+    "AdamW", "AdamW8bit", "PagedAdamW8bit", "Lion", "Lion8bit", "PagedLion8bit", "Adafactor", "SGD", "Prodigy")}
+_SAMPLERS = {"k_euler": "euler", "k_euler_a": "euler_a", "k_dpm_2_a": "dpm_2_a", "k_lms": "lms",
+             "dpm_2": "k_dpm_2"}
+_SAVE_PRECISION = {"float": "fp32", "fp32": "fp32", "fp16": "fp16", "bf16": "bf16"}
+_PATH_OPTIONS = ("pretrained_model_name_or_path", "vae", "dataset_config", "sample_prompts", "network_weights",
+                 "tokenizer_cache_dir")
+
+# sd-scripts options with no effect on what is learned, or handled automatically here.
+_HARMLESS = {
+    "xformers": "attention runs through PyTorch SDPA automatically", "sdpa": "PyTorch SDPA is always used",
+    "mem_eff_attn": "PyTorch SDPA is always used", "persistent_data_loader_workers": "not needed",
+    "lowram": "not needed", "highvram": "not needed", "no_metadata": "metadata is always written",
+    "training_comment": "not stored", "max_token_length": "SDXL prompts use the 77-token window",
+    "full_fp16": "LoRA weights train in fp32 with mixed precision", "full_bf16": "LoRA weights train in fp32 with mixed precision",
+    "save_n_epoch_ratio": "use save_every_n_epochs", "vae_batch_size": "chosen automatically",
+    "console_log_level": "not used", "console_log_file": "not used", "console_log_simple": "not used",
+    "wandb_api_key": "wandb is not supported", "wandb_run_name": "wandb is not supported",
+    "log_tracker_name": "not used", "log_tracker_config": "not used", "log_config": "config.toml is always written",
+    "output_config": "not used", "config_file": "not used", "dim_from_weights": "rank is read from network_weights",
+    "huggingface_repo_id": "uploading is not supported", "huggingface_token": "uploading is not supported",
+    "async_upload": "uploading is not supported", "save_state_on_train_end": "use save_state",
+    "ddp_timeout": "not used", "ddp_gradient_as_bucket_view": "not used", "ddp_static_graph": "not used",
+    "use_safetensors": "always safetensors", "skip_cache_check": "caches are checked",
+    "resume": "continue a stopped run with `sdxl-tui resume`", "initial_epoch": "use `sdxl-tui resume`",
+    "initial_step": "use `sdxl-tui resume`", "skip_until_initial_step": "use `sdxl-tui resume`",
+}
+# sd-scripts options that change training and have no equivalent here: reported when not "off".
+_UNSUPPORTED_OFF = {
+    "min_timestep": (None, 0), "max_timestep": (None, 1000), "multires_noise_iterations": (None, 0),
+    "multires_noise_discount": (None, 0.3), "ip_noise_gamma": (None, 0, 0.0), "scale_weight_norms": (None,),
+    "loss_type": ("l2",), "zero_terminal_snr": (False,), "debiased_estimation_loss": (False,),
+    "adaptive_noise_scale": (None,), "noise_offset_random_strength": (False,), "v_pred_like_loss": (None,),
+    "network_train_text_encoder_only": (False,), "masked_loss": (False,), "weighted_captions": (False,),
+    "full_bf16": (False,), "fp8_base": (False,), "fp8_base_unet": (False,), "cpu_offload_checkpointing": (False,),
+    "scale_v_pred_loss_like_noise_pred": (False,), "network_multiplier": (None, 1.0),
+}
+
+
+@dataclass(frozen=True)
+class KeyNote:
+    key: str
+    status: str  # mapped / renamed / converted / dataset / not used
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.status:9} {self.key}" + (f": {self.detail}" if self.detail else "")
+
+
+@dataclass
+class ImportResult:
+    config: RunConfig
+    notes: list[KeyNote] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    dataset_defaults: dict[str, Any] = field(default_factory=dict)  # for the dataset TOML's [general]
+
+    def lines(self) -> list[str]:
+        return [str(n) for n in self.notes] + self.messages
+
+
+
+
+def is_kohya_args(doc: Mapping[str, Any]) -> bool:
+    """True for an sd-scripts args TOML, False for our own config (sections model/network/...)."""
+    if "schema_version" in doc or any(k in _OUR_SECTIONS and isinstance(v, Mapping) for k, v in doc.items()):
+        return False
+    known = set(option_index()) | set(_HARMLESS) | {"text_encoder_lr", "train_data_dir", "resolution"}
+    return any(key in known for key in flatten_args(doc))
+
+
+def _dataset_level_keys() -> set[str]:
+    from engine.data.dataset_keys import GENERAL_VALID
+
+    return set(GENERAL_VALID) - {"batch_size"}
+
+
+def _resolution(value: Any) -> Any:
+    if isinstance(value, str):
+        parts = [int(p) for p in re.split(r"[,x ]+", value.strip()) if p]
+        return parts[0] if len(parts) == 1 else parts[:2]
+    return value
+
+
+def _pair(value: Any) -> Any:
+    if isinstance(value, str):
+        return [float(p) for p in value.split(",")]
+    return value
+
+
+class _Converter:
+    """One pass over the flattened keys; collects values for RunConfig and notes."""
+
+    def __init__(self, base_dir: Path) -> None:
+        self.index = option_index()
+        self.dataset_keys = _dataset_level_keys()
+        self.base_dir = base_dir
+        self.values: dict[str, Any] = {}
+        self.notes: list[KeyNote] = []
+        self.dataset_defaults: dict[str, Any] = {}
+        self.train_data_dir: Optional[str] = None
+
+    def note(self, key: str, status: str, detail: str = "") -> None:
+        self.notes.append(KeyNote(key, status, detail))
+
+    def run(self, flat: Mapping[str, Any]) -> None:
+        for key, value in flat.items():
+            handler = getattr(self, f"_key_{key}", None)
+            if handler is not None:
+                handler(value)
+            elif key in self.index:
+                self._direct(key, value)
+            elif key in self.dataset_keys:
+                self._dataset(key, value)
+            else:
+                self._unknown(key, value)
+
+    def _direct(self, key: str, value: Any) -> None:
+        if key in _PATH_OPTIONS and isinstance(value, str) and value:
+            p = Path(value).expanduser()
+            if not p.is_absolute() and (self.base_dir / p).exists():
+                value = str((self.base_dir / p).resolve())
+                self.values[key] = value
+                self.note(key, "converted", f"relative path resolved as sd-scripts does (from {self.base_dir})")
+                return
+        if value is None:
+            self.note(key, "mapped", "unset")
+            return
+        self.values[key] = value
+        self.note(key, "mapped")
+
+    def _dataset(self, key: str, value: Any) -> None:
+        if value is None or (value is False and key != "enable_bucket"):
+            self.note(key, "not used", "off (the dataset default)")
+            return
+        if key == "resolution":
+            value = _resolution(value)
+        if key == "face_crop_aug_range":
+            value = _pair(value)
+        self.dataset_defaults[key] = value
+        self.note(key, "dataset", "a dataset default: goes into the dataset TOML's [general] table")
+
+    def _unknown(self, key: str, value: Any) -> None:
+        if key in _UNSUPPORTED_OFF:
+            if value in _UNSUPPORTED_OFF[key]:
+                self.note(key, "not used", "off")
+            else:
+                self.note(key, "not used", f"= {value!r} changes training but sdxl-tui has no equivalent; the run will differ")
+        elif key in _HARMLESS:
+            self.note(key, "not used", _HARMLESS[key])
+        else:
+            from engine.config.names import nearest
+
+            guess = nearest(key, list(self.index) + sorted(self.dataset_keys))
+            hint = f"; {guess}" if guess.startswith("did you mean") else ""
+            self.note(key, "not used", f"not an option sdxl-tui knows (sd-scripts silently ignores it too){hint}")
+
+    # --- keys that need more than a 1:1 copy ------------------------------------------
+    def _key_text_encoder_lr(self, value: Any) -> None:
+        if value is None or value == []:
+            self.note("text_encoder_lr", "mapped", "unset")
+            return
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        lr1, lr2 = (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
+        self.values["text_encoder_lr1"], self.values["text_encoder_lr2"] = lr1, lr2
+        detail = "one rate for both encoders" if len(values) == 1 else \
+            "two rates; note sd-scripts' networks.lora applies only the first to both encoders"
+        self.note("text_encoder_lr", "renamed", f"-> text_encoder_lr1 = {lr1}, text_encoder_lr2 = {lr2} ({detail})")
+
+    def _key_lr_warmup_steps(self, value: Any) -> None:
+        self.values["lr_warmup_steps"] = value
+        if isinstance(value, float) and 0 < value < 1:
+            self.note("lr_warmup_steps", "mapped", f"{value} is a ratio of the total steps")
+        else:
+            self.note("lr_warmup_steps", "mapped")
+
+    def _key_optimizer_type(self, value: Any) -> None:
+        name = _OPTIMIZERS.get(str(value).lower())
+        if name is None:
+            self.note("optimizer_type", "not used", f"{value!r} is not available here (choose one of {', '.join(_OPTIMIZERS.values())})")
+            return
+        self.values["optimizer_type"] = name
+        self.note("optimizer_type", "mapped" if name == value else "converted", "" if name == value else f"-> {name}")
+
+    def _key_use_8bit_adam(self, value: Any) -> None:
+        if value:
+            self.values.setdefault("optimizer_type", "AdamW8bit")
+            self.note("use_8bit_adam", "renamed", "-> optimizer_type = AdamW8bit")
+        else:
+            self.note("use_8bit_adam", "not used", "off")
+
+    def _key_use_lion_optimizer(self, value: Any) -> None:
+        if value:
+            self.values.setdefault("optimizer_type", "Lion")
+            self.note("use_lion_optimizer", "renamed", "-> optimizer_type = Lion")
+        else:
+            self.note("use_lion_optimizer", "not used", "off")
+
+    def _key_save_precision(self, value: Any) -> None:
+        if value is None:
+            self.note("save_precision", "mapped", "unset (sd-scripts then saves fp32)")
+            return
+        self.values["save_precision"] = _SAVE_PRECISION.get(str(value), value)
+        self.note("save_precision", "converted" if value == "float" else "mapped", "-> fp32" if value == "float" else "")
+
+    def _key_save_model_as(self, value: Any) -> None:
+        if value in (None, "safetensors"):
+            self.note("save_model_as", "mapped")
+        else:
+            self.note("save_model_as", "converted", f"{value!r} -> safetensors (pickle-based formats are not written)")
+
+    def _key_sample_sampler(self, value: Any) -> None:
+        from engine.config.schema import SamplingSection
+
+        allowed = SamplingSection.model_fields["sample_sampler"].annotation.__args__
+        name = _SAMPLERS.get(value, value)
+        if name in allowed:
+            self.values["sample_sampler"] = name
+            self.note("sample_sampler", "mapped" if name == value else "converted", "" if name == value else f"-> {name}")
+        else:
+            self.note("sample_sampler", "not used", f"{value!r} is not available; using euler_a")
+            self.values["sample_sampler"] = "euler_a"
+
+    def _key_log_with(self, value: Any) -> None:
+        if value in (None, "", "tensorboard"):
+            self._direct("log_with", value or "")
+        else:
+            self.values["log_with"] = "tensorboard" if value == "all" else ""
+            self.note("log_with", "converted", f"{value!r}: only tensorboard is supported")
+
+    def _key_network_module(self, value: Any) -> None:
+        if value in (None, "networks.lora"):
+            self.note("network_module", "mapped")
+        else:
+            self.note("network_module", "not used", f"{value!r} is not supported; training networks.lora instead")
+
+    def _key_network_args(self, value: Any) -> None:
+        args = list(value or [])
+        keys = {a.partition("=")[0].strip() for a in args}
+        if "conv_dim" in keys and "conv_alpha" not in keys:
+            args.append("conv_alpha=1")
+            self.note("network_args", "converted", "conv_alpha=1 added (sd-scripts' default when only conv_dim is given)")
+        else:
+            self.note("network_args", "mapped")
+        self.values["network_args"] = args
+
+    def _key_train_data_dir(self, value: Any) -> None:
+        self.note("train_data_dir", "not used", "folder-style dataset: needs a dataset TOML (see below)")
+        self.train_data_dir = value
+
+    def _key_reg_data_dir(self, value: Any) -> None:
+        self.note("reg_data_dir", "not used", "folder-style dataset: add it to the dataset TOML as subsets with is_reg = true")
+
+    def _key_in_json(self, value: Any) -> None:
+        self.note("in_json", "not used", "fine-tuning metadata: use a dataset TOML subset with metadata_file")
+
+
+def _finish(values: dict[str, Any], notes: list[KeyNote]) -> None:
+    """sd-scripts' defaults for keys the file leaves out, and its steps/epochs precedence."""
+    for key, default in SD_SCRIPTS_DEFAULTS.items():
+        if key not in values:
+            values[key] = default
+            notes.append(KeyNote(key, "converted", f"not in the file: sd-scripts' default {default!r}"))
+    if values.get("max_train_epochs") is not None and values.get("max_train_steps") is not None:
+        values.pop("max_train_steps")
+        notes.append(KeyNote("max_train_steps", "not used", "max_train_epochs is set, and in sd-scripts epochs win"))
+    elif values.get("max_train_epochs") is None and values.get("max_train_steps") is None:
+        values["max_train_steps"] = SD_SCRIPTS_MAX_TRAIN_STEPS
+        notes.append(KeyNote("max_train_steps", "converted", f"not in the file: sd-scripts' default {SD_SCRIPTS_MAX_TRAIN_STEPS}"))
+    if values.get("seed") is None:
+        values["seed"] = 42
+        notes.append(KeyNote("seed", "converted", "unset: sd-scripts picks a random seed each run; sdxl-tui uses 42"))
+
+
+def train_data_dir_help(train_data_dir: str, resolution: Any = 1024) -> str:
+    """What to do with a folder-style (`10_name`) dataset: the dataset TOML to write."""
+    lines = ["[general]", "caption_extension = \".txt\"", "", "[[datasets]]", f"resolution = {resolution}"]
+    root = Path(train_data_dir)
+    found = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    for folder in found or [root / "10_name"]:
+        match = re.match(r"^(\d+)_(.*)$", folder.name)
+        repeats, tokens = (int(match.group(1)), match.group(2)) if match else (1, "")
+        lines += ["", "  [[datasets.subsets]]", f"  image_dir = \"{folder.as_posix()}\"", f"  num_repeats = {repeats}"]
+        if tokens:
+            lines.append(f"  class_tokens = \"{tokens}\"")
+    return ("this config uses train_data_dir (folders named <repeats>_<class tokens>); sdxl-tui reads sd-scripts' "
+            "dataset TOML instead. Save this as dataset.toml and pass it with --dataset-config:\n" + "\n".join(lines))
+
+
+def convert_kohya_args(doc: Mapping[str, Any], *, dataset_config: Optional[str] = None,
+                       base_dir: Optional[Path] = None) -> ImportResult:
+    """An args TOML (parsed) -> RunConfig plus a note for every key. Writes nothing."""
+    from pydantic import ValidationError
+
+    from engine.config.schema import locate
+
+    conv = _Converter(Path(base_dir) if base_dir else Path.cwd())
+    conv.run(flatten_args(doc))
+    if dataset_config:
+        conv.values["dataset_config"] = dataset_config
+        conv.note("--dataset-config", "mapped", f"dataset_config = {dataset_config}")
+    _finish(conv.values, conv.notes)
+    data: dict[str, dict[str, Any]] = {}
+    for key, value in conv.values.items():
+        section, name = locate(key)
+        data.setdefault(section, {})[name] = value
+    try:
+        cfg = RunConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"{'.'.join(map(str, first['loc']))}: {first['msg']} (got {first.get('input')!r})",
+                          key=str(first["loc"][-1]), hint="fix this value in the sd-scripts args file") from None
+    result = ImportResult(cfg, conv.notes, dataset_defaults=conv.dataset_defaults)
+    if not cfg.dataset.dataset_config:
+        tdd = conv.train_data_dir
+        result.messages.append(train_data_dir_help(tdd, conv.dataset_defaults.get("resolution", 1024)) if tdd else
+                               "no dataset: pass the sd-scripts dataset TOML with --dataset-config")
+    return result
+
+
+
+
+def merge_dataset_defaults(dataset_toml: str | Path, defaults: Mapping[str, Any], out_path: str | Path) -> Path:
+    """Copy of a dataset TOML with `defaults` added to [general] where absent (command-line
+    values sit below [general] in sd-scripts) and relative image paths made absolute."""
+    import tomlkit
+
+    from engine.storage.atomic import atomic_write_text
+
+    src = Path(dataset_toml)
+    doc = tomlkit.parse(src.read_text(encoding="utf-8-sig"))
+    general = doc.get("general")
+    if general is None:
+        general = tomlkit.table()
+        doc.add("general", general)
+    for key, value in defaults.items():
+        if key not in general:
+            general[key] = value
+    absolutise_paths(doc, src.resolve().parent)
+    return atomic_write_text(Path(out_path), tomlkit.dumps(doc))
+
+
+
+
+def import_kohya(args_path: str | Path, *, dataset_config: Optional[str] = None,
+                 merged_dataset_path: Optional[str | Path] = None) -> ImportResult:
+    """Read an args TOML; when it carries dataset defaults and a dataset TOML exists, write the
+    merged dataset TOML to `merged_dataset_path` and point the config at it."""
+    result = convert_kohya_args(read_toml(args_path), dataset_config=dataset_config)
+    source = result.config.dataset.dataset_config
+    if result.dataset_defaults and source:
+        if not Path(source).is_file():
+            raise ConfigError(f"dataset config not found: {source}", key="dataset_config",
+                              hint="pass the right file with --dataset-config")
+        if merged_dataset_path is None:
+            raise ConfigError("this args file sets dataset defaults; a merged dataset TOML must be written",
+                              hint="give a place for it (import-kohya writes it beside -o)")
+        written = merge_dataset_defaults(source, result.dataset_defaults, merged_dataset_path)
+        result.config = result.config.with_values(dataset_config=str(Path(written).resolve()))
+        result.messages.append(f"wrote {written}: {source} with the args file's dataset defaults "
+                               f"({', '.join(result.dataset_defaults)}) in [general]")
+    return result
+
+
+def load_any_config(path: str | Path) -> tuple[RunConfig, list[str]]:
+    """Our run config as is, or an sd-scripts args TOML converted (notes say what happened)."""
+    from engine.config.toml_file import load_config
+
+    doc = read_toml(path)
+    if not is_kohya_args(doc):
+        return load_config(path), []
+    result = convert_kohya_args(doc)
+    if not result.config.dataset.dataset_config:
+        raise ConfigError(f"{path} is an sd-scripts args file without a dataset_config", path=str(path),
+                          hint=result.messages[-1] if result.messages else "add dataset_config")
+    if result.dataset_defaults:
+        out = Path(result.config.saving.output_dir) / "kohya_dataset.toml"
+        result = import_kohya(path, merged_dataset_path=out)
+    return result.config, [f"{path} is an sd-scripts args file; converted:"] + result.lines()
+
+
+
+

@@ -1,0 +1,48 @@
+"""Reading sd-scripts args TOMLs: the file, its flattened options, and paths made absolute.
+
+Shared by the import (kohya_import) and the export (kohya_export) so neither needs the other.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from engine.errors import ConfigError
+
+
+def flatten_args(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """sd-scripts' read_config_from_file: tables are flattened one level; later keys win."""
+    flat: dict[str, Any] = {}
+    for key, value in doc.items():
+        if isinstance(value, Mapping):
+            flat.update(value)
+        else:
+            flat[key] = value
+    return flat
+
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    import tomlkit
+    from tomlkit.exceptions import ParseError
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"file not found: {p}", path=str(p), hint="check the path")
+    try:
+        return tomlkit.parse(p.read_text(encoding="utf-8-sig")).unwrap()
+    except ParseError as exc:
+        raise ConfigError(f"malformed TOML at line {exc.line}: {exc}", path=str(p), line=exc.line) from None
+
+
+
+def absolutise_paths(doc: Any, base: Path) -> None:
+    """image_dir / metadata_file relative to the TOML's folder -> absolute (sd-scripts would
+    read them relative to its working directory)."""
+    for dataset in doc.get("datasets", []):
+        for subset in dataset.get("subsets", []):
+            for key in ("image_dir", "metadata_file"):
+                raw = subset.get(key)
+                if isinstance(raw, str) and raw and not Path(raw).expanduser().is_absolute():
+                    near, cwd = base / raw, Path.cwd() / raw
+                    subset[key] = str((cwd if not near.exists() and cwd.exists() else near).resolve())

@@ -1,0 +1,276 @@
+"""The LoRA network: which layers get an adapter (exactly sd-scripts' `networks.lora` choice
+for SDXL), how an adapter joins a layer, and how its parameters reach the optimizer.
+
+An adapter replaces its layer's `forward` rather than the layer itself, so the base model's
+module tree and state dict stay untouched and the text encoders / UNet keep working when
+their own forward is called (training loop, diffusers pipelines for samples).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Optional
+
+import torch
+from torch import nn
+
+from engine.errors import ConfigError
+from engine.lora.names import text_encoder_lora_name, unet_lora_name
+from engine.model.sdxl_layout import UNetBlockLayout
+
+# sd-scripts looks for these classes and wraps every Linear / Conv2d inside them.
+UNET_TARGETS = ("Transformer2DModel",)
+UNET_CONV_TARGETS = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
+TEXT_ENCODER_TARGETS = ("CLIPAttention", "CLIPMLP")
+PARTS = ("unet", "te1", "te2")
+
+
+class LoRAModule(nn.Module):
+    """Low-rank update of one Linear or Conv2d: y = W x + multiplier · (alpha / rank) · up(down(x))."""
+
+    def __init__(self, lora_name: str, org_module: nn.Module, *, dim: int, alpha: Optional[float],
+                 dropout: Optional[float] = None, multiplier: float = 1.0) -> None:
+        super().__init__()
+        self.lora_name = lora_name
+        self.lora_dim = dim
+        device = org_module.weight.device
+        if isinstance(org_module, nn.Conv2d):
+            self.lora_down = nn.Conv2d(org_module.in_channels, dim, org_module.kernel_size, org_module.stride,
+                                       org_module.padding, bias=False, device=device)
+            self.lora_up = nn.Conv2d(dim, org_module.out_channels, (1, 1), (1, 1), bias=False, device=device)
+        elif isinstance(org_module, nn.Linear):
+            self.lora_down = nn.Linear(org_module.in_features, dim, bias=False, device=device)
+            self.lora_up = nn.Linear(dim, org_module.out_features, bias=False, device=device)
+        else:
+            raise TypeError(f"LoRA wraps nn.Linear or nn.Conv2d, not {type(org_module).__name__}")
+        # sd-scripts: alpha None or 0 means "no scaling", i.e. alpha = rank.
+        alpha = float(dim) if not alpha else float(alpha)
+        self.register_buffer("alpha", torch.tensor(alpha, dtype=torch.float32, device=device))
+        self.scale = alpha / dim
+        nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_up.weight)
+        self.dropout = dropout
+        self.multiplier = multiplier
+        # A plain list keeps the wrapped layer out of this module's children and state dict.
+        self._org = [org_module]
+        self._org_forward = None
+        self._patched_before = None  # an instance-level forward someone else installed first
+
+    @property
+    def org_module(self) -> nn.Module:
+        return self._org[0]
+
+    @property
+    def applied(self) -> bool:
+        return self._org_forward is not None
+
+    def apply_to(self) -> None:
+        if self.applied:
+            return
+        self._patched_before = self.org_module.__dict__.get("forward")
+        self._org_forward = self.org_module.forward
+        self.org_module.forward = self.forward
+
+    def remove(self) -> None:
+        if not self.applied:
+            return
+        org = self.org_module
+        if self._patched_before is None:
+            org.__dict__.pop("forward", None)
+        else:
+            org.forward = self._patched_before
+        self._org_forward = self._patched_before = None
+
+    def refresh_scale(self) -> None:
+        self.scale = float(self.alpha) / self.lora_dim
+
+    def delta_weight(self) -> torch.Tensor:
+        """(alpha / rank) · up @ down in the wrapped layer's weight shape (fp32), without the multiplier."""
+        up = self.lora_up.weight.float()
+        down = self.lora_down.weight.float()
+        if down.dim() == 2:
+            return up @ down * self.scale
+        # conv: up is 1x1, so the product is a contraction over the rank.
+        return torch.einsum("or,rikl->oikl", up.flatten(1), down) * self.scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._org_forward(x)
+        if not torch.is_autocast_enabled(x.device.type):
+            x = x.to(self.lora_down.weight.dtype)  # fp32 adapter on a bf16/fp16 base
+        lx = self.lora_down(x)
+        if self.dropout is not None and self.training:
+            lx = nn.functional.dropout(lx, p=self.dropout)
+        lx = self.lora_up(lx)
+        return out + (lx * (self.multiplier * self.scale)).to(out.dtype)
+
+
+@dataclass
+class LoadReport:
+    """What `load_kohya_state_dict` did; `alpha_from_file` lists modules whose alpha the file changed."""
+
+    loaded: int
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    alpha_from_file: list[str] = field(default_factory=list)
+
+
+class LoRANetwork(nn.Module):
+    """All adapters of one run. Submodule names are the kohya module names, so
+    `state_dict()` keys are exactly the keys sd-scripts writes."""
+
+    def __init__(self, modules_by_part: Mapping[str, list[LoRAModule]]) -> None:
+        super().__init__()
+        self._parts: dict[str, list[str]] = {part: [] for part in PARTS}
+        for part in PARTS:
+            for module in modules_by_part.get(part, []):
+                if module.lora_name in self._modules:
+                    raise ValueError(f"duplicated LoRA name: {module.lora_name}")
+                self.add_module(module.lora_name, module)
+                self._parts[part].append(module.lora_name)
+
+    def modules_by_part(self) -> dict[str, dict[str, LoRAModule]]:
+        return {part: {name: self._modules[name] for name in names} for part, names in self._parts.items()}
+
+    def lora_modules(self) -> Iterable[LoRAModule]:
+        for names in self._parts.values():
+            for name in names:
+                yield self._modules[name]
+
+    def apply(self) -> None:
+        for module in self.lora_modules():
+            module.apply_to()
+
+    def remove(self) -> None:
+        for module in self.lora_modules():
+            module.remove()
+
+    def set_multiplier(self, multiplier: float) -> None:
+        for module in self.lora_modules():
+            module.multiplier = multiplier
+
+    def param_groups(self, unet_lr: float, te1_lr: float, te2_lr: float) -> list[dict[str, Any]]:
+        """Optimizer groups named "unet", "te1", "te2"; an empty part or a rate of 0 is left out
+        (and its parameters frozen), as sd-scripts does with a zero rate."""
+        groups = []
+        for part, lr in zip(PARTS, (unet_lr, te1_lr, te2_lr)):
+            params = [p for m in self.modules_by_part()[part].values() for p in m.parameters()]
+            if not params:
+                continue
+            train = bool(lr)
+            for p in params:
+                p.requires_grad_(train)
+            if train:
+                groups.append({"name": part, "params": params, "lr": float(lr)})
+        return groups
+
+    def kohya_state_dict(self) -> dict[str, torch.Tensor]:
+        return {key: value.detach() for key, value in self.state_dict().items()}
+
+    def load_kohya_state_dict(self, sd: Mapping[str, torch.Tensor], strict: bool = True) -> LoadReport:
+        """Load a kohya-layout state dict (e.g. `network_weights`). Alpha comes from the file:
+        it is part of what the file means."""
+        own = self.state_dict()
+        missing = sorted(set(own) - set(sd))
+        unexpected = sorted(set(sd) - set(own))
+        shape_errors = [
+            f"{key}: file has {tuple(sd[key].shape)}, this network has {tuple(own[key].shape)}"
+            for key in sorted(set(own) & set(sd)) if tuple(sd[key].shape) != tuple(own[key].shape)
+        ]
+        if strict and (missing or unexpected or shape_errors):
+            raise ConfigError(_mismatch_message(self, sd, missing, unexpected, shape_errors), key="network_weights",
+                              hint="use a LoRA trained with the same network_dim, conv_dim and "
+                                   "network_train_unet_only as this config, or change the config to match it")
+        changed = []
+        with torch.no_grad():
+            for key, value in sd.items():
+                if key in own and tuple(value.shape) == tuple(own[key].shape):
+                    own[key].copy_(value.to(own[key].dtype))
+        for module in self.lora_modules():
+            old = module.scale
+            module.refresh_scale()
+            if not math.isclose(old, module.scale, rel_tol=1e-6):
+                changed.append(module.lora_name)
+        return LoadReport(loaded=len(set(own) & set(sd)) - len(shape_errors), missing=missing,
+                          unexpected=unexpected, alpha_from_file=changed)
+
+
+def _ranks(sd: Mapping[str, torch.Tensor]) -> set[int]:
+    return {int(v.shape[0]) for k, v in sd.items() if k.endswith("lora_down.weight")}
+
+
+def _mismatch_message(network: LoRANetwork, sd: Mapping[str, torch.Tensor], missing: list[str],
+                      unexpected: list[str], shape_errors: list[str]) -> str:
+    def listing(title: str, items: list[str]) -> str:
+        shown = ", ".join(items[:8]) + (f" ... ({len(items)} in all)" if len(items) > 8 else "")
+        return f"\n  {title} ({len(items)}): {shown}"
+
+    found, configured = sorted(_ranks(sd)), sorted(_ranks(network.state_dict()))
+    message = (f"network_weights does not match this network: rank found {found}, configured {configured}; "
+               f"{len([k for k in sd if k.endswith('lora_down.weight')])} modules in the file, "
+               f"{sum(1 for _ in network.lora_modules())} in the network")
+    if missing:
+        message += listing("missing from the file", missing)
+    if unexpected:
+        message += listing("unexpected in the file", unexpected)
+    if shape_errors:
+        message += listing("shape differs", shape_errors)
+    return message
+
+
+def _wrappable(module: nn.Module) -> bool:
+    return isinstance(module, (nn.Linear, nn.Conv2d))
+
+
+def _is_conv_3x3(module: nn.Module) -> bool:
+    """sd-scripts' split: Linear and 1x1 Conv2d take network_dim; other convs need conv_dim."""
+    return isinstance(module, nn.Conv2d) and tuple(module.kernel_size) != (1, 1)
+
+
+def _unet_modules(unet: nn.Module, *, dim: int, alpha: float, dropout: Optional[float],
+                  conv_dim: Optional[int], conv_alpha: Optional[float]) -> list[LoRAModule]:
+    layout = UNetBlockLayout.from_config(unet.config)
+    targets = UNET_TARGETS + (UNET_CONV_TARGETS if conv_dim else ())
+    out = []
+    for name, container in unet.named_modules():
+        if type(container).__name__ not in targets:
+            continue
+        for child_name, child in container.named_modules():
+            if not _wrappable(child):
+                continue
+            path = f"{name}.{child_name}"
+            if _is_conv_3x3(child):
+                if not conv_dim:
+                    continue
+                rank, scale_alpha = conv_dim, (1.0 if conv_alpha is None else conv_alpha)
+            else:
+                rank, scale_alpha = dim, alpha
+            out.append(LoRAModule(unet_lora_name(path, layout), child, dim=rank, alpha=scale_alpha, dropout=dropout))
+    return out
+
+
+def _text_encoder_modules(text_encoder: nn.Module, index: int, *, dim: int, alpha: float,
+                          dropout: Optional[float]) -> list[LoRAModule]:
+    out = []
+    for name, container in text_encoder.named_modules():
+        if type(container).__name__ not in TEXT_ENCODER_TARGETS:
+            continue
+        for child_name, child in container.named_modules():
+            if _wrappable(child):
+                lora_name = text_encoder_lora_name(f"{name}.{child_name}", index)
+                out.append(LoRAModule(lora_name, child, dim=dim, alpha=alpha, dropout=dropout))
+    return out
+
+
+def create_network(unet: nn.Module, text_encoder1: Optional[nn.Module], text_encoder2: Optional[nn.Module], *,
+                   dim: int, alpha: float, dropout: Optional[float] = None, conv_dim: Optional[int] = None,
+                   conv_alpha: Optional[float] = None, train_unet_only: bool = False) -> LoRANetwork:
+    """Adapters on the layers sd-scripts' `networks.lora` picks for SDXL (not yet applied:
+    call `apply()`). `conv_alpha` unset means 1.0, as in sd-scripts."""
+    parts: dict[str, list[LoRAModule]] = {
+        "unet": _unet_modules(unet, dim=dim, alpha=alpha, dropout=dropout, conv_dim=conv_dim, conv_alpha=conv_alpha),
+    }
+    if not train_unet_only:
+        for index, encoder in ((1, text_encoder1), (2, text_encoder2)):
+            if encoder is not None:
+                parts[f"te{index}"] = _text_encoder_modules(encoder, index, dim=dim, alpha=alpha, dropout=dropout)
+    return LoRANetwork(parts)

@@ -1,0 +1,200 @@
+"""Load SDXL from one original-layout `.safetensors` file (used by engine.model.source).
+
+A single file holds weights only, so configs and tokenizers come from elsewhere:
+1. `tokenizer_cache_dir`: tokenizers in `tokenizer/` + `tokenizer_2/`, and, when present,
+   the diffusers configs (`unet/config.json`, `vae/config.json`, `text_encoder*/config.json`,
+   `scheduler/scheduler_config.json`), as in any diffusers SDXL folder;
+2. for a file with SDXL base's dimensions, SDXL base's own configs (engine.model.sdxl_configs,
+   written to a temporary folder because diffusers' loader takes a folder);
+3. tokenizers not found locally are looked up in the Hugging Face cache (and downloaded
+   when online) from stabilityai/stable-diffusion-xl-base-1.0.
+UNet and VAE go through diffusers' `from_single_file`; the text encoders through our own
+key conversion (engine.model.single_file), loaded strictly so a missing tensor is an error.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+from pathlib import Path
+from typing import Iterator, Optional
+
+from engine.errors import ModelError
+from engine.model.sdxl_configs import (
+    SCHEDULER_CONFIG,
+    SDXL_TEXT_ENCODER_2_CONFIG,
+    SDXL_TEXT_ENCODER_CONFIG,
+    SDXL_UNET_CONFIG,
+    SDXL_VAE_CONFIG,
+)
+from engine.model.single_file import TE1_PREFIX, TE2_PREFIX, clip_g_from_openclip, clip_l_from_original
+from engine.model.source import (
+    SDXL_BASE_REPO,
+    ModelShape,
+    ModelSource,
+    checked_tokenizer,
+    describe_single_file,
+    hub_error,
+    read_header_shapes,
+)
+
+SDXL_BASE_CONFIGS = {
+    "unet/config.json": {"_class_name": "UNet2DConditionModel", **SDXL_UNET_CONFIG},
+    "vae/config.json": {"_class_name": "AutoencoderKL", **SDXL_VAE_CONFIG},
+    "text_encoder/config.json": {"model_type": "clip_text_model", **SDXL_TEXT_ENCODER_CONFIG},
+    "text_encoder_2/config.json": {"model_type": "clip_text_model", **SDXL_TEXT_ENCODER_2_CONFIG},
+    "scheduler/scheduler_config.json": SCHEDULER_CONFIG,
+}
+
+
+def write_sdxl_base_configs(folder: Path) -> Path:
+    for relative, config in SDXL_BASE_CONFIGS.items():
+        target = folder / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(config, indent=2))
+    return folder
+
+
+def _has_configs(folder: Optional[Path]) -> bool:
+    return bool(folder) and all((folder / name).is_file() for name in
+                                ("unet/config.json", "text_encoder/config.json", "text_encoder_2/config.json"))
+
+
+@contextlib.contextmanager
+def config_folder(shape: ModelShape, tokenizer_cache_dir: str, path: Path) -> Iterator[Path]:
+    """The folder whose configs describe this file's models."""
+    local = Path(tokenizer_cache_dir).expanduser() if tokenizer_cache_dir else None
+    if local and _has_configs(local):
+        yield local
+    elif shape.is_sdxl_base_size:
+        with tempfile.TemporaryDirectory(prefix="sdxl-tui-config-") as tmp:
+            yield write_sdxl_base_configs(Path(tmp))
+    else:
+        raise ModelError(
+            f"{path.name} is {shape.description}, not SDXL base's size, so its configs cannot be assumed",
+            hint="set tokenizer_cache_dir to a diffusers folder of this model (unet/, vae/, text_encoder/, "
+                 "text_encoder_2/ configs and tokenizer/, tokenizer_2/)")
+
+
+def _from_single_file(cls, path: Path, config: Path, subfolder: str):
+    import torch
+
+    try:
+        return cls.from_single_file(str(path), config=str(config), subfolder=subfolder,
+                                    local_files_only=True, torch_dtype=torch.float32)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelError(f"could not load the {subfolder} from {path}: {exc}",
+                         hint="the file may be damaged or not an SDXL checkpoint") from exc
+
+
+def _read_prefixed(path: Path, prefix: str) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        out = {}
+        for key in handle.keys():
+            if key.startswith(prefix):
+                tensor = handle.get_tensor(key)
+                out[key[len(prefix):]] = tensor.float() if tensor.is_floating_point() else tensor
+        return out
+
+
+def _text_encoder(cls, config_dir: Path, subfolder: str, state_dict: dict, path: Path):
+    from accelerate import init_empty_weights
+    from transformers import CLIPTextConfig
+
+    config = CLIPTextConfig.from_pretrained(str(config_dir), subfolder=subfolder, local_files_only=True)
+    with init_empty_weights():  # parameters on meta, buffers real; load_state_dict assigns them
+        model = cls(config)
+    if not hasattr(model, "text_model"):  # transformers >= 5.6 flattened CLIPTextModel
+        state_dict = {k.removeprefix("text_model."): v for k, v in state_dict.items()}
+    try:
+        model.load_state_dict(state_dict, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise ModelError(f"{path.name}: {subfolder} weights do not match its config ({str(exc)[:300]})",
+                         hint="use the configs of this model (tokenizer_cache_dir)") from exc
+    return model.eval()
+
+
+def _tokenizers(tokenizer_cache_dir: str) -> tuple:
+    from transformers import CLIPTokenizer
+
+    local = Path(tokenizer_cache_dir).expanduser() if tokenizer_cache_dir else None
+    if local and (local / "tokenizer").is_dir() and (local / "tokenizer_2").is_dir():
+        return tuple(checked_tokenizer(CLIPTokenizer.from_pretrained(str(local), subfolder=sub), f"{local / sub}")
+                     for sub in ("tokenizer", "tokenizer_2"))
+    if local:
+        raise ModelError(f"tokenizer_cache_dir {local} has no tokenizer/ and tokenizer_2/ folders",
+                         hint="point it at a diffusers SDXL folder (or a copy of its two tokenizer folders)")
+    try:
+        return tuple(checked_tokenizer(CLIPTokenizer.from_pretrained(SDXL_BASE_REPO, subfolder=sub),
+                                       f"{SDXL_BASE_REPO} {sub}/") for sub in ("tokenizer", "tokenizer_2"))
+    except (OSError, ValueError, ModelError) as exc:
+        raise ModelError(
+            f"SDXL's tokenizers ({SDXL_BASE_REPO}) are not available: {hub_error(SDXL_BASE_REPO, exc).message}",
+            hint="single-file models need SDXL's two tokenizers: set tokenizer_cache_dir to a folder with "
+                 "tokenizer/ and tokenizer_2/, or go online once so they are cached") from exc
+
+
+def _scheduler_config(config_dir: Path) -> dict:
+    path = config_dir / "scheduler" / "scheduler_config.json"
+    return json.loads(path.read_text()) if path.is_file() else dict(SCHEDULER_CONFIG)
+
+
+def load_single_file_parts(path: Path, tokenizer_cache_dir: str = "", with_vae: bool = True) -> dict:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    shape = describe_single_file(read_header_shapes(path))
+    if with_vae and not shape.has_vae:
+        raise ModelError(f"{path.name} has no VAE inside (no first_stage_model.* tensors)",
+                         hint="set the vae option to an SDXL VAE (folder, Hub id or .safetensors)")
+    tokenizer1, tokenizer2 = _tokenizers(tokenizer_cache_dir)
+    with config_folder(shape, tokenizer_cache_dir, path) as config_dir:
+        return {
+            "unet": _from_single_file(UNet2DConditionModel, path, config_dir, "unet"),
+            "vae": _from_single_file(AutoencoderKL, path, config_dir, "vae") if with_vae else None,
+            "text_encoder1": _text_encoder(CLIPTextModel, config_dir, "text_encoder",
+                                           clip_l_from_original(_read_prefixed(path, TE1_PREFIX)), path),
+            "text_encoder2": _text_encoder(CLIPTextModelWithProjection, config_dir, "text_encoder_2",
+                                           clip_g_from_openclip(_read_prefixed(path, TE2_PREFIX)), path),
+            "tokenizer1": tokenizer1,
+            "tokenizer2": tokenizer2,
+            "scheduler_config": _scheduler_config(config_dir),
+        }
+
+
+def _vae_config_dir(base: Optional[ModelSource], tokenizer_cache_dir: str) -> Optional[Path]:
+    for candidate in (Path(base.path) if base and base.kind == "diffusers" else None,
+                      Path(tokenizer_cache_dir).expanduser() if tokenizer_cache_dir else None):
+        if candidate and (candidate / "vae" / "config.json").is_file():
+            return candidate
+    return None
+
+
+def load_single_file_vae(path: Path, base: Optional[ModelSource], tokenizer_cache_dir: str = ""):
+    """A VAE saved alone: original names (with or without `first_stage_model.`) or diffusers names."""
+    from diffusers import AutoencoderKL
+
+    keys = read_header_shapes(path)
+    if not any(k.startswith(("encoder.", "decoder.", "first_stage_model.", "vae.")) for k in keys):
+        raise ModelError(f"{path.name} does not look like a VAE (no encoder./decoder. tensors)",
+                         hint="choose an SDXL VAE .safetensors, or leave vae empty to keep the model's own")
+    with contextlib.ExitStack() as stack:
+        config_dir = _vae_config_dir(base, tokenizer_cache_dir)
+        if config_dir is None:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="sdxl-tui-config-"))
+            config_dir = write_sdxl_base_configs(Path(tmp))
+        if any(k.startswith("encoder.down_blocks.") for k in keys):  # diffusers names: load directly
+            import torch
+            from safetensors.torch import load_file
+
+            config = AutoencoderKL.load_config(str(config_dir), subfolder="vae")
+            vae = AutoencoderKL.from_config(config)
+            state = {k: v.float() for k, v in load_file(str(path)).items()}
+            try:
+                vae.load_state_dict(state, strict=True)
+            except RuntimeError as exc:
+                raise ModelError(f"{path.name} does not fit an SDXL VAE: {str(exc)[:300]}") from exc
+            return vae.to(torch.float32).eval()
+        return _from_single_file(AutoencoderKL, path, config_dir, "vae")

@@ -1,0 +1,100 @@
+"""Snapshots of every wizard screen at 80×24 and 120×40 (pytest-textual-snapshot).
+
+Everything shown is pinned: the cursor does not blink, the GPU is "CPU", the model is a Hub
+id (nothing to read from disk), and the demo dataset sits in the working directory so every
+path on screen is relative. Update with `pytest --snapshot-update` after looking at the SVGs.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import wizard_keys as keys
+
+from sdxl_tui.app import WizardApp
+from sdxl_tui.gpu_info import CPU
+from sdxl_tui.screens.start import list_templates
+
+SIZES = [(80, 24), (120, 40)]
+HUB_MODEL = "stabilityai/stable-diffusion-xl-base-1.0"
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    from engine.demo.dataset import make_demo_dataset
+
+    make_demo_dataset(tmp_path / "data", resolution=64)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # nothing cached: the Hub id stays "not downloaded"
+    return tmp_path
+
+
+def make_app() -> WizardApp:
+    return WizardApp(cursor_blink=False, gpu=CPU, save_dir=Path("runs"))
+
+
+def step_keys() -> list[list[str]]:
+    """Each step's keys as a user fills it; the last key of each (Ctrl+N) moves on."""
+    return [keys.model_step(Path(HUB_MODEL)), keys.dataset_step(Path("data/images")), keys.network_step(),
+            keys.learning_step(), keys.memory_step(), keys.samples_step(Path("out"))]
+
+
+def keys_to_step(step: int) -> list[str]:
+    """Keys from the start screen to `step` filled in (but not left), as a user would."""
+    fill = step_keys()
+    sequence = keys.start_defaults(len(list_templates()))
+    for number in range(1, step):
+        sequence += fill[number - 1]
+    if step <= len(fill):
+        sequence += fill[step - 1][:-1]
+    if step == 1:
+        sequence.append("tab")  # leaving the model field detects the model
+    return sequence
+
+
+async def settle(pilot) -> None:
+    """Wait for the plan/GPU/model workers so the info panel is final."""
+    app = pilot.app
+    deadline = time.monotonic() + 60
+    await pilot.pause()
+    while time.monotonic() < deadline:
+        busy = [w for w in app.screen.workers if not w.is_finished]
+        needs_plan = getattr(app.screen, "NEEDS_PLAN", False)
+        if not busy and (not needs_plan or app.screen.current_plan is not None):
+            break
+        await pilot.pause(0.1)
+    await pilot.pause()
+    app.screen.scroll_home(animate=False)
+    for scroller in app.screen.query("VerticalScroll"):
+        scroller.scroll_home(animate=False)
+    await pilot.pause()
+
+
+def _run_before(step: int):
+    async def run_before(pilot) -> None:
+        await pilot.press(*keys_to_step(step))
+        await settle(pilot)
+
+    return run_before
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_start_screen(snap_compare, workdir, size):
+    assert snap_compare(make_app(), terminal_size=size)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("step", range(1, 8), ids=lambda n: f"step{n}")
+def test_step_screen(snap_compare, workdir, step, size):
+    assert snap_compare(make_app(), terminal_size=size, run_before=_run_before(step))
+
+
+def test_open_config_prompt(snap_compare, workdir):
+    async def run_before(pilot) -> None:
+        await pilot.press("o", *keys.typed("data/"))
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=(80, 24), run_before=run_before)
