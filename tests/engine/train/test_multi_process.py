@@ -25,7 +25,7 @@ WORKER = REPO / "tests" / "multi_process_worker.py"
 STEPS = 36
 LAUNCH_TIMEOUT = 300
 
-pytestmark = pytest.mark.slow  # each launch starts two Python processes that import torch + diffusers
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]  # each launch starts two Python processes that import torch + diffusers
 
 
 def _env() -> dict:
