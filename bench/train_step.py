@@ -145,7 +145,7 @@ def _trainer(case: Case, unet, network, accelerator):
     return Trainer(cfg=cfg, model=model, network=network, optimizer=optimizer, scheduler=scheduler, fused=fused,
                    accelerator=accelerator, data=None, emit=lambda e: None, control=None, output_dir=Path("."),
                    total_steps=10**9, total_epochs=1, trainable_params=params, train_text_encoders=False,
-                   save_lora=None, save_state=None, make_samples=None, images_per_step=case.batch), fused
+                   outputs=None, images_per_step=case.batch), fused
 
 
 def _peak_rss_bytes() -> int:

@@ -7,14 +7,20 @@ from __future__ import annotations
 
 
 class SdxlTuiError(Exception):
-    """Base: a message that names the thing and says what to do."""
+    """Base: a message that names the thing and says what to do.
+
+    `step`: the optimizer step the failure belongs to (None: not known here; the run fills in
+    where its loop stood). `last_good`: the newest LoRA file that survived ("" when none is known).
+    """
 
     exit_code = 1
 
-    def __init__(self, message: str, *, hint: str = "") -> None:
+    def __init__(self, message: str, *, hint: str = "", step: int | None = None, last_good: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.step = step
+        self.last_good = last_good
 
     def __str__(self) -> str:
         return f"{self.message}\n  → {self.hint}" if self.hint else self.message
@@ -26,14 +32,14 @@ class ConfigError(SdxlTuiError):
     exit_code = 78
 
     def __init__(self, message: str, *, hint: str = "", key: str = "", line: int | None = None,
-                 path: str = "") -> None:
+                 path: str = "", step: int | None = None, last_good: str = "") -> None:
         where = ""
         if path:
             where = f"{path}"
             if line:
                 where += f":{line}"
             where += ": "
-        super().__init__(where + message, hint=hint)
+        super().__init__(where + message, hint=hint, step=step, last_good=last_good)
         self.key = key
         self.line = line
         self.path = path

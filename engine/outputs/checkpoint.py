@@ -20,7 +20,7 @@ import os
 import random
 import re
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -62,21 +62,45 @@ def prune_epoch_files(output_dir: Path, output_name: str, keep: int) -> list[Pat
 
 # ---------------------------------------------------------------- state folders
 
-@dataclass(frozen=True)
-class Progress:
-    """Where training stands after an optimizer step."""
+@dataclass
+class Position:
+    """Where training stands after an optimizer step: the loop (engine/train/loop.py) moves it,
+    a state folder saves it (progress.json: the first four fields), a resume starts from it, and
+    engine/train/run.py reads it after a failure (the step and the last good LoRA for the message)."""
 
-    global_step: int
-    epoch: int  # 0-based epoch the next batch belongs to
-    batches_done_in_epoch: int  # batches of that epoch already consumed
-    format: int = STATE_FORMAT
+    global_step: int = 0
+    epoch: int = 0  # 0-based epoch the next batch belongs to
+    batches_done_in_epoch: int = 0  # batches of that epoch already consumed
     dataset_hash: str = ""  # ScannedDataset.manifest_hash: resume checks the data is the same
+    last_lora: str = ""  # the newest LoRA file this run wrote (not saved in a state)
+    stopped: bool = False  # a stop request ended the loop (not saved in a state)
+
+    @property
+    def current_epoch(self) -> int:
+        """1-based epoch of the last step taken (as sd-scripts records ss_epoch)."""
+        return self.epoch + (1 if self.batches_done_in_epoch else 0)
+
+    def to_record(self) -> dict[str, Any]:
+        """progress.json's content (format STATE_FORMAT)."""
+        return {"global_step": self.global_step, "epoch": self.epoch,
+                "batches_done_in_epoch": self.batches_done_in_epoch, "format": STATE_FORMAT,
+                "dataset_hash": self.dataset_hash}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "Position":
+        """Read progress.json's content back; TypeError on a key the format does not have."""
+        fields = dict(record)
+        fields.pop("format", None)
+        unknown = set(fields) - {"global_step", "epoch", "batches_done_in_epoch", "dataset_hash"}
+        if unknown:
+            raise TypeError(f"unknown progress field(s): {', '.join(sorted(unknown))}")
+        return cls(**fields)
 
 
 @dataclass
 class LoadedState:
     path: Path
-    progress: Progress
+    progress: Position
     lora: dict
     optimizer: dict
     scheduler: dict
@@ -127,7 +151,7 @@ def _to_tuple(value: Any) -> Any:
     return tuple(_to_tuple(v) for v in value) if isinstance(value, list) else value
 
 
-def save_state(output_dir: Path, *, network, optimizer, scheduler, scaler, progress: Progress,
+def save_state(output_dir: Path, *, network, optimizer, scheduler, scaler, progress: Position,
                config_text: str, saving=None) -> Path:
     """Write a complete state folder for `progress`; returns its final path. `saving`
     (engine.control.save_progress.SaveProgress) hears of each file written. On any failure the
@@ -156,7 +180,7 @@ def save_state(output_dir: Path, *, network, optimizer, scheduler, scaler, progr
     return final
 
 
-def _write_state_files(staging: Path, *, network, optimizer, scheduler, scaler, progress: Progress,
+def _write_state_files(staging: Path, *, network, optimizer, scheduler, scaler, progress: Position,
                        config_text: str, saving) -> None:
     import torch
     from safetensors.torch import save
@@ -180,7 +204,7 @@ def _write_state_files(staging: Path, *, network, optimizer, scheduler, scaler, 
     rng = capture_rng()
     _write_file(staging / "rng.pt", _torch_bytes({k: rng[k] for k in ("torch", "cuda") if k in rng}))
     _write_file(staging / "rng.json", json.dumps({k: rng[k] for k in ("python", "numpy")}).encode())
-    _write_file(staging / "progress.json", json.dumps(asdict(progress)).encode())
+    _write_file(staging / "progress.json", json.dumps(progress.to_record()).encode())
     _write_file(staging / "config.toml", config_text.encode("utf-8"))
     done("small files")
     _write_file(staging / COMPLETE_MARKER, b"ok\n")
@@ -243,7 +267,7 @@ def load_state(path: Path) -> LoadedState:
     from safetensors.torch import load_file
 
     path = Path(path)
-    progress = Progress(**json.loads((path / "progress.json").read_text()))
+    progress = Position.from_record(json.loads((path / "progress.json").read_text()))
     rng = dict(torch.load(path / "rng.pt", weights_only=True))
     rng.update(json.loads((path / "rng.json").read_text()))
     scaler_file = path / "scaler.pt"

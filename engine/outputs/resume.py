@@ -83,7 +83,7 @@ class ResumePoint:
     """The state a resumed run starts from, and what the person should be told about it."""
 
     path: Path
-    progress: checkpoint.Progress
+    progress: checkpoint.Position
     saved_config: Optional[RunConfig]
     incomplete: list[IncompleteState] = field(default_factory=list)
     allowed: list[Change] = field(default_factory=list)
@@ -141,7 +141,7 @@ def find_resume_point(output_dir: Path) -> ResumePoint:
     complete, incomplete = scan_states(output_dir)
     for folder in reversed(complete):
         try:
-            progress = checkpoint.Progress(**json.loads((folder / "progress.json").read_text()))
+            progress = checkpoint.Position.from_record(json.loads((folder / "progress.json").read_text()))
             saved = _saved_config(folder)
         except (OSError, ValueError, TypeError, ConfigError) as exc:
             incomplete.append(IncompleteState(folder, f"unreadable: {exc}"))
@@ -184,7 +184,7 @@ def _flat(cfg: RunConfig) -> dict[str, Any]:
     return out
 
 
-def compare_configs(saved: RunConfig, new: RunConfig, progress: Optional[checkpoint.Progress] = None, *,
+def compare_configs(saved: RunConfig, new: RunConfig, progress: Optional[checkpoint.Position] = None, *,
                     dataset_checked: bool = False) -> ConfigDiff:
     """What differs between the config a state was saved with and the one resuming it.
     `dataset_checked`: the data itself will be compared (so a moved dataset_config may pass)."""
@@ -206,7 +206,7 @@ def compare_configs(saved: RunConfig, new: RunConfig, progress: Optional[checkpo
     return ConfigDiff(tuple(refused), tuple(allowed))
 
 
-def _length_problems(new: RunConfig, progress: checkpoint.Progress) -> list[Change]:
+def _length_problems(new: RunConfig, progress: checkpoint.Position) -> list[Change]:
     t = new.training
     if t.max_train_steps is not None and t.max_train_steps <= progress.global_step:
         return [Change("training.max_train_steps", progress.global_step, t.max_train_steps,
@@ -234,17 +234,15 @@ def check_resume_config(point: ResumePoint, new: RunConfig, *, dataset_checked: 
     diff = compare_configs(point.saved_config, new, point.progress, dataset_checked=dataset_checked)
     if diff.refused:
         lines = "\n".join(f"  - {change}" for change in diff.refused)
-        error = ConfigError(
+        last_good = _lora_of(point)  # the run is intact: say which LoRA it has
+        raise ConfigError(
             f"cannot resume from {point.path.name}: these options differ from the saved run and cannot change:\n"
             f"{lines}",
             key=diff.refused[0].key,
             hint="set them back to the saved values (they are in " + str(point.path / "config.toml") + "), or "
-                 "start a new run in another output_dir with network_weights set to this run's last LoRA")
-        error.last_good = _lora_of(point)  # the run is intact: say which LoRA it has
-        error.step = point.progress.global_step
-        if error.last_good:
-            error.hint = error.hint.replace("this run's last LoRA", f'"{error.last_good}"')
-        raise error
+                 "start a new run in another output_dir with network_weights set to "
+                 + (f'"{last_good}"' if last_good else "this run's last LoRA"),
+            step=point.progress.global_step, last_good=last_good)
     point.allowed = list(diff.allowed)
     return point.allowed
 

@@ -1,43 +1,125 @@
 """What a run writes while it trains: LoRA files, state folders and sample images, each
-checked for disk space first and announced with an event. Called by engine/train/run.py through
-the Trainer's callbacks; `session` is run.py's _Session.
+checked for disk space first and announced with an event. engine/train/run.py builds one
+`RunOutputs` per run and hands it to the Trainer (engine/train/loop.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from engine.events.types import SAMPLING, TRAINING, Phase, Sample
+from engine.events.types import SAMPLING, TRAINING, Phase, Sample, Saved
 from engine.outputs import checkpoint
 from engine.storage import disk
 
+if TYPE_CHECKING:
+    from engine.config.schema import RunConfig
+    from engine.control.run_control import RunControl
+    from engine.data.training_data import TrainingData
+    from engine.lora.network import LoRANetwork
+    from engine.model.load import SdxlModel
+    from engine.outputs.sample_prompts import SamplePrompt
 
-def save_lora(session, path: Path, step: int, epoch: int, total_steps: int, total_epochs: int) -> str:
-    from engine.events.types import Saved
-    from engine.lora.file import TrainingInfo, build_metadata
 
-    if not session.accelerator.is_main_process:
+@dataclass
+class RunOutputs:
+    """Everything one run writes besides its event log, on the main process only (the other
+    processes of a multi-process run write nothing and return what would have been written).
+
+    `optimizer` is what a state saves (a FusedBackward when the fused backward pass is on);
+    `total_steps` / `total_epochs` go into the LoRA metadata (ss_max_train_steps, ss_num_epochs).
+    """
+
+    cfg: RunConfig
+    emit: Callable[[Any], None]
+    control: RunControl
+    output_dir: Path
+    accelerator: Any  # accelerate.Accelerator
+    model: SdxlModel
+    network: LoRANetwork
+    data: TrainingData
+    weight_dtype: Any  # torch.dtype of the frozen model
+    optimizer: Any
+    scheduler: Any
+    total_steps: int
+    total_epochs: int
+    started_at: float  # seconds since the epoch (time.time())
+    session_id: int
+    sample_prompts: Optional[list[SamplePrompt]] = None
+
+    def save_lora(self, path: Path, step: int, epoch: int) -> str:
+        """Write the LoRA (kohya keys, sd-scripts' ss_* metadata) to `path`; returns the path.
+        Raises DiskFullError / OutputError (engine/storage/disk.py) before or while writing."""
+        from engine.lora.file import TrainingInfo, build_metadata
+
+        if not self.accelerator.is_main_process:
+            return str(path)
+        info = TrainingInfo(steps=step, epoch=epoch, started_at=self.started_at, finished_at=time.time(),
+                            session_id=self.session_id, num_epochs=self.total_epochs,
+                            max_train_steps=self.total_steps, num_batches_per_epoch=self.data.batches_per_epoch,
+                            **data_info(self.data))
+        metadata = build_metadata(self.cfg, training_info=info)
+        needed = disk.lora_file_bytes(self.network, self.cfg.saving.save_precision)
+        what = f"the LoRA {path.name}"
+        disk.ensure_space(path.parent, needed, what)
+        saving = self.control.saving
+        saving.begin(what, {"lora": needed})
+        saving.writing(path.parent / f".{path.name}.*.tmp")  # engine.storage.atomic's temporary name
+        try:
+            with disk.write_errors(path.parent, what, needed):
+                checkpoint.save_lora_file(path, self.network, metadata, self.cfg.saving.save_precision)
+            saving.part_done("lora")
+        finally:
+            saving.end()
+        self.emit(Saved(time=time.time(), path=str(path), step=step, epoch=epoch, kind="lora"))
         return str(path)
-    info = TrainingInfo(steps=step, epoch=epoch, started_at=session.started_at, finished_at=time.time(),
-                        session_id=session.session_id, num_epochs=total_epochs, max_train_steps=total_steps,
-                        num_batches_per_epoch=session.data.batches_per_epoch,
-                        **data_info(session.data))
-    metadata = build_metadata(session.cfg, training_info=info)
-    needed = disk.lora_file_bytes(session.network, session.cfg.saving.save_precision)
-    what = f"the LoRA {path.name}"
-    disk.ensure_space(path.parent, needed, what)
-    saving = session.control.saving
-    saving.begin(what, {"lora": needed})
-    saving.writing(path.parent / f".{path.name}.*.tmp")  # engine.storage.atomic's temporary name
-    try:
-        with disk.write_errors(path.parent, what, needed):
-            checkpoint.save_lora_file(path, session.network, metadata, session.cfg.saving.save_precision)
-        saving.part_done("lora")
-    finally:
-        saving.end()
-    session.emit(Saved(time=time.time(), path=str(path), step=step, epoch=epoch, kind="lora"))
-    return str(path)
+
+    def save_state(self, position: checkpoint.Position) -> str:
+        """Write a state folder for `position` (engine/outputs/checkpoint.py's format); returns
+        its path ("" on the other processes). Raises DiskFullError / OutputError."""
+        from engine.config.toml_file import dumps_config
+
+        if not self.accelerator.is_main_process:
+            return ""
+        root = self.output_dir / checkpoint.STATE_ROOT
+        lora_bytes = disk.lora_file_bytes(self.network, "fp32")
+        optimizer_bytes = disk.optimizer_state_bytes(self.optimizer)
+        disk.ensure_space(root, lora_bytes + optimizer_bytes, "the training state")
+        progress = dataclasses.replace(position, dataset_hash=self.data.manifest_hash)
+        saving = self.control.saving
+        saving.begin("the training state", {"lora": lora_bytes, "optimizer": optimizer_bytes, "small files": 65536})
+        try:
+            with disk.write_errors(root, "the training state", lora_bytes + optimizer_bytes):
+                path = checkpoint.save_state(self.output_dir, network=self.network, optimizer=self.optimizer,
+                                             scheduler=self.scheduler, scaler=self.accelerator.scaler,
+                                             progress=progress, config_text=dumps_config(self.cfg), saving=saving)
+        finally:
+            saving.end()
+        self.emit(Saved(time=time.time(), path=str(path), step=progress.global_step, epoch=progress.epoch,
+                        kind="state"))
+        return str(path)
+
+    def make_samples(self, step: int, epoch: Optional[int]) -> None:
+        """One image per sample prompt (engine/outputs/sampling.py), network in eval mode meanwhile."""
+        from engine.outputs.sampling import generate_samples
+
+        cfg, prompts = self.cfg, self.sample_prompts
+        if not prompts or not self.accelerator.is_main_process:
+            return
+        self.emit(Phase(time=time.time(), name=SAMPLING, total=len(prompts)))
+        self.network.eval()
+        try:
+            written = generate_samples(self.model, prompts, out_dir=self.output_dir,
+                                       output_name=cfg.saving.output_name, step=step, epoch=epoch,
+                                       sampler=cfg.sampling.sample_sampler, device=self.accelerator.device,
+                                       dtype=self.weight_dtype)
+        finally:
+            self.network.train()
+        emit_samples(self.emit, written, step)
+        if step > 0:
+            self.emit(Phase(time=time.time(), name=TRAINING))
 
 
 def data_info(data) -> dict:
@@ -80,53 +162,6 @@ def datasets_metadata(scanned) -> dict:
             "max_bucket_reso": spec.max_bucket_reso, "subsets": subsets,
         })
     return {"datasets": datasets, "dataset_dirs": dirs}
-
-
-def save_state(session, optimizer, scheduler, progress) -> str:
-    from engine.config.toml_file import dumps_config
-    from engine.events.types import Saved
-
-    if not session.accelerator.is_main_process:
-        return ""
-    import dataclasses
-
-    root = session.output_dir / checkpoint.STATE_ROOT
-    lora_bytes = disk.lora_file_bytes(session.network, "fp32")
-    optimizer_bytes = disk.optimizer_state_bytes(optimizer)
-    disk.ensure_space(root, lora_bytes + optimizer_bytes, "the training state")
-    progress = dataclasses.replace(progress, dataset_hash=session.data.manifest_hash)
-    saving = session.control.saving
-    saving.begin("the training state", {"lora": lora_bytes, "optimizer": optimizer_bytes, "small files": 65536})
-    try:
-        with disk.write_errors(root, "the training state", lora_bytes + optimizer_bytes):
-            path = checkpoint.save_state(session.output_dir, network=session.network, optimizer=optimizer,
-                                         scheduler=scheduler, scaler=session.accelerator.scaler, progress=progress,
-                                         config_text=dumps_config(session.cfg), saving=saving)
-    finally:
-        saving.end()
-    session.emit(Saved(time=time.time(), path=str(path), step=progress.global_step, epoch=progress.epoch,
-                       kind="state"))
-    return str(path)
-
-
-def make_samples(session, step: int, epoch: Optional[int]) -> None:
-    from engine.outputs.sampling import generate_samples
-
-    cfg, prompts = session.cfg, session.sample_prompts
-    if not prompts or not session.accelerator.is_main_process:
-        return
-    session.emit(Phase(time=time.time(), name=SAMPLING, total=len(prompts)))
-    session.network.eval()
-    try:
-        written = generate_samples(session.model, prompts, out_dir=session.output_dir,
-                                   output_name=cfg.saving.output_name, step=step, epoch=epoch,
-                                   sampler=cfg.sampling.sample_sampler, device=session.accelerator.device,
-                                   dtype=session.weight_dtype)
-    finally:
-        session.network.train()
-    emit_samples(session.emit, written, step)
-    if step > 0:
-        session.emit(Phase(time=time.time(), name=TRAINING))
 
 
 def emit_samples(emit: Callable, written: list, step: int) -> None:

@@ -117,9 +117,7 @@ def oom_error(cfg, plan=None, device_gb: Optional[float] = None, *, step: int = 
     else:
         hint = ("even with " + "; ".join(advice.settings) + f" the estimate is {advice.fitted_gb:.1f} GB: "
                 "this GPU is too small for SDXL LoRA training at these sizes")
-    error = OutOfVideoMemory(message, hint=hint)
-    error.step = step
-    return error
+    return OutOfVideoMemory(message, hint=hint, step=step)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

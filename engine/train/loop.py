@@ -10,32 +10,26 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from engine.errors import TrainingDiverged
 from engine.events.types import Saved, Step
 from engine.outputs import checkpoint
+from engine.outputs.checkpoint import Position
 from engine.train.loss import diffusion_loss, sample_noise, sample_timesteps, training_target
 from engine.train.memory import snapshot
 from engine.train.optimizers import group_lrs
 
+if TYPE_CHECKING:
+    from engine.config.schema import RunConfig
+    from engine.control.run_control import RunControl
+    from engine.data.training_data import TrainingData
+    from engine.lora.network import LoRANetwork
+    from engine.model.load import SdxlModel
+    from engine.outputs.writer import RunOutputs
+    from engine.train.fused_backward import FusedBackward
+
 AGREED_COMMANDS = ("save_now", "sample_now")  # commands every process acts on together
-
-
-@dataclass
-class Position:
-    """Where the loop stands; run.py reads it after a failure (step for the message)."""
-
-    global_step: int = 0
-    epoch: int = 0
-    batches_done_in_epoch: int = 0
-    last_lora: str = ""
-    stopped: bool = False
-
-    @property
-    def current_epoch(self) -> int:
-        """1-based epoch of the last step taken (as sd-scripts records ss_epoch)."""
-        return self.epoch + (1 if self.batches_done_in_epoch else 0)
 
 
 @dataclass
@@ -54,24 +48,25 @@ class Meter:
 
 @dataclass
 class Trainer:
-    cfg: Any
-    model: Any  # engine.model.load.SdxlModel, base weights frozen, LoRA applied
-    network: Any
+    """One run's optimizer steps over `data`; `position` says where it stands (resumed runs
+    start from the saved one). Saves and samples go through `outputs`."""
+
+    cfg: RunConfig
+    model: SdxlModel  # base weights frozen, LoRA applied
+    network: LoRANetwork
     optimizer: Any  # accelerate-prepared optimizer, or the parent of a FusedBackward
-    scheduler: Any
-    fused: Any  # engine.train.fused_backward.FusedBackward or None
-    accelerator: Any
-    data: Any  # engine.data.training_data.TrainingData
-    emit: Callable
-    control: Any
+    scheduler: Any  # torch LR scheduler, or schedulers.OptimizerOwnSchedule
+    fused: Optional[FusedBackward]
+    accelerator: Any  # accelerate.Accelerator
+    data: TrainingData
+    emit: Callable[[Any], None]
+    control: Optional[RunControl]
     output_dir: Path
     total_steps: int
     total_epochs: int
     trainable_params: list
     train_text_encoders: bool
-    save_lora: Callable[[Path, int, int], str]  # (path, step, epoch) -> path written
-    save_state: Callable[[checkpoint.Progress], str]
-    make_samples: Callable[[int, Optional[int]], None]  # (step, epoch or None)
+    outputs: Optional[RunOutputs]  # saves and samples (None only where nothing is saved, e.g. a benchmark)
     images_per_step: int = 1
     position: Position = field(default_factory=Position)
     unet: Any = None  # what to call for the UNet forward (DDP-wrapped / compiled); model.unet when None
@@ -176,13 +171,13 @@ class Trainer:
                 if command == "save_now":
                     self.save_step_checkpoint(with_state=True)
                 elif command == "sample_now":
-                    self.paused(self.make_samples, pos.global_step, None)
+                    self.paused(self.outputs.make_samples, pos.global_step, None)
         every = cfg.saving.save_every_n_steps
         if every and pos.global_step % every == 0 and not finished:
             self.save_step_checkpoint(with_state=cfg.saving.save_state)
         every = cfg.sampling.sample_every_n_steps
         if every and pos.global_step % every == 0:
-            self.paused(self.make_samples, pos.global_step, None)
+            self.paused(self.outputs.make_samples, pos.global_step, None)
 
     def requests(self, at_log_point: bool) -> tuple[bool, list[str]]:
         """(stop?, commands) to act on after this step.
@@ -212,14 +207,14 @@ class Trainer:
         if every and epoch % every == 0 and not finished:
             self.log()  # never save weights from an interval whose loss went NaN
             path = self.output_dir / checkpoint.epoch_file_name(cfg.saving.output_name, epoch)
-            pos.last_lora = self.paused(self.save_lora, path, pos.global_step, epoch)
+            pos.last_lora = self.paused(self.outputs.save_lora, path, pos.global_step, epoch)
             if cfg.saving.save_state:
-                self.paused(self.save_state, self.progress())
+                self.paused(self.outputs.save_state, pos)
             if cfg.saving.save_last_n_epochs:
                 checkpoint.prune_epoch_files(self.output_dir, cfg.saving.output_name, cfg.saving.save_last_n_epochs)
         every = cfg.sampling.sample_every_n_epochs
         if every and epoch % every == 0:
-            self.paused(self.make_samples, pos.global_step, epoch)
+            self.paused(self.outputs.make_samples, pos.global_step, epoch)
 
     def paused(self, action: Callable, *args):
         """Run a save or sample without counting its time as training time (s/step, ETA)."""
@@ -229,18 +224,13 @@ class Trainer:
         finally:
             self.meter.started += time.perf_counter() - begun
 
-    def progress(self) -> checkpoint.Progress:
-        pos = self.position
-        return checkpoint.Progress(global_step=pos.global_step, epoch=pos.epoch,
-                                   batches_done_in_epoch=pos.batches_done_in_epoch)
-
     def save_step_checkpoint(self, *, with_state: bool) -> None:
         self.log()  # never save weights from an interval whose loss went NaN
         pos = self.position
         path = self.output_dir / checkpoint.step_file_name(self.cfg.saving.output_name, pos.global_step)
-        pos.last_lora = self.paused(self.save_lora, path, pos.global_step, pos.current_epoch)
+        pos.last_lora = self.paused(self.outputs.save_lora, path, pos.global_step, pos.current_epoch)
         if with_state:
-            self.paused(self.save_state, self.progress())
+            self.paused(self.outputs.save_state, pos)
 
     def stop(self) -> None:
         """A stop request: keep the LoRA and the state of this step, then end the loop."""
@@ -285,12 +275,10 @@ class Trainer:
 def _diverged(step: int, paths: list[str], value: float) -> TrainingDiverged:
     names = ", ".join(Path(p).name for p in paths) or "(unknown batch)"
     kind = "NaN" if math.isnan(value) else "infinite"
-    error = TrainingDiverged(
+    return TrainingDiverged(
         f"loss became {kind} at step {step} (batch: {names}); training stopped, the last good LoRA is kept",
         hint="with fp16, set no_half_vae = true (SDXL's VAE overflows in fp16) or use bf16; "
-             "otherwise lower the learning rate (or set max_grad_norm = 1.0)")
-    error.step = step
-    return error
+             "otherwise lower the learning rate (or set max_grad_norm = 1.0)", step=step)
 
 
 def emit_saved(emit: Callable, path: str, step: int, epoch: int, kind: str) -> None:

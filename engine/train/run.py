@@ -22,7 +22,7 @@ from engine.control.run_control import RunControl
 from engine.errors import OutputError, SdxlTuiError
 from engine.events.types import LOADING_MODEL, SAVING, TRAINING, Failed, Finished, Phase, RunStarted, Warning_
 from engine.outputs import checkpoint
-from engine.outputs import writer as outputs
+from engine.outputs.writer import RunOutputs
 
 EXISTING_RUN_MARKERS = ("config.toml", "events.jsonl")
 
@@ -110,11 +110,14 @@ def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
 
 
 def _failed(session: _Session, exc: BaseException) -> RunResult:
-    position = getattr(session.trainer, "position", None)
-    step = getattr(exc, "step", None) or (position.global_step if position else 0)
-    last_good = position.last_lora if position else getattr(exc, "last_good", "")
-    session.emit(Failed(time=time.time(), message=getattr(exc, "message", str(exc)) or type(exc).__name__,
-                        hint=getattr(exc, "hint", ""), step=step, kind=type(exc).__name__, last_good=last_good))
+    """Emit Failed for `exc` (a person's error or a bug); the step and last good LoRA come from
+    the error when it knows them, else from where the loop stood."""
+    position = session.trainer.position if session.trainer is not None else None
+    known = exc if isinstance(exc, SdxlTuiError) else SdxlTuiError(str(exc))
+    step = known.step or (position.global_step if position else 0)
+    last_good = position.last_lora if position else known.last_good
+    session.emit(Failed(time=time.time(), message=known.message or type(exc).__name__,
+                        hint=known.hint, step=step, kind=type(exc).__name__, last_good=last_good))
     return RunResult(ok=False, output_dir=str(session.output_dir), lora_path=last_good, step=step, error=exc)
 
 
@@ -368,7 +371,7 @@ def _train(session: _Session, point) -> RunResult:
 
     from engine.data.batching import training_length
     from engine.train.ddp import training_unet
-    from engine.train.loop import Position, Trainer
+    from engine.train.loop import Trainer
 
     cfg, emit = session.cfg, session.emit
     set_seed(cfg.training.seed)
@@ -406,14 +409,13 @@ def _train(session: _Session, point) -> RunResult:
     total_steps, total_epochs, _ = training_length(steps_per_epoch, cfg.training.max_train_steps,
                                                    cfg.training.max_train_epochs)
     optimizer, scheduler, fused, params = _optimizer_and_schedule(session, total_steps)
-    position = Position()
+    position = checkpoint.Position()
     if state is not None:
         (fused or optimizer).load_state_dict(state.optimizer)
         scheduler.load_state_dict(state.scheduler)
         if state.scaler is not None and session.accelerator.scaler is not None:
             session.accelerator.scaler.load_state_dict(state.scaler)
-        position = Position(global_step=state.progress.global_step, epoch=state.progress.epoch,
-                            batches_done_in_epoch=state.progress.batches_done_in_epoch)
+        position = state.progress
     images_per_step = _batch_size(session.data, cfg) * accumulation * session.accelerator.num_processes
     trainer = session.trainer = Trainer(
         cfg=cfg, model=session.model, network=session.network, optimizer=optimizer, scheduler=scheduler,
@@ -422,17 +424,16 @@ def _train(session: _Session, point) -> RunResult:
                            compile_unet=cfg.precision.torch_compile),
         output_dir=session.output_dir, total_steps=total_steps, total_epochs=total_epochs,
         trainable_params=params, train_text_encoders=not cfg.network.network_train_unet_only,
-        save_lora=lambda path, step, epoch: outputs.save_lora(session, path, step, epoch, total_steps, total_epochs),
-        save_state=lambda progress: outputs.save_state(session, fused or optimizer, scheduler, progress),
-        make_samples=lambda step, epoch: outputs.make_samples(session, step, epoch),
+        outputs=_outputs(session, fused or optimizer, scheduler, total_steps, total_epochs),
         images_per_step=images_per_step, position=position)
     emit(RunStarted(time=time.time(), output_dir=str(session.output_dir), total_steps=total_steps,
                     total_epochs=total_epochs, steps_per_epoch=steps_per_epoch, batch_size=_batch_size(session.data, cfg),
                     num_processes=session.accelerator.num_processes, resumed_from_step=position.global_step,
                     gradient_accumulation_steps=accumulation,
                     config_path=str(session.output_dir / "config.toml")))
+    outputs = trainer.outputs
     if cfg.sampling.sample_at_first and state is None:
-        outputs.make_samples(session, 0, None)
+        outputs.make_samples(0, None)
     emit(Phase(time=time.time(), name=TRAINING, total=total_steps))
     if state is not None:
         checkpoint.restore_rng(state.rng)  # the next draw is the one the interrupted run would have made
@@ -445,11 +446,20 @@ def _train(session: _Session, point) -> RunResult:
         return _finish(session, stopped=True, lora_path=position.last_lora, step=position.global_step)
     emit(Phase(time=time.time(), name=SAVING))
     final = session.output_dir / checkpoint.final_file_name(cfg.saving.output_name)
-    position.last_lora = outputs.save_lora(session, final, position.global_step, position.current_epoch, total_steps,
-                                   total_epochs)
+    position.last_lora = outputs.save_lora(final, position.global_step, position.current_epoch)
     if cfg.saving.save_state:
-        outputs.save_state(session, fused or optimizer, scheduler, trainer.progress())
+        outputs.save_state(position)
     return _finish(session, stopped=False, lora_path=position.last_lora, step=position.global_step)
+
+
+def _outputs(session: _Session, optimizer, scheduler, total_steps: int, total_epochs: int) -> RunOutputs:
+    """What the trainer saves and samples through (the optimizer whose state a save keeps)."""
+    return RunOutputs(cfg=session.cfg, emit=session.emit, control=session.control, output_dir=session.output_dir,
+                      accelerator=session.accelerator, model=session.model, network=session.network,
+                      data=session.data, weight_dtype=session.weight_dtype, optimizer=optimizer,
+                      scheduler=scheduler, total_steps=total_steps, total_epochs=total_epochs,
+                      started_at=session.started_at, session_id=session.session_id,
+                      sample_prompts=session.sample_prompts)
 
 
 def _finish(session: _Session, *, stopped: bool, lora_path: str, step: int) -> RunResult:

@@ -238,12 +238,12 @@ def test_resume_without_any_complete_state_says_why(tmp_path, tiny_model, demo_d
 
 def test_policy_unit_allowed_and_refused_lists():
     from engine.config.schema import RunConfig
-    from engine.outputs.checkpoint import Progress
+    from engine.outputs.checkpoint import Position
     from engine.outputs.resume import compare_configs
 
     saved = RunConfig().with_values(max_train_steps=100, network_dim=16, lr_scheduler="cosine")
     new = saved.with_values(max_train_steps=200, network_dim=32, sample_every_n_steps=50, log_with="tensorboard")
-    diff = compare_configs(saved, new, Progress(global_step=50, epoch=0, batches_done_in_epoch=50))
+    diff = compare_configs(saved, new, Position(global_step=50, epoch=0, batches_done_in_epoch=50))
     assert [c.key for c in diff.refused] == ["network.network_dim"]
     allowed = {c.key for c in diff.allowed}
     assert {"training.max_train_steps", "sampling.sample_every_n_steps", "logging.log_with",
