@@ -1,12 +1,10 @@
 """Planning the draft in a worker thread: what `engine.plan.run_plan.make_plan` knows about it.
 
-A dataset the wizard is still building exists only in memory, so it is written to a
-temporary folder for the planner. Results come back as a `PlanReady` message; the worker
+A dataset the wizard is still building exists only in memory and is planned from there. Results come back as a `PlanReady` message; the worker
 never touches a widget.
 """
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -14,6 +12,7 @@ from typing import Any, Optional
 from textual.message import Message
 
 from engine.config.schema import RunConfig
+from sdxl_tui.wizard_state import DatasetDraft
 
 
 @dataclass(frozen=True)
@@ -30,18 +29,16 @@ class PlanReady(Message):
         self.outcome = outcome
 
 
-def make_draft_plan(cfg: RunConfig, dataset_toml: Optional[str], base_dir: Path) -> PlanOutcome:
-    """Plan the draft (never raises: a problem comes back as `error` for the screen to show)."""
+def make_draft_plan(cfg: RunConfig, draft: Optional[DatasetDraft], base_dir: Path) -> PlanOutcome:
+    """Plan the draft (never raises: a problem comes back as `error` for the screen to show).
+    A dataset the wizard is still building is planned from memory (`DatasetDraft.parsed`)."""
+    from engine.plan.run_plan import make_plan
+
+    dataset_toml = draft.to_toml() if draft is not None else None
     try:
-        from engine.plan.run_plan import make_plan
-    except ImportError:
-        return PlanOutcome(cfg, dataset_toml, error="planning is not available in this build")
-    try:
-        if dataset_toml is not None:
-            with tempfile.TemporaryDirectory(prefix="sdxl-tui-plan-") as tmp:
-                path = Path(tmp) / "dataset.toml"
-                path.write_text(dataset_toml, encoding="utf-8")
-                return PlanOutcome(cfg, dataset_toml, make_plan(cfg.with_values(dataset_config=str(path)), base_dir=base_dir))
+        if draft is not None:
+            parsed = draft.parsed(base_dir, cfg.training.train_batch_size)
+            return PlanOutcome(cfg, dataset_toml, make_plan(cfg, parsed))
         if not cfg.dataset.dataset_config:
             return PlanOutcome(cfg, dataset_toml, error="no dataset yet (step 2)")
         return PlanOutcome(cfg, dataset_toml, make_plan(cfg, base_dir=base_dir))

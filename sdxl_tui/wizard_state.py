@@ -86,6 +86,17 @@ class DatasetDraft:
         doc.add("datasets", datasets)
         return tomlkit.dumps(doc)
 
+    def parsed(self, base_dir: Path, default_batch_size: int) -> Any:
+        """The draft as the engine reads a dataset TOML (engine.data.dataset_config.DatasetConfig),
+        held in memory; image folders resolve against `base_dir`. Raises ConfigError."""
+        from engine.data.dataset_config import parse_dataset_toml
+
+        return parse_dataset_toml(self.to_toml(), base_dir=base_dir, default_batch_size=default_batch_size,
+                                  path=DRAFT_LABEL)
+
+
+DRAFT_LABEL = "(the wizard's dataset draft)"
+
 
 @dataclass(frozen=True)
 class Edit:
@@ -154,14 +165,18 @@ class WizardState:
 
     # -- checks ------------------------------------------------------------------------------
     def issues(self) -> list[Any]:
-        from engine.config.rules import check_rules
+        """Rule issues of the config as it will be saved, its dataset draft checked in memory."""
+        from engine.config.rules import ERROR, RuleIssue, check_rules
+        from engine.errors import ConfigError
 
-        cfg = self.cfg
-        if self.dataset_draft is not None and not cfg.dataset.dataset_config:
-            cfg = cfg.with_values(dataset_config="(built by the wizard)")
-        if self.prompts_text is not None:
-            cfg = cfg.with_values(sample_prompts="(written by the wizard)" if self.prompts_text.strip() else "")
-        return check_rules(cfg)
+        cfg = self.final_config(self.config_path or self.base_dir / "sdxl-tui.toml")
+        if self.dataset_draft is None:
+            return check_rules(cfg)
+        try:
+            draft = self.dataset_draft.parsed(self.base_dir, cfg.training.train_batch_size)
+        except ConfigError as exc:
+            return check_rules(cfg) + [RuleIssue(ERROR, ("dataset_config",), exc.message)]
+        return check_rules(cfg, draft)
 
     # -- saving ------------------------------------------------------------------------------
     def side_files(self, config_path: Path) -> dict[str, Path]:

@@ -69,3 +69,11 @@ def train(cfg, control=None, on_event=None, **kwargs) -> Recorded:
 
     recorded.result = run(cfg, emit, control, **kwargs)
     return recorded
+
+
+def scan_for(cfg, base_dir=None):
+    """The dataset `cfg` names, parsed and scanned as engine.train.run does before the model loads."""
+    from engine.data.dataset_config import load_run_dataset_config
+    from engine.data.scan import scan_dataset
+
+    return scan_dataset(load_run_dataset_config(cfg, base_dir), skip_bad_images=cfg.dataset.skip_bad_images)

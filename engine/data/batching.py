@@ -76,24 +76,38 @@ def iter_epoch(scanned: ScannedDataset, seed: int, epoch: int, *, rank: int = 0,
 
 
 def steps_per_epoch(scanned: ScannedDataset, gradient_accumulation_steps: int = 1, world_size: int = 1) -> int:
-    """Optimizer steps per epoch: a last partial accumulation still makes a step (as sd-scripts)."""
-    return math.ceil(batches_per_epoch(scanned, world_size) / gradient_accumulation_steps)
+    """Optimizer steps per epoch (`training_length`'s count for this dataset)."""
+    return training_length(batches_per_epoch(scanned, world_size), gradient_accumulation_steps).steps_per_epoch
 
 
 DEFAULT_MAX_TRAIN_STEPS = 1600  # sd-scripts' default when neither limit is given
 
 
+@dataclass(frozen=True)
+class TrainingLength:
+    """How long a run is, in optimizer steps and epochs; `limit` says which option decided it
+    ("max_train_steps", "max_train_epochs" or "default")."""
 
-def training_length(steps_per_epoch: int, max_train_steps: Optional[int],
-                    max_train_epochs: Optional[int]) -> tuple[int, int, str]:
-    """(total steps, epochs, what limits the run). max_train_steps wins when both are set."""
+    steps_per_epoch: int
+    total_steps: int
+    epochs: int
+    limit: str
+
+
+def training_length(batches_per_epoch: int, gradient_accumulation_steps: int = 1,
+                    max_train_steps: Optional[int] = None,
+                    max_train_epochs: Optional[int] = None) -> TrainingLength:
+    """The one count of steps per epoch and total steps, for the run, the plan and the data.
+
+    A last partial accumulation group still makes a step (as sd-scripts' train_network.py:
+    ceil(batches / gradient_accumulation_steps)); max_train_steps wins when both limits are set;
+    with neither, sd-scripts' default of 1600 steps."""
+    per_epoch = math.ceil(batches_per_epoch / gradient_accumulation_steps)
     if max_train_steps is not None:
         steps, limit = max_train_steps, "max_train_steps"
     elif max_train_epochs is not None:
-        if steps_per_epoch == 0:
-            return 0, max_train_epochs, "max_train_epochs"
-        return max_train_epochs * steps_per_epoch, max_train_epochs, "max_train_epochs"
+        return TrainingLength(per_epoch, max_train_epochs * per_epoch, max_train_epochs, "max_train_epochs")
     else:
         steps, limit = DEFAULT_MAX_TRAIN_STEPS, "default"
-    epochs = math.ceil(steps / steps_per_epoch) if steps_per_epoch else 0
-    return steps, epochs, limit
+    epochs = math.ceil(steps / per_epoch) if per_epoch else 0
+    return TrainingLength(per_epoch, steps, epochs, limit)

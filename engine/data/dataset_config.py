@@ -342,6 +342,21 @@ def load_dataset_config(path: str | Path, *, default_batch_size: int | None = No
                                 default_batch_size=default_batch_size, run_defaults=run_defaults)
 
 
+def parse_dataset_toml(text: str, *, base_dir: Path, default_batch_size: int | None = None,
+                       path: str = "<dataset config>") -> DatasetConfig:
+    """A dataset TOML held in memory (the wizard's draft): parsed and validated as
+    `load_dataset_config` does a file; relative paths resolve against `base_dir`. Raises ConfigError."""
+    return parse_dataset_config(_parse_toml(text, path), text=text, path=path, base_dir=Path(base_dir),
+                                default_batch_size=default_batch_size)
+
+
+def load_run_dataset_config(cfg, base_dir: Path | str | None = None) -> DatasetConfig:
+    """The dataset config `cfg` names (relative to `base_dir`, the run config's folder), with
+    `train_batch_size` as the default batch size. Raises ConfigError (missing, malformed, unknown key)."""
+    return load_dataset_config(resolve_dataset_config_path(cfg, base_dir),
+                               default_batch_size=cfg.training.train_batch_size)
+
+
 def _parse_toml(text: str, path: str) -> dict[str, Any]:
     import tomlkit
     from tomlkit.exceptions import ParseError

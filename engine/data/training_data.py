@@ -33,8 +33,8 @@ from engine.data.caching import (
     pixels_to_tensor,
 )
 from engine.data.captions import CaptionOptions, process_caption
-from engine.data.dataset_config import SubsetSpec, load_dataset_config, resolve_dataset_config_path
-from engine.data.scan import ImageItem, ScannedDataset, scan_dataset
+from engine.data.dataset_config import SubsetSpec
+from engine.data.scan import ImageItem, ScannedDataset
 from engine.data.transfer import to_device
 from engine.errors import ConfigError
 from engine.events.types import CACHING_LATENTS, CACHING_TEXT, SCANNING_DATASET, Phase, Warning_
@@ -350,9 +350,8 @@ def _cache_latents_for(cfg: Any, scanned: ScannedDataset, model: Any, *, emit, d
 
 
 def prepare_training_data(cfg: Any, model: Any, *, emit, device, dtype, control, rank: int = 0,
-                          world_size: int = 1, base_dir: Optional[Path] = None,
-                          scanned: Optional[ScannedDataset] = None) -> TrainingData:
-    """Scan, cache as configured, and place the VAE / text encoders for the loop.
+                          world_size: int = 1, scanned: ScannedDataset) -> TrainingData:
+    """Cache the scanned dataset as configured, and place the VAE / text encoders for the loop.
 
     Afterwards the VAE is on `device` only when latents are not cached, and the text
     encoders only when their outputs are not cached or they are trained. A stop request
@@ -362,10 +361,6 @@ def prepare_training_data(cfg: Any, model: Any, *, emit, device, dtype, control,
 
     caching = cfg.caching
     emit(Phase(time=time.time(), name=SCANNING_DATASET))
-    if scanned is None:  # engine.train.run scans before the model loads and hands it over
-        config = load_dataset_config(resolve_dataset_config_path(cfg, base_dir),
-                                     default_batch_size=cfg.training.train_batch_size)
-        scanned = scan_dataset(config, skip_bad_images=cfg.dataset.skip_bad_images)
     _refuse_unsupported(scanned)
     for message in scanned.warnings:
         emit(Warning_(time=time.time(), message=message))
@@ -407,6 +402,5 @@ def prepare_training_data(cfg: Any, model: Any, *, emit, device, dtype, control,
 
 def _planned_steps(cfg: Any, data: TrainingData) -> int:
     """Total optimizer steps, counted as the plan counts them (token warm-up may be a fraction)."""
-    per_epoch = -(-data.batches_per_epoch // data.gradient_accumulation_steps)
-    steps, _, _ = training_length(per_epoch, cfg.training.max_train_steps, cfg.training.max_train_epochs)
-    return steps
+    return training_length(data.batches_per_epoch, data.gradient_accumulation_steps, cfg.training.max_train_steps,
+                           cfg.training.max_train_epochs).total_steps

@@ -11,7 +11,7 @@ from typing import Optional
 
 from engine.data.batching import DEFAULT_MAX_TRAIN_STEPS, batches_per_epoch, training_length
 from engine.data.buckets import Size
-from engine.data.dataset_config import load_dataset_config, resolve_dataset_config_path
+from engine.data.dataset_config import DatasetConfig, load_run_dataset_config
 from engine.data.scan import ScannedDataset, SubsetStats, scan_dataset
 from engine.plan.vram import VramEstimate, estimate_vram
 
@@ -85,19 +85,21 @@ def cache_sizes(scanned: ScannedDataset) -> tuple[int, int]:
     return latents, text
 
 
-def make_plan(cfg, *, base_dir: Path | str | None = None, world_size: int = 1) -> Plan:
-    """Load the dataset config named by `cfg` (relative to `base_dir`, the run config's folder),
-    scan it, and count. File problems go into `plan.problems`; config errors raise ConfigError."""
-    path = resolve_dataset_config_path(cfg, base_dir)
-    dataset_config = load_dataset_config(path, default_batch_size=cfg.training.train_batch_size)
+def make_plan(cfg, dataset_config: Optional[DatasetConfig] = None, *, base_dir: Path | str | None = None,
+              world_size: int = 1) -> Plan:
+    """Scan `dataset_config` (parsed already, e.g. the wizard's draft held in memory; when None,
+    the file `cfg` names is read, relative to `base_dir`, the run config's folder) and count.
+    File problems go into `plan.problems`; config errors raise ConfigError."""
+    if dataset_config is None:
+        dataset_config = load_run_dataset_config(cfg, base_dir)
+    path = dataset_config.path if dataset_config.path is not None else Path(cfg.dataset.dataset_config or "(draft)")
     scanned = scan_dataset(dataset_config, skip_bad_images=cfg.dataset.skip_bad_images, strict=False)
     buckets = tuple(BucketCount(d, bucket, n, dataset_config.datasets[d].batch_size)
                     for (d, bucket), n in scanned.bucket_histogram().items())
     batches = batches_per_epoch(scanned, world_size)
     accumulation = cfg.training.gradient_accumulation_steps
-    steps_per_epoch = math.ceil(batches / accumulation)
-    total, epochs, limit = training_length(steps_per_epoch, cfg.training.max_train_steps,
-                                           cfg.training.max_train_epochs)
+    length = training_length(batches, accumulation, cfg.training.max_train_steps, cfg.training.max_train_epochs)
+    steps_per_epoch, total, epochs, limit = length.steps_per_epoch, length.total_steps, length.epochs, length.limit
     latents, text = cache_sizes(scanned)
     plan = Plan(path, scanned, buckets, world_size, accumulation, batches, steps_per_epoch, epochs, total, limit,
                 latents, text, cfg.caching.cache_latents_to_disk, cfg.caching.cache_text_encoder_outputs_to_disk)

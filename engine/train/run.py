@@ -74,9 +74,10 @@ def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
     log = None
     stop_poller = None
     try:
-        warnings = _check_config(cfg)
+        dataset_config = _load_dataset_config(cfg)  # parsed once: the rules and the scan share it
+        warnings = _check_config(cfg, dataset_config)
         point = _prepare_resume(output_dir, cfg) if resume else None
-        session.scanned = _scan_dataset(cfg)
+        session.scanned = _scan_dataset(cfg, dataset_config)
         accelerator = session.accelerator = _make_accelerator(cfg)
         if accelerator.is_main_process:
             warnings += _reusable_output_dir_notes(output_dir) if not resume else []
@@ -123,16 +124,20 @@ def _failed(session: _Session, exc: BaseException) -> RunResult:
 
 # ---------------------------------------------------------------------- set-up
 
-def _check_config(cfg: RunConfig) -> list[str]:
-    """Rules over the config (and its dataset TOML); raises ConfigError, returns warnings."""
+def _load_dataset_config(cfg: RunConfig):
+    """The dataset TOML `cfg` names, parsed (ConfigError when it is wrong); None when none is named
+    (the rules say so)."""
+    if not cfg.dataset.dataset_config:
+        return None
+    from engine.data.dataset_config import load_run_dataset_config
+
+    return load_run_dataset_config(cfg)
+
+
+def _check_config(cfg: RunConfig, dataset_config) -> list[str]:
+    """Rules over the config and its parsed dataset config; raises ConfigError, returns warnings."""
     from engine.config.rules import check_rules, raise_for_errors
 
-    dataset_config = None
-    if cfg.dataset.dataset_config:
-        from engine.data.dataset_config import load_dataset_config
-
-        dataset_config = load_dataset_config(cfg.dataset.dataset_config,
-                                             default_batch_size=cfg.training.train_batch_size)
     issues = check_rules(cfg, dataset_config)
     raise_for_errors(issues)
     _check_model_cheaply(cfg)
@@ -288,13 +293,12 @@ def _prepare_data(session: _Session):
                                  scanned=session.scanned)
 
 
-def _scan_dataset(cfg: RunConfig):
+def _scan_dataset(cfg: RunConfig, dataset_config):
     """Every image and caption checked (DataError naming the files) before a model loads."""
-    from engine.data.dataset_config import load_dataset_config, resolve_dataset_config_path
+    from engine.data.dataset_config import load_run_dataset_config
     from engine.data.scan import scan_dataset
 
-    config = load_dataset_config(resolve_dataset_config_path(cfg, None),
-                                 default_batch_size=cfg.training.train_batch_size)
+    config = dataset_config if dataset_config is not None else load_run_dataset_config(cfg)
     return scan_dataset(config, skip_bad_images=cfg.dataset.skip_bad_images)
 
 
@@ -405,9 +409,9 @@ def _train(session: _Session, point) -> RunResult:
         raise DataError("the dataset gives no batch to train on",
                         hint="add images (or repeats), or use fewer processes than batches per epoch")
     accumulation = cfg.training.gradient_accumulation_steps
-    steps_per_epoch = -(-session.data.batches_per_epoch // accumulation)
-    total_steps, total_epochs, _ = training_length(steps_per_epoch, cfg.training.max_train_steps,
-                                                   cfg.training.max_train_epochs)
+    length = training_length(session.data.batches_per_epoch, accumulation, cfg.training.max_train_steps,
+                             cfg.training.max_train_epochs)
+    steps_per_epoch, total_steps, total_epochs = length.steps_per_epoch, length.total_steps, length.epochs
     optimizer, scheduler, fused, params = _optimizer_and_schedule(session, total_steps)
     position = checkpoint.Position()
     if state is not None:

@@ -98,11 +98,11 @@ class StepScreen(Screen):
     def request_plan(self) -> None:
         state = self.app.state  # type: ignore[attr-defined]
         if self.current_plan is None:
-            self._plan_worker(state.cfg, state.dataset_toml, state.base_dir)
+            self._plan_worker(state.cfg, state.dataset_draft, state.base_dir)
 
     @work(thread=True, exclusive=True, group="plan", exit_on_error=False)
-    def _plan_worker(self, cfg, dataset_toml, base_dir) -> None:
-        self.post_message(PlanReady(make_draft_plan(cfg, dataset_toml, base_dir)))
+    def _plan_worker(self, cfg, dataset_draft, base_dir) -> None:
+        self.post_message(PlanReady(make_draft_plan(cfg, dataset_draft, base_dir)))
 
     def on_plan_ready(self, message: PlanReady) -> None:
         state = self.app.state  # type: ignore[attr-defined]

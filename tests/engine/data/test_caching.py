@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from train_helpers import _one_thread  # noqa: E402,F401  (autouse: one thread is faster for the tiny model here)
+from train_helpers import _one_thread, scan_for  # noqa: E402,F401  (autouse: one thread is faster for the tiny model here)
 
 from engine.config.schema import RunConfig  # noqa: E402
 from engine.control.run_control import RunControl  # noqa: E402
@@ -78,7 +78,8 @@ def counters(model):
 def prepare(model, toml: Path, events=None, control=None, **options):
     cfg = RunConfig().with_values(dataset_config=str(toml), **options)
     return prepare_training_data(cfg, model, emit=(events.append if events is not None else lambda e: None),
-                                 device="cpu", dtype=torch.float32, control=control or RunControl())
+                                 device="cpu", dtype=torch.float32, control=control or RunControl(),
+                                 scanned=scan_for(cfg))
 
 
 def all_latents(data, epoch=0):
@@ -384,7 +385,7 @@ def test_each_rank_can_fill_the_disk_cache(model, demo_dataset, tmp_path, counte
     toml = write_dataset(tmp_path, demo_dataset)
     cfg = RunConfig().with_values(dataset_config=str(toml), cache_latents_to_disk=True)
     data = prepare_training_data(cfg, model, emit=lambda e: None, device="cpu", dtype=torch.float32,
-                                 control=RunControl(), rank=1, world_size=2)
+                                 control=RunControl(), rank=1, world_size=2, scanned=scan_for(cfg))
     assert len(list((tmp_path / "images").glob("*x*.sdxl-tui.safetensors"))) == 12
     assert len(data.latents) == 12
     assert all(b.latents is not None for b in data.epoch_batches(0))

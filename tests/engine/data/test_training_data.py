@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from train_helpers import _one_thread  # noqa: E402,F401  (autouse: one thread is faster for the tiny model here)
+from train_helpers import _one_thread, scan_for  # noqa: E402,F401  (autouse: one thread is faster for the tiny model here)
 
 from engine.config.schema import RunConfig  # noqa: E402
 from engine.control.run_control import RunControl  # noqa: E402
@@ -41,7 +41,8 @@ def demo_toml(root: Path, demo, subset: str = "", extra_subsets: str = "", batch
 def prepare(model, toml, *, rank=0, world_size=1, base_dir=None, **options):
     cfg = RunConfig().with_values(dataset_config=str(toml), **options)
     return prepare_training_data(cfg, model, emit=lambda e: None, device="cpu", dtype=torch.float32,
-                                 control=RunControl(), rank=rank, world_size=world_size, base_dir=base_dir)
+                                 control=RunControl(), rank=rank, world_size=world_size,
+                                 scanned=scan_for(cfg, base_dir))
 
 
 def summary(data, epoch, skip=0):
