@@ -9,6 +9,8 @@ import subprocess
 from dataclasses import dataclass
 from typing import Optional
 
+from engine.units import human_bytes
+
 
 @dataclass(frozen=True)
 class GpuInfo:
@@ -20,7 +22,7 @@ class GpuInfo:
         return self.total_bytes is None
 
     def __str__(self) -> str:
-        return "CPU (no NVIDIA GPU found)" if self.is_cpu else f"{self.name}, {self.total_bytes / 1e9:.1f} GB"
+        return "CPU (no NVIDIA GPU found)" if self.is_cpu else f"{self.name}, {human_bytes(self.total_bytes)}"
 
 
 CPU = GpuInfo("CPU", None)

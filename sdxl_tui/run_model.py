@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from engine.events import types as ev
+from engine.units import human_bytes
 
 PHASE_LABELS = {
     ev.LOADING_MODEL: "Loading model",
@@ -343,14 +344,8 @@ def format_duration(seconds: Optional[float]) -> str:
 
 
 def format_bytes(count: Optional[int]) -> str:
-    if count is None:
-        return "–"
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"
+    """A byte count in the engine's one unit (engine.units.human_bytes); "–" when unknown."""
+    return "–" if count is None else human_bytes(count)
 
 
 def format_lr(value: float) -> str:

@@ -16,12 +16,8 @@ from typing import Any, Optional
 import tomlkit
 from pydantic import ValidationError
 
-from engine.config.schema import RunConfig, locate
+from engine.config.schema import PATH_KEYS, RunConfig, locate
 
-# Options holding file or folder paths: made absolute when a config is opened from another
-# folder (a template) so they still point at the same place once saved elsewhere.
-PATH_KEYS = ("pretrained_model_name_or_path", "vae", "tokenizer_cache_dir", "dataset_config",
-             "network_weights", "sample_prompts", "output_dir", "logging_dir")
 
 
 @dataclass(frozen=True)
@@ -111,7 +107,8 @@ def validation_message(exc: ValidationError) -> str:
 
 
 def absolutize_paths(cfg: RunConfig, base_dir: Path) -> RunConfig:
-    """Relative paths resolved against `base_dir` where something exists there."""
+    """Relative paths resolved against `base_dir` where something exists there: a config opened
+    from another folder (a template) still points at the same places once saved elsewhere."""
     changes: dict[str, Any] = {}
     for key in PATH_KEYS:
         section, name = locate(key)

@@ -9,7 +9,7 @@ from engine.events import types as ev
 T0 = 1_750_000_000.0  # any fixed wall-clock time
 OUTPUT_DIR = "runs/scripted_run"  # relative: tests chdir into a tmp dir first
 SAMPLE_PATH = f"{OUTPUT_DIR}/samples/lora_000200_00.png"
-GIB = 1024 ** 3
+GB = 10 ** 9  # the dashboard shows decimal GB (engine.units)
 
 
 def make_sample_png(path: Path = Path(SAMPLE_PATH)) -> Path:
@@ -35,13 +35,13 @@ def loss_at(step: int) -> tuple[float, float]:
 
 def step_event(step: int, total: int = 400) -> ev.Step:
     raw, smooth = loss_at(step)
-    allocated = int((9.2 + 0.4 * math.sin(step / 9)) * GIB)
+    allocated = int((9.2 + 0.4 * math.sin(step / 9)) * GB)
     return ev.Step(
         time=T0 + 20 + step * 1.25, step=step, total_steps=total, epoch=1 + (step - 1) // 100,
         loss=raw, smoothed_loss=smooth, lr={"unet": 1e-4, "text_encoder1": 5e-5},
         seconds_per_step=1.25, images_per_second=3.2, eta_seconds=(total - step) * 1.25,
-        memory=ev.Memory(device="cuda:0", allocated=allocated, reserved=12 * GIB,
-                         peak=int(10.6 * GIB), total=24 * GIB),
+        memory=ev.Memory(device="cuda:0", allocated=allocated, reserved=12 * GB,
+                         peak=int(10.6 * GB), total=24 * GB),
     )
 
 

@@ -11,7 +11,7 @@ import pytest
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
+def one_torch_thread():
     import torch
 
     before = torch.get_num_threads()

@@ -11,6 +11,8 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.config.key_value import parse_pairs
+
 SCHEMA_VERSION = 1
 
 OptimizerName = Literal[
@@ -68,11 +70,7 @@ class NetworkSection(Section):
 
     @property
     def parsed_args(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for item in self.network_args:
-            key, _, value = item.partition("=")
-            out[key.strip()] = value.strip()
-        return out
+        return parse_pairs(self.network_args)
 
     @property
     def conv_dim(self) -> Optional[int]:
@@ -121,11 +119,7 @@ class OptimizerSection(Section):
 
     @property
     def parsed_args(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for item in self.optimizer_args:
-            key, _, value = item.partition("=")
-            out[key.strip()] = value.strip()
-        return out
+        return parse_pairs(self.optimizer_args)
 
 
 class TrainingSection(Section):
@@ -255,6 +249,7 @@ PATH_OPTIONS = (
     ("dataset", "dataset_config"), ("network", "network_weights"), ("saving", "output_dir"),
     ("sampling", "sample_prompts"), ("logging", "logging_dir"),
 )
+PATH_KEYS = tuple(key for _, key in PATH_OPTIONS)  # the same options by their sd-scripts names
 
 
 def resolve_relative_paths(cfg: RunConfig, base_dir: "str | object") -> RunConfig:

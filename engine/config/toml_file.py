@@ -187,12 +187,11 @@ def parse_set_value(raw: str) -> Any:
 
 
 def apply_sets(cfg: RunConfig, assignments: list[str]) -> RunConfig:
-    flat: dict[str, Any] = {}
-    for item in assignments:
-        if "=" not in item:
-            raise ConfigError(f"--set needs key=value, got '{item}'", hint="e.g. --set network_dim=8")
-        key, _, raw = item.partition("=")
-        flat[key.strip()] = parse_set_value(raw.strip())
+    from engine.config.key_value import parse_pairs
+
+    pairs = parse_pairs(assignments, lambda item: ConfigError(f"--set needs key=value, got '{item}'",
+                                                              hint="e.g. --set network_dim=8"))
+    flat: dict[str, Any] = {key: parse_set_value(raw) for key, raw in pairs.items()}
     try:
         return cfg.with_values(**flat)
     except ValidationError as exc:

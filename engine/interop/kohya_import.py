@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from engine.config.schema import RunConfig, option_index
+from engine.config.key_value import pair_key
+from engine.config.schema import PATH_KEYS, RunConfig, option_index
 from engine.errors import ConfigError
 from engine.interop.kohya_toml import absolutise_paths, flatten_args, read_toml
 
@@ -36,8 +37,6 @@ _OPTIMIZERS = {name.lower(): name for name in (
 _SAMPLERS = {"k_euler": "euler", "k_euler_a": "euler_a", "k_dpm_2_a": "dpm_2_a", "k_lms": "lms",
              "dpm_2": "k_dpm_2"}
 _SAVE_PRECISION = {"float": "fp32", "fp32": "fp32", "fp16": "fp16", "bf16": "bf16"}
-_PATH_OPTIONS = ("pretrained_model_name_or_path", "vae", "dataset_config", "sample_prompts", "network_weights",
-                 "tokenizer_cache_dir")
 
 # sd-scripts options with no effect on what is learned, or handled automatically here.
 _HARMLESS = {
@@ -148,7 +147,7 @@ class _Converter:
                 self._unknown(key, value)
 
     def _direct(self, key: str, value: Any) -> None:
-        if key in _PATH_OPTIONS and isinstance(value, str) and value:
+        if key in PATH_KEYS and isinstance(value, str) and value:
             p = Path(value).expanduser()
             if not p.is_absolute() and (self.base_dir / p).exists():
                 value = str((self.base_dir / p).resolve())
@@ -268,7 +267,7 @@ class _Converter:
 
     def _key_network_args(self, value: Any) -> None:
         args = list(value or [])
-        keys = {a.partition("=")[0].strip() for a in args}
+        keys = {pair_key(a) for a in args}
         if "conv_dim" in keys and "conv_alpha" not in keys:
             args.append("conv_alpha=1")
             self.note("network_args", "converted", "conv_alpha=1 added (sd-scripts' default when only conv_dim is given)")

@@ -21,6 +21,7 @@ from typing import Literal, Optional
 
 from engine.errors import ModelError
 from engine.model.single_file import TE1_PREFIX, TE2_PREFIX, UNET_PREFIX, VAE_PREFIX
+from engine.units import human_bytes
 
 SDXL_BASE_REPO = "stabilityai/stable-diffusion-xl-base-1.0"
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
@@ -50,17 +51,6 @@ class ModelShape:
     is_sdxl_base_size: bool  # the real SDXL base dimensions (not the tiny test model)
 
 
-def _human_size(size: int) -> str:
-    if size < 1000:
-        return f"{size} B"
-    value = float(size)
-    for unit in ("KB", "MB", "GB"):
-        value /= 1000
-        if value < 1000:
-            break
-    return f"{value:.1f} {unit}"
-
-
 def _folder_size(folder: Path) -> int:
     total = 0
     for root, _dirs, files in os.walk(folder):
@@ -85,10 +75,10 @@ def detect_model_source(name_or_path: str) -> ModelSource:
     if path.is_dir():
         if (path / "model_index.json").is_file() or (path / "unet").is_dir():
             size = _folder_size(path)
-            return ModelSource("diffusers", str(path), size, f"diffusers folder {path} ({_human_size(size)})")
+            return ModelSource("diffusers", str(path), size, f"diffusers folder {path} ({human_bytes(size)})")
         if (path / "config.json").is_file():
             size = _folder_size(path)
-            return ModelSource("diffusers", str(path), size, f"diffusers component folder {path} ({_human_size(size)})")
+            return ModelSource("diffusers", str(path), size, f"diffusers component folder {path} ({human_bytes(size)})")
         raise ModelError(f"{path} is a folder but not a diffusers model (no model_index.json or unet/ inside)",
                          hint="point to the folder that holds model_index.json, or to a .safetensors file")
     if path.is_file():
@@ -102,7 +92,7 @@ def detect_model_source(name_or_path: str) -> ModelSource:
             raise ModelError(f"{path}: unknown model file type '{suffix or 'no extension'}'",
                              hint="use a .safetensors file, a diffusers folder or a Hub id")
         size = path.stat().st_size
-        return ModelSource("single_file", str(path), size, f"single file {path.name} ({_human_size(size)})")
+        return ModelSource("single_file", str(path), size, f"single file {path.name} ({human_bytes(size)})")
     if _looks_local(text) or not _HUB_ID.match(text):
         raise ModelError(f"model not found: {text}",
                          hint="check the path; a Hub id looks like owner/name (e.g. " + SDXL_BASE_REPO + ")")

@@ -173,9 +173,9 @@ def save_state(output_dir: Path, *, network, optimizer, scheduler, scaler, progr
     if final.exists():  # a save at the same step (e.g. stop right after a periodic save)
         _remove_state(final)
     os.replace(staging, final)
-    from engine.storage.atomic import _fsync_dir
+    from engine.storage.atomic import fsync_dir
 
-    _fsync_dir(root)
+    fsync_dir(root)
     _prune_states(root, STATES_KEPT)
     return final
 
@@ -185,7 +185,7 @@ def _write_state_files(staging: Path, *, network, optimizer, scheduler, scaler, 
     import torch
     from safetensors.torch import save
 
-    from engine.storage.atomic import _fsync_dir
+    from engine.storage.atomic import fsync_dir
 
     def done(name: str) -> None:
         if saving is not None:
@@ -208,7 +208,7 @@ def _write_state_files(staging: Path, *, network, optimizer, scheduler, scaler, 
     _write_file(staging / "config.toml", config_text.encode("utf-8"))
     done("small files")
     _write_file(staging / COMPLETE_MARKER, b"ok\n")
-    _fsync_dir(staging)
+    fsync_dir(staging)
 
 
 def _torch_bytes(obj) -> bytes:

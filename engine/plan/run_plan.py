@@ -14,6 +14,7 @@ from engine.data.buckets import Size
 from engine.data.dataset_config import DatasetConfig, load_run_dataset_config
 from engine.data.scan import ScannedDataset, SubsetStats, scan_dataset
 from engine.plan.vram import VramEstimate, estimate_vram
+from engine.units import human_bytes
 
 LATENT_CHANNELS = 4
 TEXT_FLOATS_PER_CAPTION = 77 * 2048 + 1280  # both encoders' hidden states + pooled output
@@ -107,14 +108,6 @@ def make_plan(cfg, dataset_config: Optional[DatasetConfig] = None, *, base_dir: 
 
 
 # --- text ------------------------------------------------------------------------------
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
-
 
 def _dataset_lines(plan: Plan) -> list[str]:
     out = [f"Dataset config: {plan.dataset_config}"]

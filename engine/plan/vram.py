@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-GB = 1e9
+from engine.units import GB  # 1e9 bytes, the unit of every figure here
+
 UNET_PARAMS = 2.567e9
 TE1_PARAMS = 123.06e6  # CLIP ViT-L/14 text model
 TE2_PARAMS = 694.66e6  # OpenCLIP ViT-bigG/14 text model + projection

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable
 
 from engine.errors import DiskFullError, OutputError
+from engine.units import human_bytes
 
 SAVE_MARGIN_BYTES = 4 * 1024 * 1024  # safetensors header + metadata + small state files
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
@@ -28,14 +29,6 @@ class SpaceCheck:
     @property
     def enough(self) -> bool:
         return self.free >= self.needed
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"  # pragma: no cover
 
 
 def tensor_bytes(tensors: Iterable) -> int:

@@ -36,14 +36,14 @@ def parse_value(raw: str) -> Any:
 
 
 def parse_optimizer_args(items: Iterable[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"optimizer_args entry '{item}' is not key=value",
-                              key="optimizer.optimizer_args", hint='write e.g. "weight_decay=0.01"')
-        key, _, value = item.partition("=")
-        out[key.strip()] = parse_value(value)
-    return out
+    """optimizer_args ("key=value" strings, as sd-scripts) as keyword arguments, values read by
+    `parse_value`. Raises ConfigError for an entry without "="."""
+    from engine.config.key_value import parse_pairs
+
+    pairs = parse_pairs(items, lambda item: ConfigError(f"optimizer_args entry '{item}' is not key=value",
+                                                        key="optimizer.optimizer_args",
+                                                        hint='write e.g. "weight_decay=0.01"'))
+    return {key: parse_value(value) for key, value in pairs.items()}
 
 
 def uses_own_lr(optimizer_type: str, args: dict[str, Any]) -> bool:

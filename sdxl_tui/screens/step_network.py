@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from textual.widgets import Input, Static
 
+from engine.config.key_value import pair_key
 from sdxl_tui.screens.step_base import StepScreen
 from sdxl_tui.widgets.fields import ConfigField, LabelledRow, plain_input
 
@@ -14,7 +15,7 @@ CONV_KEYS = ("conv_dim", "conv_alpha")
 
 
 def with_conv_args(args: list[str], conv_dim: str, conv_alpha: str) -> list[str]:
-    kept = [a for a in args if a.partition("=")[0].strip() not in CONV_KEYS]
+    kept = [a for a in args if pair_key(a) not in CONV_KEYS]
     if conv_dim:
         kept.append(f"conv_dim={conv_dim}")
         if conv_alpha:

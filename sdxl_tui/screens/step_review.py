@@ -24,8 +24,7 @@ def default_config_path(app) -> Path:
 def paths_from_working_dir(cfg, config_path: Path):
     """sd-scripts reads relative paths from its working directory, not from the config's folder:
     resolve them, then write the ones inside the working directory relative to it (shorter)."""
-    from engine.config.schema import locate, resolve_relative_paths
-    from sdxl_tui.wizard_state import PATH_KEYS
+    from engine.config.schema import PATH_KEYS, locate, resolve_relative_paths
 
     cfg = resolve_relative_paths(cfg, config_path.parent)
     cwd = Path.cwd().resolve()

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from train_helpers import _one_thread, tiny_config, train  # noqa: F401  (_one_thread: autouse fixture)
+from train_helpers import one_torch_thread, tiny_config, train  # noqa: F401  (one_torch_thread: autouse fixture)
 
 from engine.config.toml_file import save_config
 from engine.events.types import Failed, Finished, Warning_

@@ -40,7 +40,7 @@ def test_plain_view_prints_one_line_per_step_and_the_outcome():
     step_lines = [line for line in lines if line.startswith("step ")]
     assert len(step_lines) == 400
     assert step_lines[-1].startswith("step 400/400  epoch 4/4  loss 0.1094 (avg 0.0951)")
-    assert "1.25 s/it" in step_lines[-1] and "3.20 img/s" in step_lines[-1] and "mem 9.4 GiB" in step_lines[-1]
+    assert "1.25 s/it" in step_lines[-1] and "3.20 img/s" in step_lines[-1] and "mem 9.4 GB" in step_lines[-1]
     assert "Caching latents (100)" in lines
     assert "saved lora at step 100: lora-000001.safetensors" in lines
     assert "sample at step 200: samples/lora_000200_00.png" in lines
@@ -74,7 +74,7 @@ def test_console_panel_shows_phase_progress_eta_sparkline_rate_and_memory():
     assert "epoch 2/4  1.25 s/it  3.20 images/s" in text
     assert "0.0963 (avg 0.0986)" in text
     assert any(char in text for char in "▁▂▃▄▅▆▇█")
-    assert "9.1 GiB allocated, 12.0 GiB reserved, peak 10.6 GiB of 24.0 GiB (cuda:0)" in text
+    assert "9.1 GB allocated, 12.0 GB reserved, peak 10.6 GB of 24.0 GB (cuda:0)" in text
     caching = fold(script.preamble()[:50])
     assert "Caching latents" in render(console_panel(caching)) and "46/100" in render(console_panel(caching))
 

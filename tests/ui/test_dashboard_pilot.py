@@ -236,12 +236,12 @@ def test_memory_gauge_shows_cuda_figures_and_the_whole_card():
     from sdxl_tui.widgets.memory_gauge import CardUsage, NvmlProbe, memory_table
 
     memory = script.step_event(10).memory
-    text = render_text(memory_table(memory, CardUsage(used=20 * script.GIB, total=24 * script.GIB, name="RTX 4090")))
-    for expected in ("allocated", "reserved", "12.0 GiB", "peak", "10.6 GiB", "whole card", "20.0 GiB",
-                     "RTX 4090", "24.0 GiB"):
+    text = render_text(memory_table(memory, CardUsage(used=20 * script.GB, total=24 * script.GB, name="RTX 4090")))
+    for expected in ("allocated", "reserved", "12.0 GB", "peak", "10.6 GB", "whole card", "20.0 GB",
+                     "RTX 4090", "24.0 GB"):
         assert expected in text
-    cpu = render_text(memory_table(ev.Memory(device="cpu", rss=600 * 1024 ** 2), None))
-    assert "process RSS" in cpu and "600.0 MiB" in cpu
+    cpu = render_text(memory_table(ev.Memory(device="cpu", rss=600 * 1000 ** 2), None))
+    assert "process RSS" in cpu and "600.0 MB" in cpu
     probe = NvmlProbe()  # without a GPU or driver this is simply "not available"
     assert probe.usage("cpu") is None
     probe.close()

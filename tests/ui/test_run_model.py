@@ -133,7 +133,8 @@ def test_formatting_helpers():
     assert format_duration(59) == "0:59"
     assert format_duration(3 * 3600 + 5) == "3:00:05"
     assert format_duration(None) == "–"
-    assert format_bytes(3 * 1024 ** 3) == "3.0 GiB"
+    assert format_bytes(3 * 10 ** 9) == "3.0 GB"  # one unit everywhere: decimal GB (engine.units)
+    assert format_bytes(None) == "–"
     assert format_bytes(512) == "512 B"
     assert sparkline([0, 1, 2, 3, 4, 5, 6, 7], 8) == "▁▂▃▄▅▆▇█"
     assert sparkline([1.0, 1.0], 8) == "▄▄"

@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from train_helpers import _one_thread, scan_for  # noqa: E402,F401  (autouse: one thread is faster for the tiny model here)
+from train_helpers import one_torch_thread, scan_for  # noqa: E402,F401  (autouse: one thread is faster for the tiny model here)
 
 from engine.config.schema import RunConfig  # noqa: E402
 from engine.control.run_control import RunControl  # noqa: E402

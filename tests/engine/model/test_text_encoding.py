@@ -5,7 +5,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from train_helpers import _one_thread  # noqa: E402,F401  (autouse: one thread is faster for the tiny model here)
+from train_helpers import one_torch_thread  # noqa: E402,F401  (autouse: one thread is faster for the tiny model here)
 
 from engine.model.encode import encode_captions, tokenize, vae_encode  # noqa: E402
 

@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from train_helpers import _one_thread, tiny_config, train  # noqa: E402,F401
+from train_helpers import one_torch_thread, tiny_config, train  # noqa: E402,F401
 
 
 @pytest.mark.e2e

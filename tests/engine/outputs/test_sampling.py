@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from train_helpers import _one_thread  # noqa: F401  (autouse: one thread is faster for the tiny model here)
+from train_helpers import one_torch_thread  # noqa: F401  (autouse: one thread is faster for the tiny model here)
 
 from engine.errors import ConfigError
 from engine.outputs.sample_prompts import SamplePrompt, parse_sample_prompts

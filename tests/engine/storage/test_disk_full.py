@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from cli_process import CliProcess, last
-from train_helpers import _one_thread, tiny_config, train  # noqa: F401  (_one_thread: autouse fixture)
+from train_helpers import one_torch_thread, tiny_config, train  # noqa: F401  (one_torch_thread: autouse fixture)
 
 from engine.config.toml_file import save_config
 from engine.events.types import Failed, Saved
@@ -140,7 +140,8 @@ def test_size_limited_stand_in_stops_before_the_save_with_sizes_named(tmp_path, 
     assert failed.message.startswith(f"not enough disk space in {out} to save the LoRA lora-step00000004")
     from safetensors.torch import load_file
 
-    from engine.storage.disk import SAVE_MARGIN_BYTES, human_bytes
+    from engine.storage.disk import SAVE_MARGIN_BYTES
+    from engine.units import human_bytes
 
     lora_bytes = sum(t.numel() * 4 for t in load_file(str(out / "lora-step00000002.safetensors")).values())
     needed = human_bytes(lora_bytes + SAVE_MARGIN_BYTES)
