@@ -4,6 +4,7 @@ Everything a front end needs is named here and imported lazily, so ``import engi
 torch (``sdxl-tui --help`` stays fast). The packages below, from the ground up:
 
 - ``errors``   the exceptions and their exit codes
+- ``units``    sizes as people read them (decimal GB everywhere)
 - ``events``   what a run reports (types, the JSONL log, following a log)
 - ``control``  what a run is told (stop/save/sample, the command file, signals)
 - ``storage``  atomic writes and free-space checks

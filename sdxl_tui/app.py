@@ -170,7 +170,7 @@ class WizardApp(App):
 
         try:
             state = make_state()
-        except (SdxlTuiError, OSError, ImportError) as exc:
+        except (SdxlTuiError, OSError) as exc:
             self.notify(str(exc), title="Could not open", severity="error", timeout=8)
             return
         self.begin(state, step)

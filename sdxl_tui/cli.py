@@ -40,10 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         child = sub.add_parser(name, help=help_text, description=help_text)
-        try:
-            _load(name).add_arguments(child)
-        except ModuleNotFoundError:
-            child.set_defaults(_missing=True)
+        _load(name).add_arguments(child)
     return parser
 
 
@@ -52,9 +49,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     command = args.command or "wizard"
-    if getattr(args, "_missing", False):
-        print(f"sdxl-tui: '{command}' is not available in this build", file=sys.stderr)
-        return 2
     if args.command is None:
         args = parser.parse_args(["wizard", *argv])
     from engine.errors import SdxlTuiError

@@ -223,10 +223,8 @@ def apply_rule_fixes(cfg: RunConfig, changed: str) -> tuple[RunConfig, tuple[str
     Only issues that name `changed` are fixed, so the wizard never silently rewrites an
     option the user did not touch in this edit's context.
     """
-    try:
-        from engine.config.rules import check_rules
-    except ImportError:
-        return cfg, ()
+    from engine.config.rules import check_rules
+
     notes: list[str] = []
     for _ in range(3):  # a fix may raise another issue; a few rounds settle it
         fixable = [i for i in check_rules(cfg) if i.fix and changed in i.keys

@@ -1,1 +1,2 @@
-"""TODO docstring for engine/storage."""
+"""Writing files safely: atomic writes and free-disk-space checks.
+"""

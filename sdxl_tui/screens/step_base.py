@@ -115,10 +115,7 @@ class StepScreen(Screen):
 
     def refresh_issues(self) -> None:
         keys = self.field_keys()
-        try:
-            issues = [i for i in self.app.state.issues() if keys & set(i.keys)]  # type: ignore[attr-defined]
-        except ImportError:
-            issues = []
+        issues = [i for i in self.app.state.issues() if keys & set(i.keys)]  # type: ignore[attr-defined]
         lines = [("[red]✗[/] " if i.level == "error" else "[yellow]![/] ") + escape(i.message) for i in issues]
         self.query_one("#step-issues", Static).update("\n".join(lines))
 

@@ -22,10 +22,8 @@ class GpuDetected(Message):
 
 
 def vram_text(cfg, outcome, gpu) -> str:
-    try:
-        from engine.plan.vram import estimate_vram
-    except ImportError:
-        return "VRAM estimate not available in this build"
+    from engine.plan.vram import estimate_vram
+
     plan = outcome.plan if outcome is not None and not outcome.error else None
     est = estimate_vram(cfg, plan)
     lines = [f"estimate: [b]{est.total:.1f} GB[/b] at {est.resolution[0]}×{est.resolution[1]} × batch {est.batch_size}"

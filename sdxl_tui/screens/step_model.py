@@ -17,10 +17,8 @@ def describe_model(name: str) -> str:
     """What the model field points at, in one or two lines (never raises)."""
     if not name:
         return "No model yet: type a folder, a .safetensors file or a Hub id (e.g. stabilityai/stable-diffusion-xl-base-1.0)."
-    try:
-        from engine.model.source import check_sdxl_shape, detect_model_source
-    except ImportError:
-        return "Model detection is not available in this build."
+    from engine.model.source import check_sdxl_shape, detect_model_source
+
     try:
         source = detect_model_source(name)
     except Exception as exc:  # a person's typo must not crash the wizard: show why

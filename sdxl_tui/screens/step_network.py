@@ -8,6 +8,7 @@ from __future__ import annotations
 from textual.widgets import Input, Static
 
 from engine.config.key_value import pair_key
+from engine.units import human_bytes
 from sdxl_tui.screens.step_base import StepScreen
 from sdxl_tui.widgets.fields import ConfigField, LabelledRow, plain_input
 
@@ -28,16 +29,13 @@ def network_summary(cfg) -> str:
     lines = [f"scale = alpha / rank = {n.network_alpha:g} / {n.network_dim} = [b]{n.network_alpha / n.network_dim:.3g}[/b]"]
     if n.conv_dim:
         lines.append(f"conv scale = {n.conv_alpha:g} / {n.conv_dim} = [b]{n.conv_alpha / n.conv_dim:.3g}[/b]")
-    try:
-        from engine.plan.vram import text_encoder_lora_params, unet_lora_params
+    from engine.plan.vram import text_encoder_lora_params, unet_lora_params
 
-        params = unet_lora_params(n.network_dim, n.conv_dim)
-        if not n.network_train_unet_only:
-            params += text_encoder_lora_params(n.network_dim)
-        lines.append(f"trainable LoRA parameters on SDXL: {params / 1e6:.1f} M "
-                     f"(≈ {params * 2 / 1e6:.0f} MB saved in fp16)")
-    except ImportError:
-        pass
+    params = unet_lora_params(n.network_dim, n.conv_dim)
+    if not n.network_train_unet_only:
+        params += text_encoder_lora_params(n.network_dim)
+    lines.append(f"trainable LoRA parameters on SDXL: {params / 1e6:.1f} M "
+                 f"(≈ {human_bytes(params * 2)} saved in fp16)")
     lines.append("trains: UNet only" if n.network_train_unet_only else "trains: UNet + both text encoders")
     return "\n".join(lines)
 

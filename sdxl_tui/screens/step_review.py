@@ -86,10 +86,7 @@ class ReviewStep(StepScreen):
         return set(option_index())
 
     def refresh_issues(self) -> None:
-        try:
-            issues = self.app.state.issues()  # type: ignore[attr-defined]
-        except ImportError:
-            issues = []
+        issues = self.app.state.issues()  # type: ignore[attr-defined]
         errors = [i for i in issues if i.level == "error"]
         lines = [("[red]✗[/] " if i.level == "error" else "[yellow]![/] ") + escape(i.message) for i in issues]
         header = ("[red]Fix these before training:[/]" if errors else
