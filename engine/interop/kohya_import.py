@@ -360,7 +360,9 @@ def merge_dataset_defaults(dataset_toml: str | Path, defaults: Mapping[str, Any]
     from engine.storage.atomic import atomic_write_text
 
     src = Path(dataset_toml)
-    doc = tomlkit.parse(src.read_text(encoding="utf-8-sig"))
+    from engine.config.toml_text import parse_toml, read_config_text
+
+    doc = parse_toml(read_config_text(src, "dataset config"), str(src))
     general = doc.get("general")
     if general is None:
         general = tomlkit.table()

@@ -23,16 +23,14 @@ def flatten_args(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
-    import tomlkit
-    from tomlkit.exceptions import ParseError
-
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"file not found: {p}", path=str(p), hint="check the path")
-    try:
-        return tomlkit.parse(p.read_text(encoding="utf-8-sig")).unwrap()
-    except ParseError as exc:
-        raise ConfigError(f"malformed TOML at line {exc.line}: {exc}", path=str(p), line=exc.line) from None
+    from engine.config.toml_text import check_path_strings, parse_toml, read_config_text
+
+    data = parse_toml(read_config_text(p, "args TOML"), str(p)).unwrap()
+    check_path_strings(data, str(p))
+    return data
 
 
 

@@ -121,19 +121,13 @@ def _failed(session: _Session, exc: BaseException) -> RunResult:
 # ---------------------------------------------------------------------- set-up
 
 def _check_config(cfg: RunConfig) -> list[str]:
-    """Rules over the config (and its dataset TOML); raises ConfigError, returns warnings."""
-    from engine.config.rules import check_rules, raise_for_errors
+    """The check `plan` and the wizard make too (engine/plan/checks.py: rules, sample prompts),
+    then the model's path and shape; raises ConfigError / ModelError, returns warnings."""
+    from engine.plan.checks import check_config
 
-    dataset_config = None
-    if cfg.dataset.dataset_config:
-        from engine.data.dataset_config import load_dataset_config
-
-        dataset_config = load_dataset_config(cfg.dataset.dataset_config,
-                                             default_batch_size=cfg.training.train_batch_size)
-    issues = check_rules(cfg, dataset_config)
-    raise_for_errors(issues)
+    checked = check_config(cfg)
     _check_model_cheaply(cfg)
-    return [issue.message for issue in issues if issue.level == "warning"]
+    return list(checked.warnings)
 
 
 def _check_model_cheaply(cfg: RunConfig) -> None:
