@@ -117,16 +117,34 @@ def make_samples(session, step: int, epoch: Optional[int]) -> None:
         return
     session.emit(Phase(time=time.time(), name=SAMPLING, total=len(prompts)))
     session.network.eval()
+    written: list = []
     try:
         written = generate_samples(session.model, prompts, out_dir=session.output_dir,
                                    output_name=cfg.saving.output_name, step=step, epoch=epoch,
                                    sampler=cfg.sampling.sample_sampler, device=session.accelerator.device,
                                    dtype=session.weight_dtype)
+    except Exception as exc:  # a sample is a look at the run, never a reason to lose it
+        sample_failed(session, step, exc)
     finally:
         session.network.train()
     emit_samples(session.emit, written, step)
     if step > 0:
         session.emit(Phase(time=time.time(), name=TRAINING))
+
+
+def sample_failed(session, step: int, exc: Exception) -> None:
+    """A failed sample becomes a warning event; training goes on (memory it held is given back)."""
+    from engine.events.types import Warning_
+
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # only a courtesy before the warning
+        pass
+    session.emit(Warning_(time=time.time(), message=f"sampling at step {step} failed ({type(exc).__name__}: {exc}); "
+                                                    "no samples this time, training goes on"))
 
 
 def emit_samples(emit: Callable, written: list, step: int) -> None:

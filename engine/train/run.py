@@ -112,10 +112,35 @@ def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
 def _failed(session: _Session, exc: BaseException) -> RunResult:
     position = getattr(session.trainer, "position", None)
     step = getattr(exc, "step", None) or (position.global_step if position else 0)
-    last_good = position.last_lora if position else getattr(exc, "last_good", "")
+    hint = getattr(exc, "hint", "")
+    rescued, note = _save_what_was_trained(session, exc)
+    if note:
+        hint = f"{note}; {hint}" if hint else note
+    last_good = rescued or (position.last_lora if position else getattr(exc, "last_good", ""))
     session.emit(Failed(time=time.time(), message=getattr(exc, "message", str(exc)) or type(exc).__name__,
-                        hint=getattr(exc, "hint", ""), step=step, kind=type(exc).__name__, last_good=last_good))
+                        hint=hint, step=step, kind=type(exc).__name__, last_good=last_good))
     return RunResult(ok=False, output_dir=str(session.output_dir), lora_path=last_good, step=step, error=exc)
+
+
+def _save_what_was_trained(session: _Session, exc: BaseException) -> tuple[str, str]:
+    """After the first optimizer step, an unexpected failure still saves the LoRA of the last
+    completed step (and the state when save_state is on) before the run ends: (path, note for
+    the person). Not after a NaN loss (the weights are suspect; the last good LoRA stands) nor
+    an out-of-memory (engine/plan/oom_advice.py saves then), nor on a non-main process."""
+    from engine.errors import OutOfVideoMemory, TrainingDiverged
+
+    trainer = session.trainer
+    if (trainer is None or trainer.position.global_step == 0 or isinstance(exc, (TrainingDiverged, OutOfVideoMemory))
+            or session.accelerator is None or not session.accelerator.is_main_process):
+        return "", ""
+    step = trainer.position.global_step
+    try:
+        trainer.save_step_checkpoint(with_state=session.cfg.saving.save_state)
+    except Exception as again:  # the message must still come out; say the save failed too
+        return "", f"saving the LoRA of step {step} after the failure failed too ({type(again).__name__}: {again})"
+    what = "the LoRA and the training state" if session.cfg.saving.save_state else "the LoRA"
+    return trainer.position.last_lora, f"{what} of step {step} (the last completed step) were saved: " \
+                                       f"{trainer.position.last_lora}"
 
 
 # ---------------------------------------------------------------------- set-up
