@@ -27,6 +27,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 # formats sd-scripts does not train on, named when found beside a caption
 UNSUPPORTED_IMAGE_EXTENSIONS = (".gif", ".tif", ".tiff", ".avif", ".heic", ".heif", ".jxl", ".svg", ".ico", ".psd")
 MAX_PIXELS_ENV = "SDXL_TUI_MAX_IMAGE_PIXELS"
+PILLOW_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3  # Pillow's own default for Image.MAX_IMAGE_PIXELS
 ORIENTATION_TAG = 0x0112
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 _WITH_ALPHA = ("RGBA", "LA", "PA", "La", "RGBa")
@@ -59,16 +60,16 @@ def upright(size: Size, orient: int) -> Size:
 
 
 def _pixel_limit() -> None:
-    """Apply SDXL_TUI_MAX_IMAGE_PIXELS to Pillow's guard (Pillow keeps the limit module-wide)."""
+    """Set Pillow's guard from SDXL_TUI_MAX_IMAGE_PIXELS, or back to Pillow's default when it is
+    unset (Pillow reads the limit from a module attribute at each open, so every open sets it)."""
     from PIL import Image
 
     raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
-    if raw:
-        try:
-            Image.MAX_IMAGE_PIXELS = int(raw)
-        except ValueError:
-            raise DataError(f"{MAX_PIXELS_ENV}={raw!r} is not a whole number of pixels",
-                            hint=f"e.g. {MAX_PIXELS_ENV}=300000000") from None
+    try:
+        Image.MAX_IMAGE_PIXELS = int(raw) if raw else PILLOW_MAX_PIXELS
+    except ValueError:
+        raise DataError(f"{MAX_PIXELS_ENV}={raw!r} is not a whole number of pixels",
+                        hint=f"e.g. {MAX_PIXELS_ENV}=300000000") from None
 
 
 def bomb_message(path: Path, exc: Exception) -> str:

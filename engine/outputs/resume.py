@@ -262,7 +262,8 @@ def _refusal(point: ResumePoint, refused: tuple[Change, ...]) -> ConfigError:
                      "start a new run in another output_dir with network_weights set to this run's last LoRA")
     if short:
         parts.append("the run has already trained as long as asked:\n" + "\n".join(f"  - {c}" for c in short))
-        hints.append("ask for more steps or epochs than the run has done")
+        hints.append("ask for more steps or epochs than the run has done" + ("" if changed else
+                     ", or start a new run in another output_dir with network_weights set to this run's last LoRA"))
     return ConfigError(f"cannot resume from {point.path.name}: " + "\n".join(parts), key=refused[0].key,
                        hint="; ".join(hints))
 
