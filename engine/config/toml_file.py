@@ -50,15 +50,16 @@ def find_line(text: str, section: str | None, key: str) -> int | None:
 
 
 def parse_document(text: str, path: str = "<string>") -> tomlkit.TOMLDocument:
-    try:
-        return tomlkit.parse(text)
-    except ParseError as exc:
-        raise ConfigError(f"malformed TOML at line {exc.line}, column {exc.col}: {exc}",
-                          path=path, line=exc.line, hint="fix the syntax there (quotes, brackets, '=')") from None
+    from engine.config.toml_text import parse_toml
+
+    return parse_toml(text, path)
 
 
 def config_from_document(doc: tomlkit.TOMLDocument, text: str, path: str = "<string>") -> RunConfig:
+    from engine.config.toml_text import check_path_strings
+
     data = migrate(doc.unwrap())
+    check_path_strings(data, path)
     for top_key, value in data.items():
         if top_key == "schema_version":
             continue
@@ -107,7 +108,9 @@ def load_config_with_document(path: str | Path) -> tuple[RunConfig, tomlkit.TOML
     if not p.exists():
         raise ConfigError(f"config file not found: {p}", path=str(p),
                           hint="check the path, or create one with `sdxl-tui` (the wizard) or from templates/")
-    text = p.read_text(encoding="utf-8")
+    from engine.config.toml_text import read_config_text
+
+    text = read_config_text(p, "run config")
     doc = parse_document(text, str(p))
     return config_from_document(doc, text, str(p)), doc
 

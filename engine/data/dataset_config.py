@@ -331,13 +331,12 @@ def load_dataset_config(path: str | Path, *, default_batch_size: int | None = No
     if not p.is_file():
         raise ConfigError(f"dataset config not found: {p}", path=str(p), key="dataset_config",
                           hint="check [dataset] dataset_config (relative paths start at the run config's folder)")
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"dataset config is not UTF-8 text ({exc.reason} at byte {exc.start})", path=str(p),
-                          hint="re-save the file as UTF-8") from None
+    from engine.config.toml_text import check_path_strings, read_config_text
+
+    text = read_config_text(p, "dataset config")
     is_json = p.suffix.lower() == ".json"
     data = _parse_json(text, str(p)) if is_json else _parse_toml(text, str(p))
+    check_path_strings(data, str(p))
     return parse_dataset_config(data, text=text, path=str(p), base_dir=p.resolve().parent, is_json=is_json,
                                 default_batch_size=default_batch_size, run_defaults=run_defaults)
 
@@ -358,14 +357,9 @@ def load_run_dataset_config(cfg, base_dir: Path | str | None = None) -> DatasetC
 
 
 def _parse_toml(text: str, path: str) -> dict[str, Any]:
-    import tomlkit
-    from tomlkit.exceptions import ParseError
+    from engine.config.toml_text import parse_toml
 
-    try:
-        return tomlkit.parse(text).unwrap()
-    except ParseError as exc:
-        raise ConfigError(f"malformed TOML at line {exc.line}, column {exc.col}: {exc}", path=path,
-                          line=exc.line, hint="fix the syntax there (quotes, brackets, '=')") from None
+    return parse_toml(text, path).unwrap()
 
 
 def _parse_json(text: str, path: str) -> dict[str, Any]:

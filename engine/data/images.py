@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 
 from engine.data.buckets import CropGeometry, Size, crop_geometry
-from engine.errors import DataError
+from engine.data.image_files import open_upright
 
 HUE_SHIFT_LIMIT = 8  # OpenCV hue units (0..180), as sd-scripts
 COLOR_AUG_PROBABILITY = 0.33
@@ -45,19 +45,6 @@ def _resample(name: Optional[str]):
         "cubic": Image.Resampling.BICUBIC, "area": Image.Resampling.BOX, "box": Image.Resampling.BOX,
     }
     return table[name]
-
-
-def open_upright(path: Path):
-    """The image as PIL RGBA/RGB, EXIF orientation applied; DataError naming the file if unreadable."""
-    from PIL import Image, ImageOps
-
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            im.load()
-            return im.convert("RGBA") if "A" in im.getbands() or "transparency" in im.info else im.convert("RGB")
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable image ({exc})", hint="fix or remove it, or set skip_bad_images = true") from None
 
 
 def load_training_image(path: Path, bucket: Size, *, rng: random.Random, resized: Optional[Size] = None,

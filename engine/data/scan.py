@@ -6,8 +6,12 @@ before a training run reaches them.
 
 Choices, documented for users:
 - Caption files must be UTF-8 (a BOM is fine). A file that is not is a problem naming it
-  (re-save it as UTF-8) rather than a guessed decoding that would train on mojibake.
-- Only the first line of a caption file is used (as sd-scripts without wildcards).
+  and the byte offset (re-save it as UTF-8) rather than a guessed decoding that would train on
+  mojibake (engine/data/caption_files.py).
+- Only the first non-blank line of a caption file is used (as sd-scripts without wildcards);
+  more lines are said once per subset.
+- A caption whose name differs from its image's only in Unicode normalisation (NFC/NFD, as
+  macOS writes names) is matched to it (engine/data/folder_files.py).
 - A missing or blank caption falls back to the subset's `class_tokens`, with a warning.
 - Images are read non-recursively, extensions case-insensitively; dot-files are ignored.
 - EXIF orientation is honoured (phone photos), so sizes are the upright ones.
@@ -22,10 +26,12 @@ from pathlib import Path
 from typing import Optional
 
 from engine.data.buckets import Bucketer, Size
+from engine.data.caption_files import read_caption_file
 from engine.data.dataset_config import DatasetConfig, DatasetSpec, SubsetSpec
+from engine.data.folder_files import SubsetFiles, list_subset_files
+from engine.data.image_files import IMAGE_EXTENSIONS, BadImage, read_image_size
 from engine.errors import DataError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 UPSCALE_WARNING = 2.0  # warn when an image must be enlarged this much (linear) to fill its bucket
 SIZE_READERS = 4
 LISTED = 8  # per kind of warning, name this many files before summarising
@@ -109,53 +115,6 @@ class ScannedDataset:
         return digest.hexdigest()
 
 
-# --- reading one file -----------------------------------------------------------------
-
-class BadImage(Exception):
-    pass
-
-
-def read_image_size(path: Path) -> Size:
-    """Upright (width, height) from the header, after a cheap integrity check; BadImage if unusable."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im.verify()  # must come first on a fresh handle
-        with Image.open(path) as im:
-            width, height = im.size
-            fmt = im.format
-            # PNG's getexif() decodes the whole image to find a late eXIf chunk: read only an early one
-            has_exif = fmt != "PNG" or "exif" in im.info
-            orientation = im.getexif().get(0x0112, 1) if has_exif else 1
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
-        raise BadImage(f"{path}: unreadable image ({exc.__class__.__name__}: {exc})") from None
-    if fmt == "JPEG" and not _jpeg_has_end_marker(path):
-        raise BadImage(f"{path}: JPEG is truncated (no end-of-image marker)")
-    if width < 1 or height < 1:
-        raise BadImage(f"{path}: image has no pixels ({width}x{height})")
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
-
-
-def _jpeg_has_end_marker(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        fh.seek(0, 2)
-        size = fh.tell()
-        fh.seek(max(0, size - 4096))
-        return b"\xff\xd9" in fh.read()
-
-
-def read_caption_file(path: Path) -> str:
-    """First line of a UTF-8 caption file, stripped; DataError naming the file otherwise."""
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: caption is not UTF-8 text (bad byte at offset {exc.start})",
-                        hint="re-save the caption file as UTF-8") from None
-    lines = text.splitlines()
-    return lines[0].strip() if lines else ""
-
-
 # --- scanning -------------------------------------------------------------------------
 
 @dataclass
@@ -179,24 +138,21 @@ class _Collector:
                 self.warnings.append(f"... and {len(messages) - LISTED} more: {kind}")
 
 
-def _list_images(folder: Path) -> tuple[list[Path], list[Path]]:
-    images, others = [], []
-    for p in sorted(folder.iterdir()):
-        if p.name.startswith(".") or not p.is_file():
-            continue
-        (images if p.suffix.lower() in IMAGE_EXTENSIONS else others).append(p)
-    return images, others
-
-
-def _caption_for(image: Path, subset: SubsetSpec, out: _Collector, stats: dict[str, int]) -> str:
-    cap_path = image.parent / (image.stem + subset.caption_extension)
+def _caption_for(image: Path, subset: SubsetSpec, files: SubsetFiles, out: _Collector, stats: dict[str, int],
+                 notes: dict[str, list[Path]]) -> str:
+    cap_path = files.caption_of(image) or image.parent / (image.stem + subset.caption_extension)
     caption = None
     if cap_path.is_file():
         try:
-            caption = read_caption_file(cap_path)
+            read = read_caption_file(cap_path)
         except DataError as exc:
             out.problems.append(exc.message + " → " + exc.hint)
             return ""
+        caption = read.caption
+        if read.extra_lines:
+            notes["multi"].append(cap_path)
+        if read.leading_blank_lines and caption:
+            notes["leading"].append(cap_path)
         if not caption:
             stats["empty_captions"] += 1
             out.group("blank captions", f"{cap_path}: caption is blank; using class_tokens "
@@ -210,28 +166,50 @@ def _caption_for(image: Path, subset: SubsetSpec, out: _Collector, stats: dict[s
     return caption or (subset.class_tokens or "")
 
 
+def _file_notes(subset: SubsetSpec, files: SubsetFiles, out: _Collector, stats: dict[str, int]) -> None:
+    """Files beside the images that are not used as they stand, each named."""
+    from engine.data import caption_files
+    from engine.data.folder_files import normalisation_message, unsupported_message
+
+    for other in files.orphans:
+        stats["orphan_captions"] += 1
+        out.group("captions without an image", f"{other}: caption file without a matching image")
+    for caption, image in files.unsupported:
+        stats["orphan_captions"] += 1
+        out.group("images in a format not trained on", unsupported_message(caption, image))
+    for image, caption in files.normalisation:
+        out.group("names in other Unicode forms", normalisation_message(image, caption))
+    if subset.origin("caption_extension") == "default":
+        elsewhere = caption_files.captions_with_other_extension(files.images, files.others, subset.caption_extension)
+        if elsewhere:
+            out.warnings.append(caption_files.other_extension_note(subset.index, subset.caption_extension, elsewhere))
+
+
 def _scan_folder_subset(subset: SubsetSpec, out: _Collector) -> tuple[list[tuple[Path, str, Size]], dict]:
+    from engine.data import caption_files
+
     stats = dict(images=0, missing_captions=0, empty_captions=0, orphan_captions=0, unreadable=0)
     folder = subset.image_dir
     assert folder is not None
     if not folder.is_dir():
         out.problems.append(f"{folder}: image folder not found (subset {subset.index}, image_dir)")
         return [], stats
-    images, others = _list_images(folder)
-    if not images:
-        out.problems.append(f"{folder}: no images (.png .jpg .jpeg .webp .bmp) in the folder")
+    files = list_subset_files(folder, subset.caption_extension)
+    if not files.images:
+        out.problems.append(f"{folder}: no images ({' '.join(IMAGE_EXTENSIONS)}) in the folder")
         return [], stats
-    stems = {p.stem for p in images}
-    for other in others:
-        if other.name.endswith(subset.caption_extension) and other.name[: -len(subset.caption_extension)] not in stems:
-            stats["orphan_captions"] += 1
-            out.group("captions without an image", f"{other}: caption file without a matching image")
+    _file_notes(subset, files, out, stats)
     found = []
-    for image, outcome in zip(images, _read_sizes(images)):
+    notes: dict[str, list[Path]] = {"multi": [], "leading": []}
+    for image, outcome in zip(files.images, _read_sizes(files.images)):
         size = _checked_size(outcome, out, stats)
         if size is None:
             continue
-        found.append((image, _caption_for(image, subset, out, stats), size))
+        found.append((image, _caption_for(image, subset, files, out, stats, notes), size))
+    if notes["multi"]:
+        out.warnings.append(caption_files.multi_line_note(subset.index, notes["multi"]))
+    if notes["leading"]:
+        out.warnings.append(caption_files.leading_blank_note(subset.index, notes["leading"]))
     stats["images"] = len(found)
     return found, stats
 
@@ -241,13 +219,18 @@ def _scan_metadata_subset(subset: SubsetSpec, out: _Collector) -> tuple[list[tup
     stats = dict(images=0, missing_captions=0, empty_captions=0, orphan_captions=0, unreadable=0)
     meta_path = subset.metadata_file
     assert meta_path is not None
+    from engine.storage.text import read_text
+
     try:
-        metadata = json.loads(meta_path.read_text(encoding="utf-8-sig"))
+        metadata = json.loads(read_text(meta_path, kind="data", what="metadata_file"))
     except FileNotFoundError:
         out.problems.append(f"{meta_path}: metadata_file not found")
         return [], stats
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        out.problems.append(f"{meta_path}: metadata_file is not valid UTF-8 JSON ({exc})")
+    except DataError as exc:
+        out.problems.append(f"{exc.message} → {exc.hint}")
+        return [], stats
+    except json.JSONDecodeError as exc:
+        out.problems.append(f"{meta_path}: metadata_file is not valid JSON ({exc})")
         return [], stats
     if not isinstance(metadata, dict) or not metadata:
         out.problems.append(f"{meta_path}: metadata_file has no images")

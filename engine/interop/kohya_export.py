@@ -129,7 +129,9 @@ def write_dataset_toml(source: Path, target: Path) -> Path:
 
     if not source.is_file():
         raise ConfigError(f"dataset config not found: {source}", key="dataset_config", hint="check [dataset] dataset_config")
-    text = source.read_text(encoding="utf-8-sig")
+    from engine.config.toml_text import read_config_text
+
+    text = read_config_text(source, "dataset config")
     doc = tomlkit.item(json.loads(text)) if source.suffix.lower() == ".json" else tomlkit.parse(text)
     if source.suffix.lower() == ".json":
         fresh = tomlkit.document()

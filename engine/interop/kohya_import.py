@@ -18,11 +18,8 @@ from typing import Any, Mapping, Optional
 from engine.config.key_value import pair_key
 from engine.config.schema import PATH_KEYS, RunConfig, option_index
 from engine.errors import ConfigError
-from engine.interop.kohya_toml import absolutise_paths, flatten_args, read_toml
+from engine.interop.kohya_toml import absolutise_paths, choose_reading, flatten_args, read_toml
 
-# Top-level names our own config uses; an args TOML never has these as tables.
-_OUR_SECTIONS = {"model", "dataset", "network", "optimizer", "training", "precision", "caching",
-                 "saving", "sampling", "logging"}
 
 # sd-scripts' defaults where they differ from ours (applied when the args file leaves the key out).
 SD_SCRIPTS_DEFAULTS: dict[str, Any] = {
@@ -93,11 +90,14 @@ class ImportResult:
 
 
 def is_kohya_args(doc: Mapping[str, Any]) -> bool:
-    """True for an sd-scripts args TOML, False for our own config (sections model/network/...)."""
-    if "schema_version" in doc or any(k in _OUR_SECTIONS and isinstance(v, Mapping) for k, v in doc.items()):
-        return False
-    known = set(option_index()) | set(_HARMLESS) | {"text_encoder_lr", "train_data_dir", "resolution"}
-    return any(key in known for key in flatten_args(doc))
+    """True for an sd-scripts args TOML, recognised by its keys (kohya_toml.choose_reading)."""
+    return choose_reading(doc, known_args_keys()).kind == "kohya"
+
+
+def known_args_keys() -> set[str]:
+    """Every key the args import recognises: mapped, converted, a dataset default, or named as unused."""
+    handlers = {name[len("_key_"):] for name in dir(_Converter) if name.startswith("_key_")}
+    return set(option_index()) | set(_HARMLESS) | set(_UNSUPPORTED_OFF) | _dataset_level_keys() | handlers
 
 
 def _dataset_level_keys() -> set[str]:
@@ -359,7 +359,9 @@ def merge_dataset_defaults(dataset_toml: str | Path, defaults: Mapping[str, Any]
     from engine.storage.atomic import atomic_write_text
 
     src = Path(dataset_toml)
-    doc = tomlkit.parse(src.read_text(encoding="utf-8-sig"))
+    from engine.config.toml_text import parse_toml, read_config_text
+
+    doc = parse_toml(read_config_text(src, "dataset config"), str(src))
     general = doc.get("general")
     if general is None:
         general = tomlkit.table()
@@ -398,7 +400,12 @@ def load_any_config(path: str | Path) -> tuple[RunConfig, list[str]]:
     from engine.config.toml_file import load_config
 
     doc = read_toml(path)
-    if not is_kohya_args(doc):
+    reading = choose_reading(doc, known_args_keys())
+    if reading.kind == "neither":
+        raise ConfigError(f"cannot tell what kind of config this is: {reading.why}", path=str(path),
+                          hint="sdxl-tui configs start with schema_version; for an sd-scripts args file fix the "
+                               f"names above or convert it with `sdxl-tui import-kohya {path}`")
+    if reading.kind == "ours":
         return load_config(path), []
     result = convert_kohya_args(doc)
     if not result.config.dataset.dataset_config:

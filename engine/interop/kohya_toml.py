@@ -4,6 +4,7 @@ Shared by the import (kohya_import) and the export (kohya_export) so neither nee
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -23,16 +24,14 @@ def flatten_args(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
-    import tomlkit
-    from tomlkit.exceptions import ParseError
-
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"file not found: {p}", path=str(p), hint="check the path")
-    try:
-        return tomlkit.parse(p.read_text(encoding="utf-8-sig")).unwrap()
-    except ParseError as exc:
-        raise ConfigError(f"malformed TOML at line {exc.line}: {exc}", path=str(p), line=exc.line) from None
+    from engine.config.toml_text import check_path_strings, parse_toml, read_config_text
+
+    data = parse_toml(read_config_text(p, "args TOML"), str(p)).unwrap()
+    check_path_strings(data, str(p))
+    return data
 
 
 
@@ -46,3 +45,55 @@ def absolutise_paths(doc: Any, base: Path) -> None:
                 if isinstance(raw, str) and raw and not Path(raw).expanduser().is_absolute():
                     near, cwd = base / raw, Path.cwd() / raw
                     subset[key] = str((cwd if not near.exists() and cwd.exists() else near).resolve())
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How a TOML file reads: "ours" (sdxl-tui's run config), "kohya" (sd-scripts' args TOML)
+    or "neither" (`why` then says what each reading found)."""
+
+    kind: str
+    why: str = ""
+
+
+def our_reading_problem(doc: Mapping[str, Any]) -> str:
+    """What stops `doc` being an sdxl-tui run config by its shape ("" when nothing does)."""
+    from engine.config.schema import SECTIONS
+
+    for key, value in doc.items():
+        if key == "schema_version":
+            continue
+        if key not in SECTIONS:
+            return f"unknown section '{key}'"
+        if not isinstance(value, Mapping):
+            return f"'{key}' is not a table"
+        unknown = [k for k in value if k not in SECTIONS[key].model_fields]
+        if unknown:
+            return f"unknown key '{unknown[0]}' in [{key}]"
+    return ""
+
+
+def choose_reading(doc: Mapping[str, Any], known_args_keys: set[str]) -> Reading:
+    """By content, not section names (sd-scripts flattens its tables; their names are decoration).
+    Our files carry schema_version; without it, a file that is a valid run config by shape is
+    ours; one whose keys are all sd-scripts options is an args TOML, and so is one with some
+    sd-scripts options and none of our section names (a misspelt key is then noted by the import,
+    as sd-scripts ignores it). A file with our section names, keys our schema lacks and keys
+    sd-scripts lacks could be either: "neither", with both readings' findings."""
+    if "schema_version" in doc:
+        return Reading("ours")
+    problem = our_reading_problem(doc)
+    if not problem:
+        return Reading("ours")
+    from engine.config.schema import SECTIONS
+
+    flat = flatten_args(doc)
+    unknown = [key for key in flat if key not in known_args_keys]
+    if len(unknown) == len(flat):
+        return Reading("ours")  # nothing sd-scripts-like in it: our reading's error is the one to show
+    has_our_sections = any(key in SECTIONS and isinstance(value, Mapping) for key, value in doc.items())
+    if not unknown or not has_our_sections:
+        return Reading("kohya")
+    names = ", ".join(repr(k) for k in unknown[:5])
+    return Reading("neither", f"read as an sdxl-tui config: {problem}; read as an sd-scripts args TOML: {names} "
+                              + ("is not an sd-scripts option" if len(unknown) == 1 else "are not sd-scripts options"))

@@ -57,8 +57,11 @@ class Change:
     old: Any
     new: Any
     note: str = ""
+    too_short: bool = False  # not a changed option: the length asked for is already done
 
     def __str__(self) -> str:
+        if self.too_short:
+            return f"{self.key} = {_show(self.new)}: {self.note}"
         text = f"{self.key}: {_show(self.old)} → {_show(self.new)}"
         return f"{text} ({self.note})" if self.note else text
 
@@ -210,10 +213,13 @@ def _length_problems(new: RunConfig, progress: checkpoint.Position) -> list[Chan
     t = new.training
     if t.max_train_steps is not None and t.max_train_steps <= progress.global_step:
         return [Change("training.max_train_steps", progress.global_step, t.max_train_steps,
-                       f"the run is already at step {progress.global_step}; set more steps to continue")]
+                       f"the run is already at step {progress.global_step}; set more steps to continue "
+                       f"(e.g. --set max_train_steps={progress.global_step + max(1, progress.global_step // 2)})",
+                       too_short=True)]
     if t.max_train_steps is None and t.max_train_epochs is not None and t.max_train_epochs <= progress.epoch:
         return [Change("training.max_train_epochs", progress.epoch, t.max_train_epochs,
-                       f"the run has already done {progress.epoch} epochs; set more epochs to continue")]
+                       f"the run has already done {progress.epoch} epochs; set more epochs to continue "
+                       f"(e.g. --set max_train_epochs={progress.epoch + 1})", too_short=True)]
     return []
 
 
@@ -233,18 +239,31 @@ def check_resume_config(point: ResumePoint, new: RunConfig, *, dataset_checked: 
         return []
     diff = compare_configs(point.saved_config, new, point.progress, dataset_checked=dataset_checked)
     if diff.refused:
-        lines = "\n".join(f"  - {change}" for change in diff.refused)
-        last_good = _lora_of(point)  # the run is intact: say which LoRA it has
-        raise ConfigError(
-            f"cannot resume from {point.path.name}: these options differ from the saved run and cannot change:\n"
-            f"{lines}",
-            key=diff.refused[0].key,
-            hint="set them back to the saved values (they are in " + str(point.path / "config.toml") + "), or "
-                 "start a new run in another output_dir with network_weights set to "
-                 + (f'"{last_good}"' if last_good else "this run's last LoRA"),
-            step=point.progress.global_step, last_good=last_good)
+        raise _refusal(point, diff.refused, last_good=_lora_of(point))  # the run is intact: name its LoRA
     point.allowed = list(diff.allowed)
     return point.allowed
+
+
+def _refusal(point: ResumePoint, refused: tuple[Change, ...], last_good: str) -> ConfigError:
+    """One message: options that cannot change, and/or a length the run has already reached
+    (never called a difference when nothing differs)."""
+    changed = [c for c in refused if not c.too_short]
+    short = [c for c in refused if c.too_short]
+    parts, hints = [], []
+    if changed:
+        parts.append("these options differ from the saved run and cannot change:\n"
+                     + "\n".join(f"  - {change}" for change in changed))
+        hints.append("set them back to the saved values (they are in " + str(point.path / "config.toml") + "), or "
+                     "start a new run in another output_dir with network_weights set to this run's last LoRA")
+    if short:
+        parts.append("the run has already trained as long as asked:\n" + "\n".join(f"  - {c}" for c in short))
+        hints.append("ask for more steps or epochs than the run has done" + ("" if changed else
+                     ", or start a new run in another output_dir with network_weights set to this run's last LoRA"))
+    hint = "; ".join(hints)
+    if last_good:
+        hint = hint.replace("this run's last LoRA", f'"{last_good}"')
+    return ConfigError(f"cannot resume from {point.path.name}: " + "\n".join(parts), key=refused[0].key,
+                       hint=hint, step=point.progress.global_step, last_good=last_good)
 
 
 def _lora_of(point: ResumePoint) -> str:

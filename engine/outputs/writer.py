@@ -110,16 +110,34 @@ class RunOutputs:
             return
         self.emit(Phase(time=time.time(), name=SAMPLING, total=len(prompts)))
         self.network.eval()
+        written: list = []
         try:
             written = generate_samples(self.model, prompts, out_dir=self.output_dir,
                                        output_name=cfg.saving.output_name, step=step, epoch=epoch,
                                        sampler=cfg.sampling.sample_sampler, device=self.accelerator.device,
                                        dtype=self.weight_dtype)
+        except Exception as exc:  # a sample is a look at the run, never a reason to lose it
+            self.sample_failed(step, exc)
         finally:
             self.network.train()
         emit_samples(self.emit, written, step)
         if step > 0:
             self.emit(Phase(time=time.time(), name=TRAINING))
+
+
+    def sample_failed(self, step: int, exc: Exception) -> None:
+        """A failed sample becomes a warning event; training goes on (memory it held is given back)."""
+        from engine.events.types import Warning_
+
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:  # only a courtesy before the warning
+            pass
+        self.emit(Warning_(time=time.time(), message=f"sampling at step {step} failed ({type(exc).__name__}: {exc}); "
+                                                     "no samples this time, training goes on"))
 
 
 def data_info(data) -> dict:

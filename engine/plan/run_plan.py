@@ -50,6 +50,7 @@ class Plan:
     latents_to_disk: bool
     text_to_disk: bool
     vram: Optional[VramEstimate] = None
+    config_warnings: tuple[str, ...] = ()  # engine/plan/checks.py: the ones `train` gives too
 
     @property
     def subsets(self) -> tuple[SubsetStats, ...]:
@@ -61,7 +62,7 @@ class Plan:
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        return self.scanned.warnings
+        return self.config_warnings + self.scanned.warnings
 
     @property
     def ok(self) -> bool:
@@ -90,10 +91,14 @@ def make_plan(cfg, dataset_config: Optional[DatasetConfig] = None, *, base_dir: 
               world_size: int = 1) -> Plan:
     """Scan `dataset_config` (parsed already, e.g. the wizard's draft held in memory; when None,
     the file `cfg` names is read, relative to `base_dir`, the run config's folder) and count.
-    File problems go into `plan.problems`; config errors raise ConfigError."""
+    File problems go into `plan.problems`; config errors raise ConfigError, from the same check
+    `train` makes (engine/plan/checks.py)."""
+    from engine.plan.checks import check_config
+
     if dataset_config is None:
         dataset_config = load_run_dataset_config(cfg, base_dir)
     path = dataset_config.path if dataset_config.path is not None else Path(cfg.dataset.dataset_config or "(draft)")
+    checked = check_config(cfg, base_dir, dataset_config)  # the same rule check and messages as `train`
     scanned = scan_dataset(dataset_config, skip_bad_images=cfg.dataset.skip_bad_images, strict=False)
     buckets = tuple(BucketCount(d, bucket, n, dataset_config.datasets[d].batch_size)
                     for (d, bucket), n in scanned.bucket_histogram().items())
@@ -104,7 +109,7 @@ def make_plan(cfg, dataset_config: Optional[DatasetConfig] = None, *, base_dir: 
     latents, text = cache_sizes(scanned)
     plan = Plan(path, scanned, buckets, world_size, accumulation, batches, steps_per_epoch, epochs, total, limit,
                 latents, text, cfg.caching.cache_latents_to_disk, cfg.caching.cache_text_encoder_outputs_to_disk)
-    return replace(plan, vram=estimate_vram(cfg, plan))
+    return replace(plan, vram=estimate_vram(cfg, plan), config_warnings=checked.warnings)
 
 
 # --- text ------------------------------------------------------------------------------

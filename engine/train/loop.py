@@ -254,7 +254,8 @@ class Trainer:
         bad = (~torch.isfinite(values)).nonzero()
         if len(bad):
             first = int(bad[0])
-            raise _diverged(pos.global_step - len(values) + first + 1, meter.paths[first], float(values[first]))
+            raise _diverged(pos.global_step - len(values) + first + 1, meter.paths[first], float(values[first]),
+                            self.cfg, pos.last_lora)
         now = time.perf_counter()
         seconds_per_step = (now - meter.started) / len(values)
         loss = float(values.mean())
@@ -272,13 +273,14 @@ class Trainer:
         meter.started = now
 
 
-def _diverged(step: int, paths: list[str], value: float) -> TrainingDiverged:
+def _diverged(step: int, paths: list[str], value: float, cfg: Any = None, last_lora: str = "") -> TrainingDiverged:
+    from engine.train.divergence import divergence_hint
+
     names = ", ".join(Path(p).name for p in paths) or "(unknown batch)"
     kind = "NaN" if math.isnan(value) else "infinite"
-    return TrainingDiverged(
-        f"loss became {kind} at step {step} (batch: {names}); training stopped, the last good LoRA is kept",
-        hint="with fp16, set no_half_vae = true (SDXL's VAE overflows in fp16) or use bf16; "
-             "otherwise lower the learning rate (or set max_grad_norm = 1.0)", step=step)
+    kept = f"the last good LoRA is kept: {last_lora}" if last_lora else "no LoRA had been saved before it"
+    return TrainingDiverged(f"loss became {kind} at step {step} (batch: {names}); training stopped, {kept}",
+                            hint=divergence_hint(cfg), step=step, last_good=last_lora)
 
 
 def emit_saved(emit: Callable, path: str, step: int, epoch: int, kind: str) -> None:

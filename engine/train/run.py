@@ -112,14 +112,40 @@ def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
 
 def _failed(session: _Session, exc: BaseException) -> RunResult:
     """Emit Failed for `exc` (a person's error or a bug); the step and last good LoRA come from
-    the error when it knows them, else from where the loop stood."""
+    the error when it knows them, else from where the loop stood. What was trained is saved first
+    (`_save_what_was_trained`)."""
     position = session.trainer.position if session.trainer is not None else None
     known = exc if isinstance(exc, SdxlTuiError) else SdxlTuiError(str(exc))
     step = known.step or (position.global_step if position else 0)
-    last_good = position.last_lora if position else known.last_good
+    hint = known.hint
+    rescued, note = _save_what_was_trained(session, exc)
+    if note:
+        hint = f"{note}; {hint}" if hint else note
+    last_good = rescued or (position.last_lora if position else known.last_good)
     session.emit(Failed(time=time.time(), message=known.message or type(exc).__name__,
-                        hint=known.hint, step=step, kind=type(exc).__name__, last_good=last_good))
+                        hint=hint, step=step, kind=type(exc).__name__, last_good=last_good))
     return RunResult(ok=False, output_dir=str(session.output_dir), lora_path=last_good, step=step, error=exc)
+
+
+def _save_what_was_trained(session: _Session, exc: BaseException) -> tuple[str, str]:
+    """After the first optimizer step, an unexpected failure still saves the LoRA of the last
+    completed step (and the state when save_state is on) before the run ends: (path, note for
+    the person). Not after a NaN loss (the weights are suspect; the last good LoRA stands) nor
+    an out-of-memory (engine/plan/oom_advice.py saves then), nor on a non-main process."""
+    from engine.errors import OutOfVideoMemory, TrainingDiverged
+
+    trainer = session.trainer
+    if (trainer is None or trainer.position.global_step == 0 or isinstance(exc, (TrainingDiverged, OutOfVideoMemory))
+            or session.accelerator is None or not session.accelerator.is_main_process):
+        return "", ""
+    step = trainer.position.global_step
+    try:
+        trainer.save_step_checkpoint(with_state=session.cfg.saving.save_state)
+    except Exception as again:  # the message must still come out; say the save failed too
+        return "", f"saving the LoRA of step {step} after the failure failed too ({type(again).__name__}: {again})"
+    what = "the LoRA and the training state" if session.cfg.saving.save_state else "the LoRA"
+    return trainer.position.last_lora, f"{what} of step {step} (the last completed step) were saved: " \
+                                       f"{trainer.position.last_lora}"
 
 
 # ---------------------------------------------------------------------- set-up
@@ -135,13 +161,14 @@ def _load_dataset_config(cfg: RunConfig):
 
 
 def _check_config(cfg: RunConfig, dataset_config) -> list[str]:
-    """Rules over the config and its parsed dataset config; raises ConfigError, returns warnings."""
-    from engine.config.rules import check_rules, raise_for_errors
+    """The check `plan` and the wizard make too (engine/plan/checks.py: rules over the config and
+    its parsed dataset config, sample prompts), then the model's path and shape; raises
+    ConfigError / ModelError, returns warnings."""
+    from engine.plan.checks import check_config
 
-    issues = check_rules(cfg, dataset_config)
-    raise_for_errors(issues)
+    checked = check_config(cfg, None, dataset_config)
     _check_model_cheaply(cfg)
-    return [issue.message for issue in issues if issue.level == "warning"]
+    return list(checked.warnings)
 
 
 def _check_model_cheaply(cfg: RunConfig) -> None:

@@ -18,11 +18,11 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.markup import escape
 
-    from engine.config.toml_file import apply_sets, load_config
     from engine.data.scan import data_error
     from engine.plan.run_plan import make_plan
+    from sdxl_tui.commands.train import load_run_config
 
-    cfg = apply_sets(load_config(args.config), args.sets)
+    cfg = load_run_config(args.config, args.sets)  # read as `train` reads it (ours or sd-scripts' args TOML)
     plan = make_plan(cfg, base_dir=Path(args.config).resolve().parent, world_size=max(1, args.world_size))
     console = Console(highlight=False, soft_wrap=True)
     for line in plan.lines():

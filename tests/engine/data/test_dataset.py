@@ -54,7 +54,8 @@ def test_finds_images_sizes_and_first_caption_line(tmp_path):
     assert [(i.path.name, i.size, i.caption) for i in result.items] == [
         ("a.png", (64, 48), "a red square"), ("b.JPG", (48, 64), "a café photo")]
     assert all(i.num_repeats == 3 and i.bucket == (64, 64) and not i.is_reg for i in result.items)
-    assert result.warnings == () and result.problems == ()
+    assert result.problems == ()
+    assert len(result.warnings) == 1 and "subset 0: 1 caption file(s) have more than one line" in result.warnings[0]
     assert result.subsets[0].images == 2
 
 
@@ -75,7 +76,7 @@ def test_missing_caption_uses_class_tokens_with_warning(tmp_path):
 def test_non_utf8_caption_is_a_data_error_naming_the_file(tmp_path):
     png(tmp_path / "img" / "a.png")
     (tmp_path / "img" / "a.caption").write_bytes("caf\xe9".encode("latin-1"))
-    with pytest.raises(DataError, match=r"a\.caption: caption is not UTF-8"):
+    with pytest.raises(DataError, match=r"a\.caption: caption file is not UTF-8 text: byte 0xe9 at offset 3"):
         scan(config(tmp_path, subset("img")))
 
 

@@ -37,7 +37,8 @@ def make_dataset(root: Path, *, flip: bool = False) -> Path:
 
 
 def run_config(**values) -> RunConfig:
-    return RunConfig().with_values(dataset_config="data/dataset.toml", **values)
+    return RunConfig().with_values(dataset_config="data/dataset.toml",
+                                   pretrained_model_name_or_path="stabilityai/stable-diffusion-xl-base-1.0", **values)
 
 
 def test_counts_buckets_batches_and_steps(tmp_path):
@@ -127,7 +128,8 @@ def test_vram_uses_largest_bucket_times_batch(tmp_path):
 
 def write_run_config(tmp_path: Path, extra: str = "") -> Path:
     path = tmp_path / "run.toml"
-    path.write_text(f'[dataset]\ndataset_config = "data/dataset.toml"\n{extra}\n'
+    path.write_text('[model]\npretrained_model_name_or_path = "stabilityai/stable-diffusion-xl-base-1.0"\n'
+                    f'[dataset]\ndataset_config = "data/dataset.toml"\n{extra}\n'
                     '[training]\ntrain_batch_size = 2\nmax_train_epochs = 3\n')
     return path
 
