@@ -272,7 +272,7 @@ def test_non_utf8_caption_is_named_with_the_byte(tmp_path, tiny_model, dataset_c
     caption = sorted(images.glob("*.txt"))[0]
     caption.write_bytes("café au lait".encode("latin-1"))
     said = _data_failure(_run_on(tmp_path, tiny_model, toml))
-    assert f"{caption}: caption is not UTF-8 text (bad byte at offset 3)" in said
+    assert f"{caption}: caption file is not UTF-8 text: byte 0xe9 at offset 3 is not valid UTF-8" in said
 
 
 def test_tiny_image_far_below_the_bucket_is_a_warning(tmp_path, dataset_copy):

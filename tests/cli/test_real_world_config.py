@@ -4,10 +4,9 @@ messages that must not contradict themselves. Everything here fails before a mod
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from train_helpers import _one_thread, tiny_config  # noqa: F401  (_one_thread: autouse fixture)
+from train_helpers import one_torch_thread, tiny_config  # noqa: F401  (one_torch_thread: autouse fixture)
 
 from engine.config.schema import RunConfig
 from engine.config.toml_file import load_config, save_config
@@ -185,11 +184,11 @@ def test_nan_hint_never_suggests_the_value_already_set():
 
 
 def test_resume_with_no_more_epochs_says_so_instead_of_a_difference(tmp_path):
-    from engine.outputs.checkpoint import Progress
+    from engine.outputs.checkpoint import Position
     from engine.outputs.resume import ResumePoint, check_resume_config
 
     saved = RunConfig().with_values(max_train_epochs=3)
-    point = ResumePoint(tmp_path / "state" / "step-00000030", Progress(global_step=30, epoch=3, batches_done_in_epoch=0),
+    point = ResumePoint(tmp_path / "state" / "step-00000030", Position(global_step=30, epoch=3, batches_done_in_epoch=0),
                         saved)
     with pytest.raises(ConfigError) as caught:
         check_resume_config(point, saved)
