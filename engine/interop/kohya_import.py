@@ -58,6 +58,9 @@ _HARMLESS = {
     "use_safetensors": "always safetensors", "skip_cache_check": "caches are checked",
     "resume": "continue a stopped run with `sdxl-tui resume`", "initial_epoch": "use `sdxl-tui resume`",
     "initial_step": "use `sdxl-tui resume`", "skip_until_initial_step": "use `sdxl-tui resume`",
+    "save_last_n_steps": "older step saves are kept, not deleted; the LoRA is the same",
+    "save_last_n_steps_state": "older step states are kept, not deleted; the LoRA is the same",
+    "save_last_n_epochs_state": "older epoch states are kept, not deleted; the LoRA is the same",
 }
 # sd-scripts options that change training and have no equivalent here: reported when not "off".
 _UNSUPPORTED_OFF = {
@@ -91,6 +94,19 @@ class ImportResult:
 
     def lines(self) -> list[str]:
         return [str(n) for n in self.notes] + self.messages
+
+
+# "not used" notes that are no loss: off values, and sd-scripts' own precedence.
+_NOT_USED_IS_FINE = ("off", "unset", "off (the dataset default)")
+_NOT_USED_BY_DESIGN = {"max_train_steps", "sample_sampler", "train_data_dir", "reg_data_dir", "in_json"}
+
+
+def changes_training(note: KeyNote) -> bool:
+    """True for a note saying a set option was dropped although it changes what trains (the
+    kohya_ss GUI import refuses those by name)."""
+    if note.status != "not used" or note.key in _HARMLESS or note.key in _NOT_USED_BY_DESIGN:
+        return False
+    return note.detail not in _NOT_USED_IS_FINE and not note.detail.startswith("not in the file")
 
 
 def is_kohya_args(doc: Mapping[str, Any]) -> bool:
