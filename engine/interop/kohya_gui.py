@@ -300,6 +300,10 @@ def _launch(gui: Mapping[str, Any], out: GuiArgs) -> None:
         if key in gui:
             out.launch[key] = gui[key]
             out.note(key, "converted", "-> the accelerate launch settings (see below)")
+    backend = str(gui.get("dynamo_backend") or "no")
+    if backend.lower() != "no":
+        out.put("torch_compile", True, "dynamo_backend")  # accelerate's dynamo compiles the model: same math
+        out.note("dynamo_backend", "converted", f"{backend} -> torch_compile (the UNet is compiled; the LoRA is the same)")
     extra = str(gui.get("extra_accelerate_launch_args") or "").strip()
     if extra:
         raise ConfigError(f"extra_accelerate_launch_args = {extra!r}: sdxl-tui writes the accelerate settings itself",

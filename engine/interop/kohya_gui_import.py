@@ -48,6 +48,8 @@ def convert_kohya_gui(gui: Mapping[str, Any], *, dataset_config: Optional[str] =
 
     Raises ConfigError for a key refused by name (see the module docstring).
     """
+    extras = gui.get("sdxl_tui") or {}  # written by export-kohya --gui; the GUI ignores it
+    gui = {k: v for k, v in gui.items() if k != "sdxl_tui"}
     if dataset_config:
         gui = {**gui, "dataset_config": dataset_config}  # as if chosen in the GUI: kohya_ss then counts no folder
     ga = gui_to_sd_args(gui)
@@ -61,6 +63,9 @@ def convert_kohya_gui(gui: Mapping[str, Any], *, dataset_config: Optional[str] =
     _refuse_dropped(ga, result.notes)
     converted = [KeyNote(n.key if n.key.startswith("-") else f"--{n.key}", n.status, n.detail) for n in result.notes]
     result.notes = ga.notes + converted
+    if extras:
+        result.config = result.config.with_values(**extras)
+        result.notes.append(KeyNote("sdxl_tui", "mapped", f"sdxl-tui only options: {extras}"))
     return result, ga
 
 
