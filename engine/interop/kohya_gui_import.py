@@ -16,12 +16,24 @@ from engine.interop.kohya_gui import GuiArgs, gui_to_sd_args, read_gui_json
 from engine.interop.kohya_import import ImportResult, KeyNote, changes_training, convert_kohya_args, place_dataset
 
 
-def _refuse_network_args(ga: GuiArgs) -> None:
-    """networks.lora here reads only the network_args keys the rules know; others are refused."""
-    from engine.config.rules import KNOWN_NETWORK_ARGS
+def _refuse_network_args(ga: GuiArgs, lora_type: str) -> None:
+    """A network module the run config does not take is refused by LoRA_type (never trained as
+    plain LoRA); networks.lora here reads only the network_args keys the rules know."""
+    from pydantic import ValidationError
 
-    if ga.args.get("network_module", "networks.lora") != "networks.lora":
-        return  # the converter's network_module note decides for other modules
+    from engine.config.rules import KNOWN_NETWORK_ARGS
+    from engine.config.schema import NetworkSection
+
+    module = ga.args.get("network_module", "networks.lora")
+    try:
+        NetworkSection.model_validate({"network_module": module})
+    except ValidationError:
+        raise ConfigError(f"GUI key LoRA_type = {lora_type!r} needs network_module {module} "
+                          f"({' '.join(ga.args.get('network_args', []))}), which sdxl-tui does not train",
+                          key="LoRA_type", hint="choose LoRA_type Standard or Kohya LoCon, or train this config in "
+                          "sd-scripts") from None
+    if module != "networks.lora":
+        return
     unknown = [a for a in ga.args.get("network_args", []) if a.partition("=")[0] not in KNOWN_NETWORK_ARGS]
     if unknown:
         raise ConfigError(f"network_args {' '.join(unknown)} (from {ga.source.get('network_args', 'LoRA_type')} and "
@@ -54,7 +66,7 @@ def convert_kohya_gui(gui: Mapping[str, Any], *, dataset_config: Optional[str] =
         gui = {**gui, "dataset_config": dataset_config}  # as if chosen in the GUI: kohya_ss then counts no folder
     ga = gui_to_sd_args(gui)
     args = {k: v for k, v in ga.args.items() if k != "sample_prompts_text"}
-    _refuse_network_args(ga)
+    _refuse_network_args(ga, str(gui.get("LoRA_type", "Standard")))
     try:
         result = convert_kohya_args(args, dataset_config=dataset_config, base_dir=base_dir)
     except ConfigError as exc:

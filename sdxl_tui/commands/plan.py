@@ -5,7 +5,8 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="run config TOML (its dataset_config path is relative to its folder)")
+    parser.add_argument("config", help="run config TOML (its dataset_config path is relative to its folder), "
+                                       "sd-scripts args TOML or kohya_ss GUI JSON")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="override an option for this check, e.g. --set train_batch_size=4 (repeatable)")
     parser.add_argument("--world-size", type=int, default=1, metavar="N",
@@ -18,11 +19,16 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.markup import escape
 
-    from engine.config.toml_file import apply_sets, load_config
+    from engine.config.toml_file import apply_sets
     from engine.data.scan import data_error
     from engine.plan.run_plan import make_plan
 
-    cfg = apply_sets(load_config(args.config), args.sets)
+    from engine.interop.any_config import load_any_config
+
+    cfg, notes = load_any_config(args.config)  # ours, an sd-scripts args TOML or a kohya_ss GUI JSON
+    for note in notes:
+        print(note)
+    cfg = apply_sets(cfg, args.sets)
     plan = make_plan(cfg, base_dir=Path(args.config).resolve().parent, world_size=max(1, args.world_size))
     console = Console(highlight=False, soft_wrap=True)
     for line in plan.lines():
