@@ -39,7 +39,9 @@ def _network(cfg: RunConfig) -> dict[str, Any]:
                            "network_dim": n.network_dim, "network_alpha": n.network_alpha,
                            "network_dropout": n.network_dropout or 0, "network_weights": n.network_weights}
     if n.conv_dim:
-        out.update(conv_dim=n.conv_dim, conv_alpha=n.conv_alpha)
+        # kohya_ss writes the JSON number as Python formats it, so 2 and 2.0 stay what they were
+        raw = n.parsed_args.get("conv_alpha", "1")
+        out.update(conv_dim=n.conv_dim, conv_alpha=int(raw) if raw.lstrip("-").isdigit() else float(raw))
     return out
 
 

@@ -16,6 +16,10 @@ from engine.interop.kohya_gui import GuiArgs, gui_to_sd_args, read_gui_json
 from engine.interop.kohya_import import ImportResult, KeyNote, changes_training, convert_kohya_args, place_dataset
 
 
+_PATH_KEYS = ("pretrained_model_name_or_path", "train_data_dir", "reg_data_dir", "dataset_config", "vae",
+              "network_weights", "in_json", "output_dir", "logging_dir")
+
+
 def _refuse_network_args(ga: GuiArgs, lora_type: str) -> None:
     """A network module the run config does not take is refused by LoRA_type (never trained as
     plain LoRA); networks.lora here reads only the network_args keys the rules know."""
@@ -116,6 +120,10 @@ def import_kohya_gui(path: str | Path, *, dataset_config: Optional[str] = None,
     p = Path(path).expanduser().resolve()
     gui = read_gui_json(p)
     gui.update({k: v for k, v in (paths or {}).items() if v})
+    for key in _PATH_KEYS:  # the GUI saves what was typed; a relative path is read from the JSON's folder
+        raw = gui.get(key)
+        if isinstance(raw, str) and raw and not Path(raw).expanduser().is_absolute() and (p.parent / raw).exists():
+            gui[key] = str((p.parent / raw).resolve())
     result, ga = convert_kohya_gui(gui, dataset_config=dataset_config, base_dir=p.parent)
     side = Path(side_path) if side_path is not None else None
     stem = side.with_suffix("") if side is not None else None
