@@ -75,8 +75,7 @@ class DatasetStep(StepScreen):
                      classes="subheading")
         yield LabelledRow("Image folder", plain_input(first.image_dir, id="ds-image-dir", path=True, blink=blink,
                                                       placeholder="path/to/images"),
-                          "Folder of images with same-named caption files (a.png + a.txt), or sd-scripts' "
-                          "layout: a folder of <repeats>_<class tokens> subfolders.", id="row-image-dir")
+                          "Folder of images with same-named caption files (a.png + a.txt).", id="row-image-dir")
         yield LabelledRow("Repeats", plain_input(str(first.num_repeats), id="ds-repeats", blink=blink),
                           "num_repeats: how often each image is seen per epoch.", id="row-repeats")
         yield LabelledRow("Caption extension", plain_input(first.caption_extension, id="ds-caption-ext", blink=blink),
