@@ -25,7 +25,7 @@ def _refuse_network_args(ga: GuiArgs, lora_type: str) -> None:
     plain LoRA); networks.lora here reads only the network_args keys the rules know."""
     from pydantic import ValidationError
 
-    from engine.config.rules import KNOWN_NETWORK_ARGS
+    from engine.config import rules
     from engine.config.schema import NetworkSection
 
     module = ga.args.get("network_module", "networks.lora")
@@ -36,14 +36,25 @@ def _refuse_network_args(ga: GuiArgs, lora_type: str) -> None:
                           f"({' '.join(ga.args.get('network_args', []))}), which sdxl-tui does not train",
                           key="LoRA_type", hint="choose LoRA_type Standard or Kohya LoCon, or train this config in "
                           "sd-scripts") from None
-    if module != "networks.lora":
+    known = getattr(rules, "KNOWN_NETWORK_ARGS", None)  # where the rules still warn on other keys
+    if module != "networks.lora" or known is None:
         return
-    unknown = [a for a in ga.args.get("network_args", []) if a.partition("=")[0] not in KNOWN_NETWORK_ARGS]
+    unknown = [a for a in ga.args.get("network_args", []) if a.partition("=")[0] not in known]
     if unknown:
         raise ConfigError(f"network_args {' '.join(unknown)} (from {ga.source.get('network_args', 'LoRA_type')} and "
                           "the rank/module dropout, block and LoRA+ keys): sdxl-tui's networks.lora does not "
-                          f"implement them yet (it reads {', '.join(sorted(KNOWN_NETWORK_ARGS))})",
+                          f"implement them yet (it reads {', '.join(sorted(known))})",
                           key="network_args", hint="set those GUI values to 0 / empty, or train this config in sd-scripts")
+
+
+def _refuse_network_errors(result: ImportResult, lora_type: str) -> None:
+    """The run config's own network checks (values, LyCORIS keys), at import rather than at train."""
+    from engine.config.rules import ERROR, check_rules
+
+    for issue in check_rules(result.config):
+        if issue.level == ERROR and {"network_args", "network_module"} & set(issue.keys):
+            raise ConfigError(f"GUI key LoRA_type = {lora_type!r}: {issue.message}", key="LoRA_type",
+                              hint="change the LyCORIS / network values in the GUI, or train this config in sd-scripts")
 
 
 def _refuse_dropped(ga: GuiArgs, notes: list[KeyNote]) -> None:
@@ -77,6 +88,7 @@ def convert_kohya_gui(gui: Mapping[str, Any], *, dataset_config: Optional[str] =
         raise ConfigError(f"GUI key {ga.source.get(exc.key, exc.key)}: {exc.message}", key=exc.key,
                           hint="change this value in the GUI (or the JSON)") from None
     _refuse_dropped(ga, result.notes)
+    _refuse_network_errors(result, str(gui.get("LoRA_type", "Standard")))
     converted = [KeyNote(n.key if n.key.startswith("-") else f"--{n.key}", n.status, n.detail) for n in result.notes]
     result.notes = ga.notes + converted
     if extras:

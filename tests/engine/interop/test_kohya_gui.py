@@ -99,8 +99,9 @@ def test_a_dropped_option_is_refused_with_its_gui_key(tmp_path):
         convert_kohya_gui({**BASE, "additional_parameters": "--some_option_nobody_has 3"},
                           dataset_config=str(tmp_path / "d.toml"))
     assert "some_option_nobody_has" in str(info.value)
-    with pytest.raises(ConfigError, match="network_args rank_dropout=0.2"):
-        convert_kohya_gui({**BASE, "rank_dropout": 0.2}, dataset_config=str(tmp_path / "d.toml"))
+    with pytest.raises(ConfigError, match="nonsense_key"):  # argparse: --network_args replaces LoRA_type's list
+        convert_kohya_gui({**BASE, "additional_parameters": "--network_args nonsense_key=1"},
+                          dataset_config=str(tmp_path / "d.toml"))
 
 
 def test_import_writes_the_folder_dataset_prompts_and_accelerate_config(tmp_path, demo_dataset):
