@@ -10,31 +10,10 @@ Two cases, as sd-scripts reads them:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from engine.config.schema import RunConfig
 from engine.errors import ConfigError
-from engine.interop.kohya_toml import absolutise_paths
-
-
-def merge_dataset_defaults(dataset_toml: str | Path, defaults: Mapping[str, Any], out_path: str | Path) -> Path:
-    """Copy of a dataset TOML with `defaults` added to [general] where absent (command-line
-    values sit below [general] in sd-scripts) and relative image paths made absolute."""
-    import tomlkit
-
-    from engine.storage.atomic import atomic_write_text
-
-    src = Path(dataset_toml)
-    doc = tomlkit.parse(src.read_text(encoding="utf-8-sig"))
-    general = doc.get("general")
-    if general is None:
-        general = tomlkit.table()
-        doc.add("general", general)
-    for key, value in defaults.items():
-        if key not in general:
-            general[key] = value
-    absolutise_paths(doc, src.resolve().parent)
-    return atomic_write_text(Path(out_path), tomlkit.dumps(doc))
 
 
 def _need_path(merged_dataset_path: Optional[str | Path], why: str) -> Path:
@@ -44,8 +23,10 @@ def _need_path(merged_dataset_path: Optional[str | Path], why: str) -> Path:
 
 
 def place_dataset_values(cfg: RunConfig, defaults: Mapping[str, Any], folders: Mapping[str, str],
-                         merged_dataset_path: Optional[str | Path]) -> tuple[RunConfig, list[str]]:
+                         merged_dataset_path: Optional[str | Path],
+                         merge: Callable[[Path, Mapping[str, Any], Path], Path]) -> tuple[RunConfig, list[str]]:
     """(config pointing at the dataset TOML to train from, messages saying what was written).
+    `merge` writes a dataset TOML's copy with the defaults in [general] (kohya_import.merge_dataset_defaults).
 
     Raises ConfigError when the dataset TOML or a folder is missing, or a folder-style dataset
     has no `<repeats>_<class tokens>` subfolder.
@@ -64,7 +45,7 @@ def place_dataset_values(cfg: RunConfig, defaults: Mapping[str, Any], folders: M
             raise ConfigError(f"dataset config not found: {source}", key="dataset_config",
                               hint="pass the right file with --dataset-config")
         out = _need_path(merged_dataset_path, "this args file sets dataset defaults")
-        written = merge_dataset_defaults(source, defaults, out)
+        written = merge(Path(source), defaults, out)
         messages.append(f"wrote {written}: {source} with the args file's dataset defaults "
                         f"({', '.join(defaults)}) in [general]")
         return cfg.with_values(dataset_config=str(Path(written).resolve())), messages

@@ -17,8 +17,8 @@ from typing import Any, Mapping, Optional
 
 from engine.config.schema import RunConfig, option_index
 from engine.errors import ConfigError
-from engine.interop.kohya_dataset import merge_dataset_defaults, place_dataset_values  # noqa: F401 (re-exported)
-from engine.interop.kohya_toml import flatten_args, read_toml
+from engine.interop.kohya_dataset import place_dataset_values
+from engine.interop.kohya_toml import absolutise_paths, flatten_args, read_toml
 
 # Top-level names our own config uses; an args TOML never has these as tables.
 _OUR_SECTIONS = {"model", "dataset", "network", "optimizer", "training", "precision", "caching",
@@ -293,7 +293,7 @@ class _Converter:
             self.note("network_args", "mapped")
         self.values["network_args"] = args
 
-    # Folder-style dataset (no dataset TOML): recorded here, built by engine/interop/kohya_folders.py.
+    # Folder-style dataset (no dataset TOML): recorded here, built by engine/interop/kohya_dataset.py.
     def _folder_key(self, key: str, value: Any, what: str) -> None:
         if not value:
             self.note(key, "not used", "unset")
@@ -363,6 +363,30 @@ def convert_kohya_args(doc: Mapping[str, Any], *, dataset_config: Optional[str] 
     return result
 
 
+
+
+def merge_dataset_defaults(dataset_toml: str | Path, defaults: Mapping[str, Any], out_path: str | Path) -> Path:
+    """Copy of a dataset TOML with `defaults` added to [general] where absent (command-line
+    values sit below [general] in sd-scripts) and relative image paths made absolute."""
+    import tomlkit
+
+    from engine.storage.atomic import atomic_write_text
+
+    src = Path(dataset_toml)
+    doc = tomlkit.parse(src.read_text(encoding="utf-8-sig"))
+    general = doc.get("general")
+    if general is None:
+        general = tomlkit.table()
+        doc.add("general", general)
+    for key, value in defaults.items():
+        if key not in general:
+            general[key] = value
+    absolutise_paths(doc, src.resolve().parent)
+    return atomic_write_text(Path(out_path), tomlkit.dumps(doc))
+
+
+
+
 def import_kohya(args_path: str | Path, *, dataset_config: Optional[str] = None,
                  merged_dataset_path: Optional[str | Path] = None) -> ImportResult:
     """Read an args TOML. When it carries dataset defaults and a dataset TOML exists, the merged
@@ -375,7 +399,8 @@ def import_kohya(args_path: str | Path, *, dataset_config: Optional[str] = None,
 
 def place_dataset(result: ImportResult, merged_dataset_path: Optional[str | Path]) -> ImportResult:
     """Point the config at the dataset TOML to train from (see kohya_dataset.place_dataset_values)."""
-    cfg, messages = place_dataset_values(result.config, result.dataset_defaults, result.folders, merged_dataset_path)
+    cfg, messages = place_dataset_values(result.config, result.dataset_defaults, result.folders, merged_dataset_path,
+                                         merge_dataset_defaults)
     result.config = cfg
     result.messages = [m for m in result.messages if not m.startswith("folder-style dataset:")] + messages
     return result
