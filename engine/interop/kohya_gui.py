@@ -13,10 +13,24 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Mapping
 
 from engine.errors import ConfigError
 from engine.interop.kohya_cli_args import parse_additional_parameters, split_words
+from engine.interop.kohya_gui_keys import (
+    FAMILY_FLAGS,
+    FAMILY_KEYS,
+    FAMILY_PREFIXES,
+    GUI_ONLY,
+    HUBER_KEYS,
+    LAUNCH_KEYS,
+    MULTIRES_NOISE,
+    OLD_KEYS,
+    ORIGINAL_NOISE,
+    SAME_NAME,
+    gui_float,
+    gui_int,
+)
 from engine.interop.kohya_gui_network import network_from_gui, network_keys
 from engine.interop.kohya_import import KeyNote
 
@@ -25,63 +39,6 @@ GUI_DEFAULTS: dict[str, Any] = {
     "max_train_steps": 1600, "max_bucket_reso": 2048, "min_bucket_reso": 256, "optimizer": "AdamW8bit",
     "text_encoder_lr": 0.0001, "unet_lr": 0.0001, "epoch": 1, "save_model_as": "safetensors",
 }
-
-
-def _int(value: Any) -> int:
-    return int(float(value)) if value not in ("", None) else 0
-
-
-def _float(value: Any) -> float:
-    return float(value) if value not in ("", None) else 0.0
-
-
-# GUI key == sd-scripts option; the cast kohya_ss applies (identity when None).
-_SAME: dict[str, Optional[Callable[[Any], Any]]] = {key: None for key in (
-    "bucket_no_upscale", "bucket_reso_steps", "cache_latents", "cache_latents_to_disk", "caption_dropout_rate",
-    "caption_extension", "color_aug", "dataset_config", "debiased_estimation_loss", "dim_from_weights",
-    "enable_bucket", "flip_aug", "fp8_base", "full_bf16", "full_fp16", "gradient_checkpointing", "highvram",
-    "ip_noise_gamma", "ip_noise_gamma_random_strength", "learning_rate", "logging_dir", "log_config",
-    "log_tracker_name", "log_tracker_config", "loss_type", "huber_c", "huber_scale", "huber_schedule",
-    "lr_scheduler", "lr_scheduler_power", "lr_scheduler_type", "masked_loss", "max_bucket_reso",
-    "max_grad_norm", "max_timestep", "mem_eff_attn", "min_snr_gamma", "min_timestep", "mixed_precision",
-    "network_alpha", "network_dim", "network_dropout", "network_weights", "output_dir", "output_name",
-    "pretrained_model_name_or_path", "prior_loss_weight", "random_crop", "reg_data_dir", "resume",
-    "sample_every_n_epochs", "sample_every_n_steps", "sample_sampler", "save_every_n_epochs", "save_every_n_steps",
-    "save_last_n_steps", "save_last_n_steps_state", "save_last_n_epochs", "save_last_n_epochs_state",
-    "save_model_as", "save_precision", "save_state", "save_state_on_train_end", "scale_v_pred_loss_like_noise_pred",
-    "scale_weight_norms", "shuffle_caption", "skip_cache_check", "train_batch_size", "train_data_dir",
-    "training_comment", "log_with", "v2", "v_parameterization", "v_pred_like_loss", "vae", "vae_batch_size",
-    "wandb_api_key", "weighted_captions", "train_inpainting", "async_upload", "huggingface_repo_id",
-    "huggingface_token", "huggingface_repo_type", "huggingface_repo_visibility", "huggingface_path_in_repo",
-    "save_state_to_huggingface", "resume_from_huggingface", "metadata_author", "metadata_description",
-    "metadata_license", "metadata_tags", "metadata_title", "in_json",
-)}
-_SAME.update({
-    "gradient_accumulation_steps": _int, "keep_tokens": _int, "caption_dropout_every_n_epochs": _int,
-    "min_bucket_reso": _int, "max_token_length": _int, "persistent_data_loader_workers": lambda v: int(bool(v)),
-    "max_train_epochs": _int, "clip_skip": _int, "seed": _int, "train_batch_size": _int,
-})
-# Only passed with noise_offset_type = Original (the first) or Multires (the second).
-_ORIGINAL_NOISE = ("noise_offset", "adaptive_noise_scale", "noise_offset_random_strength")
-_MULTIRES_NOISE = ("multires_noise_iterations", "multires_noise_discount")
-# kohya_ss' accelerate launch settings (class_accelerate_launch.py).
-LAUNCH_KEYS = ("num_processes", "num_machines", "multi_gpu", "gpu_ids", "main_process_port",
-               "num_cpu_threads_per_process", "dynamo_backend", "dynamo_mode", "dynamo_use_fullgraph",
-               "dynamo_use_dynamic", "extra_accelerate_launch_args")
-# GUI keys that select the script/model family: sdxl-tui trains SDXL only.
-_FAMILY_FLAGS = ("flux1_checkbox", "sd3_checkbox", "hunyuan_image_checkbox", "anima_checkbox", "lumina_checkbox")
-# GUI-only keys with no effect on the command line.
-_GUI_ONLY = {
-    "model_list": "the GUI's model picker; the model is pretrained_model_name_or_path",
-    "lowvram": "kohya_ss does not pass it (sd-scripts removed --lowvram)",
-    "stop_text_encoder_training": "kohya_ss' LoRA tab does not pass it (it logs 'not yet supported. Ignoring')",
-    "stop_text_encoder_training_pct": "the old name of stop_text_encoder_training, which kohya_ss' LoRA tab does "
-                                      "not pass (it logs 'not yet supported. Ignoring')",
-    "sdxl": "selects sdxl_train_network.py, the script sdxl-tui follows",
-}
-# Old keys the current GUI no longer reads: a no-op when empty/off, refused when set.
-_OLD_KEYS = {"conv_dims": "conv_block_dims", "conv_alphas": "conv_block_alphas", "no_token_padding": "",
-             "lora_network_weights": "network_weights"}
 
 
 @dataclass
@@ -152,16 +109,16 @@ def _value(gui: Mapping[str, Any], key: str, out: GuiArgs) -> Any:
 
 def _steps_and_epochs(gui: Mapping[str, Any], out: GuiArgs) -> None:
     """epoch, max_train_steps, max_train_epochs, lr_scheduler_num_cycles, lr_warmup(_steps)."""
-    epoch = _int(_value(gui, "epoch", out)) or 1
-    steps = _int(_value(gui, "max_train_steps", out))
+    epoch = gui_int(_value(gui, "epoch", out)) or 1
+    steps = gui_int(_value(gui, "max_train_steps", out))
     folder = gui.get("train_data_dir") and not gui.get("dataset_config")
     if steps == 0 and gui.get("dataset_config"):
         out.note("epoch", "not used", "with a dataset TOML kohya_ss passes no length for epoch: sd-scripts trains "
                  "max_train_epochs if set, else its default 1600 steps")
     elif steps == 0 and folder:
         steps, formula = folder_steps(str(gui["train_data_dir"]), str(gui.get("reg_data_dir") or ""),
-                                      _int(gui.get("train_batch_size", 1)) or 1,
-                                      _int(gui.get("gradient_accumulation_steps", 1)) or 1, epoch)
+                                      gui_int(gui.get("train_batch_size", 1)) or 1,
+                                      gui_int(gui.get("gradient_accumulation_steps", 1)) or 1, epoch)
         out.note("epoch", "converted", f"-> max_train_steps = {steps} = {formula}, as kohya_ss computes it")
     elif steps == 0:
         out.args["max_train_epochs"] = epoch
@@ -174,10 +131,10 @@ def _steps_and_epochs(gui: Mapping[str, Any], out: GuiArgs) -> None:
     out.put("max_train_steps", steps, "max_train_steps")
     out.note("max_train_steps", "mapped" if steps else "not used", "" if steps else "0: not passed")
     cycles = gui.get("lr_scheduler_num_cycles", "")
-    out.put("lr_scheduler_num_cycles", _int(cycles) if cycles != "" else epoch, "lr_scheduler_num_cycles")
+    out.put("lr_scheduler_num_cycles", gui_int(cycles) if cycles != "" else epoch, "lr_scheduler_num_cycles")
     out.note("lr_scheduler_num_cycles", "converted" if cycles == "" else "mapped",
              f"empty: kohya_ss passes epoch ({epoch})" if cycles == "" else "")
-    warmup, warmup_steps = _float(gui.get("lr_warmup")), _float(gui.get("lr_warmup_steps"))
+    warmup, warmup_steps = gui_float(gui.get("lr_warmup")), gui_float(gui.get("lr_warmup_steps"))
     resolved: Any = int(warmup_steps) if warmup_steps > 0 else (warmup / 100 if warmup else 0)
     out.put("lr_warmup_steps", resolved, "lr_warmup")
     out.note("lr_warmup", "converted" if warmup else "not used",
@@ -189,8 +146,8 @@ def _steps_and_epochs(gui: Mapping[str, Any], out: GuiArgs) -> None:
 
 def _rates(gui: Mapping[str, Any], out: GuiArgs) -> None:
     """learning rates and kohya_ss' train-mode flags (text_encoder_lr 0 -> UNet only)."""
-    te, unet, t5 = (_float(_value(gui, k, out)) for k in ("text_encoder_lr", "unet_lr", "t5xxl_lr"))
-    lr = _float(gui.get("learning_rate"))
+    te, unet, t5 = (gui_float(_value(gui, k, out)) for k in ("text_encoder_lr", "unet_lr", "t5xxl_lr"))
+    lr = gui_float(gui.get("learning_rate"))
     if lr == 0 and te == 0 and unet == 0:
         raise ConfigError("learning_rate, unet_lr and text_encoder_lr are all 0", key="learning_rate",
                           hint="set a learning rate (kohya_ss refuses this too)")
@@ -216,8 +173,8 @@ def _noise(gui: Mapping[str, Any], out: GuiArgs) -> None:
     if kind not in ("Original", "Multires"):
         raise ConfigError(f"noise_offset_type = {kind!r} is not a kohya_ss choice", key="noise_offset_type",
                           hint="use Original or Multires")
-    used = _ORIGINAL_NOISE if kind == "Original" else _MULTIRES_NOISE
-    for key in _ORIGINAL_NOISE + _MULTIRES_NOISE:
+    used = ORIGINAL_NOISE if kind == "Original" else MULTIRES_NOISE
+    for key in ORIGINAL_NOISE + MULTIRES_NOISE:
         if key not in gui:
             continue
         if key in used:
@@ -263,7 +220,7 @@ def _special(gui: Mapping[str, Any], out: GuiArgs) -> None:
     if not gui.get("sdxl", True):
         raise ConfigError("sdxl = false: this kohya_ss config trains SD 1.x/2.x (train_network.py)", key="sdxl",
                           hint="sdxl-tui trains SDXL LoRAs: tick SDXL in the GUI and save the config again")
-    for flag in _FAMILY_FLAGS:
+    for flag in FAMILY_FLAGS:
         if gui.get(flag):
             raise ConfigError(f"{flag} = true: this config trains another model family, not SDXL", key=flag,
                               hint="sdxl-tui trains SDXL LoRAs only")
@@ -312,25 +269,31 @@ def _launch(gui: Mapping[str, Any], out: GuiArgs) -> None:
 
 
 def _simple(gui: Mapping[str, Any], key: str, out: GuiArgs) -> None:
-    if key in _SAME:
-        cast = _SAME[key]
+    if key in HUBER_KEYS and str(gui.get("loss_type") or "l2") == "l2":
+        out.note(key, "not used", "loss_type is l2, which does not read it (sd-scripts uses it for huber / "
+                                  "smooth_l1 only)")
+    elif key in FAMILY_KEYS or key.startswith(FAMILY_PREFIXES):
+        out.note(key, "not used", "kohya_ss passes it only for Flux.1 / SD3 / HunyuanImage / Anima / Lumina "
+                                  "training (their checkbox is off: SDXL)")
+    elif key in SAME_NAME:
+        cast = SAME_NAME[key]
         value = gui[key]
         value = cast(value) if cast is not None and value not in ("", None) else value
         out.put(key, value, key)
         out.note(key, "mapped" if key in out.args else "not used", "" if key in out.args else
                  f"{gui[key]!r}: kohya_ss does not pass an empty, false or 0 value")
-    elif key in _GUI_ONLY:
-        out.note(key, "not used", _GUI_ONLY[key])
-    elif key in _OLD_KEYS:
+    elif key in GUI_ONLY:
+        out.note(key, "not used", GUI_ONLY[key])
+    elif key in OLD_KEYS:
         if gui[key] in ("", False, None, 0):
             out.note(key, "not used", "an old kohya_ss key the GUI no longer reads (empty here)")
-        elif _OLD_KEYS[key] == "network_weights" and not gui.get("network_weights"):
+        elif OLD_KEYS[key] == "network_weights" and not gui.get("network_weights"):
             out.put("network_weights", gui[key], key)
             out.note(key, "renamed", "-> network_weights (its old kohya_ss name)")
         else:
-            new = f"; the GUI's key is now {_OLD_KEYS[key]}" if _OLD_KEYS[key] else ""
+            new = f"; the GUI's key is now {OLD_KEYS[key]}" if OLD_KEYS[key] else ""
             raise ConfigError(f"{key} = {gui[key]!r}: an old kohya_ss key the current GUI no longer reads{new}",
-                              key=key, hint=f"clear {key}{' and set ' + _OLD_KEYS[key] if _OLD_KEYS[key] else ''}")
+                              key=key, hint=f"clear {key}{' and set ' + OLD_KEYS[key] if OLD_KEYS[key] else ''}")
     elif gui[key] in ("", False, None, 0, []):
         out.note(key, "not used", "empty/off, and not a key kohya_ss' SDXL LoRA tab passes")
     else:
@@ -362,7 +325,7 @@ def gui_to_sd_args(gui: Mapping[str, Any]) -> GuiArgs:
                                      "noise_offset_type", "optimizer", "optimizer_args", "lr_scheduler_args",
                                      "epoch", "max_train_steps", "lr_scheduler_num_cycles", "lr_warmup",
                                      "lr_warmup_steps", "text_encoder_lr", "unet_lr", "learning_rate",
-                                     "t5xxl_lr", "max_data_loader_n_workers", *_FAMILY_FLAGS, *_ORIGINAL_NOISE, *_MULTIRES_NOISE, *LAUNCH_KEYS}
+                                     "t5xxl_lr", "max_data_loader_n_workers", *FAMILY_FLAGS, *ORIGINAL_NOISE, *MULTIRES_NOISE, *LAUNCH_KEYS}
     _network(gui, out)
     _optimizer(gui, out)
     _steps_and_epochs(gui, out)
@@ -374,7 +337,7 @@ def gui_to_sd_args(gui: Mapping[str, Any]) -> GuiArgs:
             _simple(gui, key, out)
     _additional(gui, out)
     if "max_data_loader_n_workers" in gui:
-        out.args["max_data_loader_n_workers"] = _int(gui["max_data_loader_n_workers"])  # kohya_ss always passes it
+        out.args["max_data_loader_n_workers"] = gui_int(gui["max_data_loader_n_workers"])  # kohya_ss always passes it
         out.source["max_data_loader_n_workers"] = "max_data_loader_n_workers"
         out.note("max_data_loader_n_workers", "mapped", "passed even when 0, as kohya_ss does")
     return out

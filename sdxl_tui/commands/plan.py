@@ -21,9 +21,8 @@ def run(args: argparse.Namespace) -> int:
 
     from engine.config.toml_file import apply_sets
     from engine.data.scan import data_error
-    from engine.plan.run_plan import make_plan
-
     from engine.interop.any_config import load_any_config
+    from engine.plan.run_plan import make_plan
 
     cfg, notes = load_any_config(args.config)  # ours, an sd-scripts args TOML or a kohya_ss GUI JSON
     for note in notes:

@@ -146,3 +146,18 @@ def test_import_export_import_gives_the_same_run_config(tmp_path, demo_dataset):
     assert (a.datasets[0].resolution, a.datasets[0].max_bucket_reso) == (b.datasets[0].resolution,
                                                                           b.datasets[0].max_bucket_reso)
     assert open(first.sampling.sample_prompts).read() == open(second.sampling.sample_prompts).read()
+
+
+def test_a_current_gui_save_with_other_families_keys_converts(tmp_path):
+    """The GUI saves every widget: Flux/SD3/... keys and the huber defaults are no-ops for SDXL with l2."""
+    gui = {**BASE, "flux1_checkbox": False, "sd3_checkbox": False, "guidance_scale": 3.5, "t5xxl_max_token_length": 512,
+           "timestep_sampling": "sigma", "sd3_t5xxl": "t5.safetensors", "anima_compile_mode": "default",
+           "loss_type": "l2", "huber_c": 0.1, "huber_scale": 1, "huber_schedule": "snr", "main_process_port": 0,
+           "dynamo_backend": "no", "extra_accelerate_launch_args": "", "loraplus_lr_ratio": 0}
+    result, ga = convert_kohya_gui(gui, dataset_config=str(tmp_path / "d.toml"))
+    notes = _notes(result)
+    assert notes["guidance_scale"].status == "not used" and "Flux.1" in notes["guidance_scale"].detail
+    assert notes["huber_c"].status == "not used" and "huber_c" not in ga.args
+    assert "torch_compile" not in ga.args and not result.config.precision.torch_compile
+    gui["loss_type"] = "huber"  # now the huber keys are passed on, as kohya_ss does
+    assert gui_to_sd_args(gui).args["huber_c"] == 0.1
