@@ -319,6 +319,10 @@ def gui_to_sd_args(gui: Mapping[str, Any]) -> GuiArgs:
     unparsable additional_parameters.
     """
     out = GuiArgs()
+    missing = {k: v for k, v in GUI_DEFAULTS.items() if k in SAME_NAME and k not in gui}
+    for key, value in missing.items():  # the fresh GUI's widget value, as when the GUI loads this file
+        out.note(key, "converted", f"not in the file: kohya_ss' GUI value {value!r}")
+    gui = {**missing, **gui}
     _special(gui, out)
     handled = set(network_keys()) | {"max_resolution", "sdxl_no_half_vae", "sdxl_cache_text_encoder_outputs",
                                      "xformers", "wandb_run_name", "sample_prompts", "additional_parameters",

@@ -55,6 +55,13 @@ def test_lora_types_give_kohya_ss_network_args():
         network_from_gui({"LoRA_type": "Flux1"})
 
 
+def test_keys_a_file_lacks_take_the_fresh_gui_values():
+    ga = gui_to_sd_args({k: v for k, v in BASE.items() if k not in ("max_train_steps", "optimizer")})
+    assert ga.args["max_train_steps"] == 1600 and ga.args["optimizer_type"] == "AdamW8bit"
+    assert ga.args["max_bucket_reso"] == 2048 and ga.args["min_bucket_reso"] == 256  # sd-scripts' own: 1024 / 256
+    assert any(n.key == "max_bucket_reso" and "not in the file" in n.detail for n in ga.notes)
+
+
 def test_a_zero_the_gui_drops_takes_sd_scripts_default(tmp_path):
     cfg, _ = convert_kohya_gui({**BASE, "max_grad_norm": 0}, dataset_config=str(tmp_path / "d.toml"))
     assert cfg.config.optimizer.max_grad_norm == 1.0  # kohya_ss filters 0 out: the edgLoRAXL preset's workaround
