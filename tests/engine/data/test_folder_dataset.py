@@ -75,3 +75,17 @@ def test_steps_per_epoch_follow_the_folder_repeats(tmp_path, demo_dataset):
     assert plan.steps_per_epoch == n * 3 + n * 1  # batch 1: one step per image per repeat
     spec = load_dataset_config(toml)
     assert [s.class_tokens for s in spec.all_subsets()] == ["more", "shape"]
+
+
+def test_args_toml_with_in_json_trains_from_the_metadata(tmp_path, demo_dataset):
+    from engine.interop.kohya_import import import_kohya
+
+    meta = tmp_path / "meta.json"
+    meta.write_text('{"00_red_circle": {"caption": "a red circle"}}')
+    args = tmp_path / "args.toml"
+    args.write_text(f'train_data_dir = "{demo_dataset.image_dir.as_posix()}"\nin_json = "meta.json"\n'
+                    'resolution = 64\n')
+    result = import_kohya(args, merged_dataset_path=tmp_path / "run.dataset.toml")
+    (subset,) = load_dataset_config(result.config.dataset.dataset_config).all_subsets()
+    assert subset.metadata_file == meta.resolve() and subset.image_dir == demo_dataset.image_dir
+    assert any("captions from" in m for m in result.messages)
