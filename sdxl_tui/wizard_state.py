@@ -254,7 +254,11 @@ def load_state(path: Path) -> WizardState:
     from engine.config.toml_file import load_config_with_document
     from engine.errors import ConfigError
 
+    from engine.interop.any_config import is_gui_json_file
+
     path = path.expanduser().resolve()
+    if is_gui_json_file(path):
+        return import_kohya_state(path)
     try:
         cfg, doc = load_config_with_document(path)
         note = f"opened {path.name}"
@@ -268,11 +272,11 @@ def load_state(path: Path) -> WizardState:
 
 
 def import_kohya_state(path: Path) -> WizardState:
-    """A new draft from an sd-scripts args TOML (or our own config, which passes through)."""
-    from engine.interop.kohya_import import load_any_config
+    """A new draft from an sd-scripts args TOML or kohya_ss GUI JSON (or our own config, which passes through)."""
+    from engine.interop.any_config import load_any_config
 
     path = path.expanduser().resolve()
-    cfg, notes = load_any_config(path)
+    cfg, notes = load_any_config(path, require_dataset=False)  # a preset's draft gets its dataset in the wizard
     cfg = absolutize_paths(cfg, path.parent)
     return WizardState(cfg=cfg, source_note=f"imported {path.name}", import_notes=tuple(str(n) for n in notes))
 

@@ -41,8 +41,9 @@ def _check(num_processes: int, mixed_precision: str, cluster: Cluster) -> None:
 
 
 def accelerate_config_text(num_processes: int, mixed_precision: str = "bf16",
-                           cluster: Optional[Cluster] = None) -> str:
-    """The YAML of a plain DDP accelerate config; `num_processes` counts GPUs on all machines."""
+                           cluster: Optional[Cluster] = None, gpu_ids: str = "all") -> str:
+    """The YAML of a plain DDP accelerate config; `num_processes` counts GPUs on all machines;
+    `gpu_ids` is accelerate's list of GPU indices ("0,1") or "all"."""
     cluster = cluster or Cluster()
     _check(num_processes, mixed_precision, cluster)
     distributed = "MULTI_GPU" if num_processes > 1 else "NO"
@@ -54,7 +55,7 @@ def accelerate_config_text(num_processes: int, mixed_precision: str = "bf16",
         f"distributed_type: '{distributed}'",  # quoted: YAML reads a bare NO / no as false
         "downcast_bf16: 'no'",
         "enable_cpu_affinity: false",
-        "gpu_ids: all",
+        f"gpu_ids: '{gpu_ids}'" if gpu_ids != "all" else "gpu_ids: all",
         f"machine_rank: {cluster.machine_rank}",
         "main_training_function: main",
         f"mixed_precision: '{mixed_precision}'",
@@ -70,11 +71,11 @@ def accelerate_config_text(num_processes: int, mixed_precision: str = "bf16",
 
 
 def write_accelerate_config(path: str | Path, num_processes: int, mixed_precision: str = "bf16",
-                            cluster: Optional[Cluster] = None) -> Path:
+                            cluster: Optional[Cluster] = None, gpu_ids: str = "all") -> Path:
     """Write the config (atomically) and return its path."""
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, accelerate_config_text(num_processes, mixed_precision, cluster))
+    atomic_write_text(path, accelerate_config_text(num_processes, mixed_precision, cluster, gpu_ids))
     return path
 
 

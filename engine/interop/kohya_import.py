@@ -18,6 +18,7 @@ from typing import Any, Mapping, Optional
 from engine.config.key_value import pair_key
 from engine.config.schema import PATH_KEYS, RunConfig, option_index
 from engine.errors import ConfigError
+from engine.interop.kohya_dataset import place_dataset_values
 from engine.interop.kohya_toml import absolutise_paths, choose_reading, flatten_args, read_toml
 
 
@@ -53,6 +54,9 @@ _HARMLESS = {
     "use_safetensors": "always safetensors", "skip_cache_check": "caches are checked",
     "resume": "continue a stopped run with `sdxl-tui resume`", "initial_epoch": "use `sdxl-tui resume`",
     "initial_step": "use `sdxl-tui resume`", "skip_until_initial_step": "use `sdxl-tui resume`",
+    "save_last_n_steps": "older step saves are kept, not deleted; the LoRA is the same",
+    "save_last_n_steps_state": "older step states are kept, not deleted; the LoRA is the same",
+    "save_last_n_epochs_state": "older epoch states are kept, not deleted; the LoRA is the same",
 }
 # sd-scripts options that change training and have no equivalent here: reported when not "off".
 _UNSUPPORTED_OFF = {
@@ -82,11 +86,23 @@ class ImportResult:
     notes: list[KeyNote] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
     dataset_defaults: dict[str, Any] = field(default_factory=dict)  # for the dataset TOML's [general]
+    folders: dict[str, str] = field(default_factory=dict)  # folder-style dataset: train_data_dir, reg_data_dir, in_json
 
     def lines(self) -> list[str]:
         return [str(n) for n in self.notes] + self.messages
 
 
+# "not used" notes that are no loss: off values, and sd-scripts' own precedence.
+_NOT_USED_IS_FINE = ("off", "unset", "off (the dataset default)")
+_NOT_USED_BY_DESIGN = {"max_train_steps", "sample_sampler", "train_data_dir", "reg_data_dir", "in_json"}
+
+
+def changes_training(note: KeyNote) -> bool:
+    """True for a note saying a set option was dropped although it changes what trains (the
+    kohya_ss GUI import refuses those by name)."""
+    if note.status != "not used" or note.key in _HARMLESS or note.key in _NOT_USED_BY_DESIGN:
+        return False
+    return note.detail not in _NOT_USED_IS_FINE and not note.detail.startswith("not in the file")
 
 
 def is_kohya_args(doc: Mapping[str, Any]) -> bool:
@@ -130,6 +146,7 @@ class _Converter:
         self.notes: list[KeyNote] = []
         self.dataset_defaults: dict[str, Any] = {}
         self.train_data_dir: Optional[str] = None
+        self.folders: dict[str, str] = {}  # train_data_dir / reg_data_dir / in_json, paths resolved
 
     def note(self, key: str, status: str, detail: str = "") -> None:
         self.notes.append(KeyNote(key, status, detail))
@@ -275,15 +292,26 @@ class _Converter:
             self.note("network_args", "mapped")
         self.values["network_args"] = args
 
+    # Folder-style dataset (no dataset TOML): recorded here, built by engine/interop/kohya_dataset.py.
+    def _folder_key(self, key: str, value: Any, what: str) -> None:
+        if not value:
+            self.note(key, "not used", "unset")
+            return
+        p = Path(str(value)).expanduser()
+        if not p.is_absolute() and (self.base_dir / p).exists():
+            p = (self.base_dir / p).resolve()
+        self.folders[key] = str(p)
+        self.note(key, "dataset", f"{what} (sd-scripts ignores it when a dataset TOML is given)")
+
     def _key_train_data_dir(self, value: Any) -> None:
-        self.note("train_data_dir", "not used", "folder-style dataset: needs a dataset TOML (see below)")
-        self.train_data_dir = value
+        self._folder_key("train_data_dir", value, "folder-style dataset: one subset per <repeats>_<class tokens> subfolder")
+        self.train_data_dir = self.folders.get("train_data_dir")
 
     def _key_reg_data_dir(self, value: Any) -> None:
-        self.note("reg_data_dir", "not used", "folder-style dataset: add it to the dataset TOML as subsets with is_reg = true")
+        self._folder_key("reg_data_dir", value, "regularisation subsets (is_reg) from its <repeats>_<class tokens> subfolders")
 
     def _key_in_json(self, value: Any) -> None:
-        self.note("in_json", "not used", "fine-tuning metadata: use a dataset TOML subset with metadata_file")
+        self._folder_key("in_json", value, "fine-tuning form: captions from this metadata file for train_data_dir")
 
 
 def _finish(values: dict[str, Any], notes: list[KeyNote]) -> None:
@@ -301,21 +329,6 @@ def _finish(values: dict[str, Any], notes: list[KeyNote]) -> None:
     if values.get("seed") is None:
         values["seed"] = 42
         notes.append(KeyNote("seed", "converted", "unset: sd-scripts picks a random seed each run; sdxl-tui uses 42"))
-
-
-def train_data_dir_help(train_data_dir: str, resolution: Any = 1024) -> str:
-    """What to do with a folder-style (`10_name`) dataset: the dataset TOML to write."""
-    lines = ["[general]", "caption_extension = \".txt\"", "", "[[datasets]]", f"resolution = {resolution}"]
-    root = Path(train_data_dir)
-    found = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    for folder in found or [root / "10_name"]:
-        match = re.match(r"^(\d+)_(.*)$", folder.name)
-        repeats, tokens = (int(match.group(1)), match.group(2)) if match else (1, "")
-        lines += ["", "  [[datasets.subsets]]", f"  image_dir = \"{folder.as_posix()}\"", f"  num_repeats = {repeats}"]
-        if tokens:
-            lines.append(f"  class_tokens = \"{tokens}\"")
-    return ("this config uses train_data_dir (folders named <repeats>_<class tokens>); sdxl-tui reads sd-scripts' "
-            "dataset TOML instead. Save this as dataset.toml and pass it with --dataset-config:\n" + "\n".join(lines))
 
 
 def convert_kohya_args(doc: Mapping[str, Any], *, dataset_config: Optional[str] = None,
@@ -341,10 +354,10 @@ def convert_kohya_args(doc: Mapping[str, Any], *, dataset_config: Optional[str] 
         first = exc.errors()[0]
         raise ConfigError(f"{'.'.join(map(str, first['loc']))}: {first['msg']} (got {first.get('input')!r})",
                           key=str(first["loc"][-1]), hint="fix this value in the sd-scripts args file") from None
-    result = ImportResult(cfg, conv.notes, dataset_defaults=conv.dataset_defaults)
+    result = ImportResult(cfg, conv.notes, dataset_defaults=conv.dataset_defaults, folders=conv.folders)
     if not cfg.dataset.dataset_config:
-        tdd = conv.train_data_dir
-        result.messages.append(train_data_dir_help(tdd, conv.dataset_defaults.get("resolution", 1024)) if tdd else
+        result.messages.append("folder-style dataset: a dataset TOML is built from train_data_dir's subfolders"
+                               if conv.train_data_dir else
                                "no dataset: pass the sd-scripts dataset TOML with --dataset-config")
     return result
 
@@ -377,21 +390,20 @@ def merge_dataset_defaults(dataset_toml: str | Path, defaults: Mapping[str, Any]
 
 def import_kohya(args_path: str | Path, *, dataset_config: Optional[str] = None,
                  merged_dataset_path: Optional[str | Path] = None) -> ImportResult:
-    """Read an args TOML; when it carries dataset defaults and a dataset TOML exists, write the
-    merged dataset TOML to `merged_dataset_path` and point the config at it."""
-    result = convert_kohya_args(read_toml(args_path), dataset_config=dataset_config)
-    source = result.config.dataset.dataset_config
-    if result.dataset_defaults and source:
-        if not Path(source).is_file():
-            raise ConfigError(f"dataset config not found: {source}", key="dataset_config",
-                              hint="pass the right file with --dataset-config")
-        if merged_dataset_path is None:
-            raise ConfigError("this args file sets dataset defaults; a merged dataset TOML must be written",
-                              hint="give a place for it (import-kohya writes it beside -o)")
-        written = merge_dataset_defaults(source, result.dataset_defaults, merged_dataset_path)
-        result.config = result.config.with_values(dataset_config=str(Path(written).resolve()))
-        result.messages.append(f"wrote {written}: {source} with the args file's dataset defaults "
-                               f"({', '.join(result.dataset_defaults)}) in [general]")
+    """Read an args TOML. When it carries dataset defaults and a dataset TOML exists, the merged
+    dataset TOML is written to `merged_dataset_path`; for a folder-style dataset (train_data_dir
+    without a dataset TOML) the dataset TOML sd-scripts would build is written there."""
+    result = convert_kohya_args(read_toml(args_path), dataset_config=dataset_config,
+                                base_dir=Path(args_path).expanduser().resolve().parent)
+    return place_dataset(result, merged_dataset_path)
+
+
+def place_dataset(result: ImportResult, merged_dataset_path: Optional[str | Path]) -> ImportResult:
+    """Point the config at the dataset TOML to train from (see kohya_dataset.place_dataset_values)."""
+    cfg, messages = place_dataset_values(result.config, result.dataset_defaults, result.folders, merged_dataset_path,
+                                         merge_dataset_defaults)
+    result.config = cfg
+    result.messages = [m for m in result.messages if not m.startswith("folder-style dataset:")] + messages
     return result
 
 
@@ -407,15 +419,11 @@ def load_any_config(path: str | Path) -> tuple[RunConfig, list[str]]:
                                f"names above or convert it with `sdxl-tui import-kohya {path}`")
     if reading.kind == "ours":
         return load_config(path), []
-    result = convert_kohya_args(doc)
-    if not result.config.dataset.dataset_config:
-        raise ConfigError(f"{path} is an sd-scripts args file without a dataset_config", path=str(path),
-                          hint=result.messages[-1] if result.messages else "add dataset_config")
-    if result.dataset_defaults:
-        out = Path(result.config.saving.output_dir) / "kohya_dataset.toml"
-        result = import_kohya(path, merged_dataset_path=out)
+    result = convert_kohya_args(doc, base_dir=Path(path).expanduser().resolve().parent)
+    if not result.config.dataset.dataset_config and not result.folders.get("train_data_dir"):
+        raise ConfigError(f"{path} is an sd-scripts args file without a dataset_config or train_data_dir",
+                          path=str(path), hint=result.messages[-1] if result.messages else "add dataset_config")
+    result = place_dataset(result, Path(result.config.saving.output_dir) / "kohya_dataset.toml")
     return result.config, [f"{path} is an sd-scripts args file; converted:"] + result.lines()
-
-
 
 

@@ -122,12 +122,15 @@ def _dataset_lines(plan: Plan) -> list[str]:
                    + (", no upscale" if spec.bucket_no_upscale else "")) if spec.enable_bucket else "no buckets"
         out.append(f"  dataset {spec.index}: resolution {w}x{h}, batch size {spec.batch_size} "
                    f"(from {spec.origin('batch_size')}), {buckets}")
+        tokens = {sub.index: sub.class_tokens for sub in plan.scanned.config.all_subsets()}
         for stats in plan.subsets:
             if stats.dataset_index != spec.index:
                 continue
             kind = "regularisation" if stats.is_reg else "training"
             line = (f"    subset {stats.subset_index} ({kind}): {stats.source} — {stats.images} images "
                     f"× {stats.num_repeats} repeats")
+            if tokens.get(stats.subset_index):
+                line += f", class tokens {tokens[stats.subset_index]!r}"
             extras = [f"{n} {what}" for n, what in (
                 (stats.missing_captions, "without caption"), (stats.empty_captions, "with blank caption"),
                 (stats.orphan_captions, "captions without image"), (stats.unreadable, "unreadable"),

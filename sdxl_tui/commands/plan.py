@@ -5,7 +5,8 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="run config TOML (its dataset_config path is relative to its folder)")
+    parser.add_argument("config", help="run config TOML (its dataset_config path is relative to its folder), "
+                                       "sd-scripts args TOML or kohya_ss GUI JSON")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="override an option for this check, e.g. --set train_batch_size=4 (repeatable)")
     parser.add_argument("--world-size", type=int, default=1, metavar="N",

@@ -27,7 +27,7 @@ def load_run_config(path: str, sets: list[str]) -> Any:
     absolute against the config file's folder."""
     from engine.config.schema import resolve_relative_paths
     from engine.config.toml_file import apply_sets
-    from engine.interop.kohya_import import load_any_config
+    from engine.interop.any_config import load_any_config
 
     cfg, notes = load_any_config(path)
     for note in notes:

@@ -60,6 +60,8 @@ class DatasetStep(StepScreen):
     def __init__(self) -> None:
         super().__init__()
         self.extra_subsets: tuple[DatasetSubsetDraft, ...] = ()
+        self.folder_subsets: tuple[DatasetSubsetDraft, ...] = ()  # from a `<repeats>_<tokens>` folder layout
+        self.folder_note = ""
 
     def compose_fields(self):
         blink = getattr(self.app, "cursor_blink", True)
@@ -100,9 +102,11 @@ class DatasetStep(StepScreen):
     def refresh_info(self) -> None:
         base = self.app.state.base_dir  # type: ignore[attr-defined]
         self.query_one("#dataset-plan", Static).update(plan_text(self.current_plan, base))
-        listed = "\n".join(f"subset: {escape(display_path(s.image_dir, base))} × {s.num_repeats}"
-                           for s in self.extra_subsets)
-        self.query_one("#ds-subsets", Static).update(listed)
+        listed = [f"subset: {escape(display_path(s.image_dir, base))} × {s.num_repeats}"
+                  + (f", class tokens {escape(s.class_tokens)!r}" if s.class_tokens else "")
+                  for s in self.extra_subsets + self.folder_subsets]
+        note = [self.folder_note] if self.folder_note else []
+        self.query_one("#ds-subsets", Static).update("\n".join(note + listed))
 
     # -- the builder -------------------------------------------------------------------------
     def _int(self, input_id: str, row_id: str, minimum: int, multiple: int = 1) -> Optional[int]:
@@ -135,10 +139,33 @@ class DatasetStep(StepScreen):
                                   class_tokens=self.query_one("#ds-class-tokens", Input).value.strip(),
                                   caption_extension=ext if ext.startswith(".") else "." + ext)
 
+    def _folder_subsets(self, current: Optional[DatasetSubsetDraft]) -> Optional[tuple[DatasetSubsetDraft, ...]]:
+        """sd-scripts' folder layout (`20_ohwx woman` subfolders): one subset per subfolder, its
+        repeats and class tokens from the name (the Repeats / Class tokens inputs then do not apply)."""
+        from engine.data.folder_dataset import looks_like_folder_dataset, scan_folder_dataset
+        from engine.errors import ConfigError
+
+        self.folder_note = ""
+        if current is None or not looks_like_folder_dataset(Path(current.image_dir)):
+            return None
+        try:
+            found = scan_folder_dataset(current.image_dir)
+        except ConfigError as exc:
+            self.query_one("#row-image-dir", LabelledRow).set_error(exc.message)
+            return None
+        self.folder_note = "\n".join(
+            [f"sd-scripts folder layout: {len(found.subsets)} subsets from its <repeats>_<class tokens> subfolders "
+             "(their names give repeats and class tokens)"] + [f"[yellow]![/] {escape(w)}" for w in found.warnings])
+        return tuple(DatasetSubsetDraft(image_dir=str(sub.image_dir), num_repeats=sub.num_repeats,
+                                        class_tokens=sub.class_tokens, caption_extension=current.caption_extension)
+                     for sub in found.subsets)
+
     def rebuild_draft(self) -> None:
         state = self.app.state  # type: ignore[attr-defined]
         current = self._current_subset()
-        subsets = self.extra_subsets + ((current,) if current else ())
+        folder = self._folder_subsets(current)
+        subsets = self.extra_subsets + (folder if folder is not None else ((current,) if current else ()))
+        self.folder_subsets = folder or ()
         resolution = self._int("ds-resolution", "row-resolution", 64, 32)
         batch = self._int("ds-batch", "row-batch", 1)
         if not subsets:
@@ -173,7 +200,8 @@ class DatasetStep(StepScreen):
             event.stop()
             current = self._current_subset()
             if current is not None:
-                self.extra_subsets += (current,)
+                self.extra_subsets += self._folder_subsets(current) or (current,)
+                self.folder_subsets = ()
                 self.query_one("#ds-image-dir", Input).value = ""
                 self.query_one("#ds-class-tokens", Input).value = ""
                 self.query_one("#ds-image-dir", Input).focus()

@@ -160,19 +160,26 @@ def test_dataset_defaults_go_under_general(tmp_path, files):
     assert spec.datasets[0].resolution == (1024, 1024)  # the dataset's own value still wins
 
 
-def test_train_data_dir_without_dataset_says_what_to_do(tmp_path):
+def test_train_data_dir_without_dataset_builds_the_folder_dataset(tmp_path):
     (tmp_path / "train" / "10_mycat").mkdir(parents=True)
+    (tmp_path / "reg" / "2_cat").mkdir(parents=True)
     args = tmp_path / "kohya.toml"
     args.write_text(f'pretrained_model_name_or_path = "m.safetensors"\ntrain_data_dir = "{(tmp_path / "train").as_posix()}"\n'
-                    'resolution = "1024,1024"\n')
-    result = convert_kohya_args(read_toml(args))
-    assert _notes(result)["train_data_dir"].status == "not used"
-    help_text = result.messages[-1]
-    assert "num_repeats = 10" in help_text and 'class_tokens = "mycat"' in help_text
-    snippet = help_text.split("\n", 1)[1]
-    (tmp_path / "ds.toml").write_text(snippet)
-    load_dataset_config(tmp_path / "ds.toml")  # the suggested TOML is valid as written
-    with pytest.raises(ConfigError, match="without a dataset_config"):
+                    'reg_data_dir = "reg"\nresolution = "768,1024"\ncaption_extension = ".caption"\n'
+                    f'output_dir = "{(tmp_path / "out").as_posix()}"\n')
+    result = convert_kohya_args(read_toml(args), base_dir=tmp_path)
+    assert _notes(result)["train_data_dir"].status == "dataset"
+    assert result.folders == {"train_data_dir": str(tmp_path / "train"), "reg_data_dir": str(tmp_path / "reg")}
+    cfg, notes = load_any_config(args)
+    spec = load_dataset_config(cfg.dataset.dataset_config)
+    train, reg = spec.all_subsets()
+    assert (train.num_repeats, train.class_tokens, train.is_reg) == (10, "mycat", False)
+    assert (reg.num_repeats, reg.class_tokens, reg.is_reg) == (2, "cat", True)
+    assert train.caption_extension == ".caption" and spec.datasets[0].resolution == (768, 1024)
+    assert any("10_mycat" in n and "x10" in n for n in notes)
+    (tmp_path / "empty").mkdir()
+    args.write_text(f'train_data_dir = "{(tmp_path / "empty").as_posix()}"\n')
+    with pytest.raises(ConfigError, match="no <repeats>_<class tokens> subfolder"):
         load_any_config(args)
 
 
