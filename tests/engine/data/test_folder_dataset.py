@@ -60,14 +60,15 @@ def test_in_json_is_the_fine_tuning_form(tmp_path, demo_dataset):
     assert spec.all_subsets()[0].metadata_file == meta.resolve()
 
 
-def test_steps_per_epoch_follow_the_folder_repeats(tmp_path, demo_dataset):
+def test_steps_per_epoch_follow_the_folder_repeats(tmp_path, tiny_model, demo_dataset):
     from engine.plan.run_plan import make_plan
 
     train = _layout(tmp_path / "train", demo_dataset, ["3_shape", "1_more"])
     general = {"resolution": 64, "enable_bucket": True, "min_bucket_reso": 32, "max_bucket_reso": 128,
                "bucket_reso_steps": 32, "caption_extension": ".txt"}
     toml = write_dataset_toml(scan_folder_dataset(train), tmp_path / "ds.toml", general)
-    plan = make_plan(RunConfig().with_values(dataset_config=str(toml), train_batch_size=1, max_train_steps=10),
+    plan = make_plan(RunConfig().with_values(pretrained_model_name_or_path=str(tiny_model.single_file),
+                                             dataset_config=str(toml), train_batch_size=1, max_train_steps=10),
                      base_dir=tmp_path)
     assert not plan.problems
     n = demo_dataset.num_images
