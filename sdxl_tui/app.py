@@ -177,11 +177,17 @@ class WizardApp(App):
 
     def action_open_config(self) -> None:
         self.goto_step(0)
-        self.call_after_refresh(lambda: self.screen.action_open_config())  # type: ignore[attr-defined]
+        self.call_after_refresh(lambda: self._start_screen().action_open_config())
 
     def action_import_kohya(self) -> None:
         self.goto_step(0)
-        self.call_after_refresh(lambda: self.screen.action_import_kohya())  # type: ignore[attr-defined]
+        self.call_after_refresh(lambda: self._start_screen().action_import_kohya())
+
+    def _start_screen(self) -> StartScreen:
+        """The start screen, shown by goto_step(0) just before."""
+        screen = self.screen
+        assert isinstance(screen, StartScreen), screen
+        return screen
 
     # -- moving between steps ----------------------------------------------------------------
     def _step_screen_if_installed(self, number: int):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -18,6 +18,10 @@ from textual.widgets.option_list import Option
 
 from sdxl_tui.recent_runs import RecentRun, load_recent
 from sdxl_tui.widgets.path_suggester import PathSuggester
+from sdxl_tui.wizard_app import wizard_of
+
+if TYPE_CHECKING:
+    from sdxl_tui.app import WizardApp
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 
@@ -88,6 +92,11 @@ class StartScreen(Screen):
         Binding("ctrl+q", "app.quit", "Quit", id="start.quit"),
     ]
 
+    @property
+    def wizard(self) -> WizardApp:
+        """The app, typed (sdxl_tui.wizard_app)."""
+        return wizard_of(self)
+
     def compose(self) -> ComposeResult:
         with Vertical(id="start-box"):
             yield Static("[b]sdxl-tui[/b] · train an SDXL LoRA", id="start-title")
@@ -114,13 +123,13 @@ class StartScreen(Screen):
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         kind, _, value = (event.option.id or "").partition(":")
-        app = self.app
+        app = self.wizard
         actions: dict[str, Callable[[], None]] = {
-            "template": lambda: app.open_template(Path(value)),  # type: ignore[attr-defined]
-            "defaults": lambda: app.open_defaults(),  # type: ignore[attr-defined]
+            "template": lambda: app.open_template(Path(value)),
+            "defaults": lambda: app.open_defaults(),
             "open": self.action_open_config,
             "import": self.action_import_kohya,
-            "recent": lambda: app.open_recent(RecentRun(Path(value))),  # type: ignore[attr-defined]
+            "recent": lambda: app.open_recent(RecentRun(Path(value))),
         }
         actions[kind]()
 
@@ -130,7 +139,7 @@ class StartScreen(Screen):
         highlighted = options.highlighted_option
         kind, _, value = ((highlighted.id or "") if highlighted else "").partition(":")
         if kind == "recent":
-            self.app.watch_recent(RecentRun(Path(value)))  # type: ignore[attr-defined]
+            self.wizard.watch_recent(RecentRun(Path(value)))
         else:
             self.show_message("Highlight a recent run first (they are listed at the bottom).")
 
@@ -143,11 +152,11 @@ class StartScreen(Screen):
 
     def _opened(self, path: Optional[Path]) -> None:
         if path is not None:
-            self.app.open_config(path)  # type: ignore[attr-defined]
+            self.wizard.open_config(path)
 
     def _imported(self, path: Optional[Path]) -> None:
         if path is not None:
-            self.app.open_config(path, kohya=True)  # type: ignore[attr-defined]
+            self.wizard.open_config(path, kohya=True)
 
     def show_message(self, text: str) -> None:
         self.query_one("#start-message", Static).update(text)

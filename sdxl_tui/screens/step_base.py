@@ -6,7 +6,7 @@ info panel also lists the rule issues (engine.config.rules) that involve this st
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from textual import work
 from textual.app import ComposeResult
@@ -19,6 +19,10 @@ from textual.widgets import Button, Footer, Static
 from sdxl_tui.planning import PlanReady, make_draft_plan
 from sdxl_tui.screens import STEP_TITLES
 from sdxl_tui.widgets.fields import ConfigField
+from sdxl_tui.wizard_app import wizard_of
+
+if TYPE_CHECKING:
+    from sdxl_tui.app import WizardApp
 
 
 def step_strip(current: int) -> str:
@@ -42,12 +46,17 @@ class StepScreen(Screen):
     ]
 
     @property
+    def wizard(self) -> WizardApp:
+        """The app, typed (sdxl_tui.wizard_app)."""
+        return wizard_of(self)
+
+    @property
     def title_text(self) -> str:
         return STEP_TITLES[self.STEP - 1]
 
     def compose(self) -> ComposeResult:
         with Vertical(id="step-header"):
-            note = self.app.state.source_note  # type: ignore[attr-defined]
+            note = self.wizard.state.source_note
             yield Static(f"[b]Step {self.STEP}/7 · {self.title_text}[/b]  [dim]{escape(note)}[/]", id="step-title")
             yield Static(step_strip(self.STEP), id="step-strip")
         with Horizontal(id="step-body"):
@@ -90,13 +99,13 @@ class StepScreen(Screen):
     @property
     def current_plan(self):
         """The latest plan outcome if it was made for the draft as it is now, else None."""
-        state = self.app.state  # type: ignore[attr-defined]
+        state = self.wizard.state
         outcome = state.plan
         fresh = outcome is not None and outcome.cfg == state.cfg and outcome.dataset_toml == state.dataset_toml
         return outcome if fresh else None
 
     def request_plan(self) -> None:
-        state = self.app.state  # type: ignore[attr-defined]
+        state = self.wizard.state
         if self.current_plan is None:
             self._plan_worker(state.cfg, state.dataset_draft, state.base_dir)
 
@@ -105,7 +114,7 @@ class StepScreen(Screen):
         self.post_message(PlanReady(make_draft_plan(cfg, dataset_draft, base_dir)))
 
     def on_plan_ready(self, message: PlanReady) -> None:
-        state = self.app.state  # type: ignore[attr-defined]
+        state = self.wizard.state
         if message.outcome.cfg == state.cfg and message.outcome.dataset_toml == state.dataset_toml:
             state.plan = message.outcome
             self.refresh_info()
@@ -115,7 +124,7 @@ class StepScreen(Screen):
 
     def refresh_issues(self) -> None:
         keys = self.field_keys()
-        issues = [i for i in self.app.state.issues() if keys & set(i.keys)]  # type: ignore[attr-defined]
+        issues = [i for i in self.wizard.state.issues() if keys & set(i.keys)]
         lines = [("[red]✗[/] " if i.level == "error" else "[yellow]![/] ") + escape(i.message) for i in issues]
         self.query_one("#step-issues", Static).update("\n".join(lines))
 
@@ -136,13 +145,13 @@ class StepScreen(Screen):
             self.action_previous_step()
 
     def action_next_step(self) -> None:
-        self.app.goto_step(self.STEP + 1)  # type: ignore[attr-defined]
+        self.wizard.goto_step(self.STEP + 1)
 
     def action_previous_step(self) -> None:
-        self.app.goto_step(self.STEP - 1)  # type: ignore[attr-defined]
+        self.wizard.goto_step(self.STEP - 1)
 
     def action_goto_review(self) -> None:
-        self.app.goto_step(len(STEP_TITLES))  # type: ignore[attr-defined]
+        self.wizard.goto_step(len(STEP_TITLES))
 
 
 def escape(text: str) -> str:

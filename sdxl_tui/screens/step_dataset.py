@@ -65,7 +65,7 @@ class DatasetStep(StepScreen):
 
     def compose_fields(self):
         blink = getattr(self.app, "cursor_blink", True)
-        draft: Optional[DatasetDraft] = self.app.state.dataset_draft  # type: ignore[attr-defined]
+        draft: Optional[DatasetDraft] = self.wizard.state.dataset_draft
         first = draft.subsets[-1] if draft and draft.subsets else DatasetSubsetDraft(image_dir="")
         if draft:
             self.extra_subsets = draft.subsets[:-1]
@@ -100,7 +100,7 @@ class DatasetStep(StepScreen):
         yield Static("", id="dataset-plan")
 
     def refresh_info(self) -> None:
-        base = self.app.state.base_dir  # type: ignore[attr-defined]
+        base = self.wizard.state.base_dir
         self.query_one("#dataset-plan", Static).update(plan_text(self.current_plan, base))
         listed = [f"subset: {escape(display_path(s.image_dir, base))} × {s.num_repeats}"
                   + (f", class tokens {escape(s.class_tokens)!r}" if s.class_tokens else "")
@@ -131,7 +131,7 @@ class DatasetStep(StepScreen):
             return None
         path = Path(folder).expanduser()
         if not path.is_absolute():
-            path = self.app.state.base_dir / path  # type: ignore[attr-defined]
+            path = self.wizard.state.base_dir / path
         row.set_error("" if path.is_dir() else "no such folder")
         repeats = self._int("ds-repeats", "row-repeats", 1)
         ext = self.query_one("#ds-caption-ext", Input).value.strip() or ".txt"
@@ -161,7 +161,7 @@ class DatasetStep(StepScreen):
                      for sub in found.subsets)
 
     def rebuild_draft(self) -> None:
-        state = self.app.state  # type: ignore[attr-defined]
+        state = self.wizard.state
         current = self._current_subset()
         folder = self._folder_subsets(current)
         subsets = self.extra_subsets + (folder if folder is not None else ((current,) if current else ()))
@@ -189,8 +189,8 @@ class DatasetStep(StepScreen):
             self.rebuild_draft()
 
     def on_config_field_edited(self, event: ConfigField.Edited) -> None:
-        if event.key == "dataset_config" and self.app.state.cfg.dataset.dataset_config:  # type: ignore[attr-defined]
-            self.app.state.dataset_draft = None  # type: ignore[attr-defined]
+        if event.key == "dataset_config" and self.wizard.state.cfg.dataset.dataset_config:
+            self.wizard.state.dataset_draft = None
             self.extra_subsets = ()
             self.query_one("#ds-image-dir", Input).value = ""
         super().on_config_field_edited(event)

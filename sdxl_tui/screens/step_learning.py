@@ -58,7 +58,7 @@ class LearningStep(StepScreen):
 
     def refresh_info(self) -> None:
         self.query_one("#learning-length", Static).update(
-            length_text(self.app.state.cfg, self.current_plan))  # type: ignore[attr-defined]
+            length_text(self.wizard.state.cfg, self.current_plan))
 
 
 SCREEN = LearningStep

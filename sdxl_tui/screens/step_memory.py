@@ -76,11 +76,11 @@ class MemoryStep(StepScreen):
         self.post_message(GpuDetected(detect_gpu()))
 
     def on_gpu_detected(self, message: GpuDetected) -> None:
-        self.app.gpu = message.gpu  # type: ignore[attr-defined]
+        self.wizard.gpu = message.gpu
         self.refresh_info()
 
     def refresh_info(self) -> None:
-        state = self.app.state  # type: ignore[attr-defined]
+        state = self.wizard.state
         self.query_one("#memory-vram", Static).update(
             vram_text(state.cfg, self.current_plan, getattr(self.app, "gpu", None)))
 

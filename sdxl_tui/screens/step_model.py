@@ -58,15 +58,15 @@ class ModelStep(StepScreen):
 
     def on_mount(self) -> None:
         super().on_mount()
-        self.detect(self.app.state.cfg.model.pretrained_model_name_or_path)  # type: ignore[attr-defined]
+        self.detect(self.wizard.state.cfg.model.pretrained_model_name_or_path)
 
     def on_input_blurred(self, event: Input.Blurred) -> None:
         if event.input.id == "in-pretrained_model_name_or_path":
-            self.detect(self.app.state.cfg.model.pretrained_model_name_or_path)  # type: ignore[attr-defined]
+            self.detect(self.wizard.state.cfg.model.pretrained_model_name_or_path)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "in-pretrained_model_name_or_path":
-            self.detect(self.app.state.cfg.model.pretrained_model_name_or_path)  # type: ignore[attr-defined]
+            self.detect(self.wizard.state.cfg.model.pretrained_model_name_or_path)
 
     @work(thread=True, exclusive=True, group="detect-model", exit_on_error=False)
     def detect(self, name: str) -> None:

@@ -45,7 +45,7 @@ class NetworkStep(StepScreen):
 
     def compose_fields(self):
         blink = getattr(self.app, "cursor_blink", True)
-        n = self.app.state.cfg.network  # type: ignore[attr-defined]
+        n = self.wizard.state.cfg.network
         yield ConfigField("network_dim", label="Rank (network_dim)")
         yield ConfigField("network_alpha", label="Alpha")
         yield ConfigField("network_dropout", label="Dropout")
@@ -67,10 +67,10 @@ class NetworkStep(StepScreen):
         return super().field_keys() | {"network_args"}
 
     def refresh_info(self) -> None:
-        self.query_one("#network-summary", Static).update(network_summary(self.app.state.cfg))  # type: ignore[attr-defined]
+        self.query_one("#network-summary", Static).update(network_summary(self.wizard.state.cfg))
 
     def on_screen_resume(self) -> None:
-        n = self.app.state.cfg.network  # type: ignore[attr-defined]
+        n = self.wizard.state.cfg.network
         self.query_one("#net-conv-dim", Input).value = str(n.conv_dim or "")
         self.query_one("#net-conv-alpha", Input).value = n.parsed_args.get("conv_alpha", "")
         super().on_screen_resume()
@@ -96,7 +96,7 @@ class NetworkStep(StepScreen):
             row_alpha.set_error("enter a number")
             ok = False
         if ok:
-            state = self.app.state  # type: ignore[attr-defined]
+            state = self.wizard.state
             new_args = with_conv_args(list(state.cfg.network.network_args), dim, alpha)
             if new_args != list(state.cfg.network.network_args):
                 state.set("network_args", new_args)

@@ -78,7 +78,7 @@ class ReviewStep(StepScreen):
     def config_path(self) -> Path:
         text = self.query_one("#review-path", Input).value.strip()
         path = Path(text or "run.toml").expanduser()
-        return path if path.is_absolute() else Path(self.app.save_dir) / path  # type: ignore[attr-defined]
+        return path if path.is_absolute() else Path(self.wizard.save_dir) / path
 
     def field_keys(self) -> set[str]:
         from engine.config.schema import option_index
@@ -86,19 +86,19 @@ class ReviewStep(StepScreen):
         return set(option_index())
 
     def refresh_issues(self) -> None:
-        issues = self.app.state.issues()  # type: ignore[attr-defined]
+        issues = self.wizard.state.issues()
         errors = [i for i in issues if i.level == "error"]
         lines = [("[red]✗[/] " if i.level == "error" else "[yellow]![/] ") + escape(i.message) for i in issues]
         header = ("[red]Fix these before training:[/]" if errors else
                   "[green]✓ no conflicts[/]" if not issues else "[yellow]Warnings:[/]")
-        notes = self.app.state.import_notes  # type: ignore[attr-defined]
+        notes = self.wizard.state.import_notes
         if notes:
             lines += ["[b]From the sd-scripts import:[/b]", *(escape(n) for n in notes)]
         self.query_one("#review-warnings", Static).update("\n".join([header, *lines]))
         self.query_one("#step-issues", Static).update("")
 
     def refresh_info(self) -> None:
-        state = self.app.state  # type: ignore[attr-defined]
+        state = self.wizard.state
         path = self.config_path
         try:
             text = state.toml_text(path)
@@ -126,7 +126,7 @@ class ReviewStep(StepScreen):
 
         path = self.config_path
         try:
-            self.app.state.save(path)  # type: ignore[attr-defined]
+            self.wizard.state.save(path)
         except (SdxlTuiError, OSError) as exc:
             self.query_one("#row-review-path", LabelledRow).set_error(str(exc))
             return None
@@ -136,13 +136,13 @@ class ReviewStep(StepScreen):
         return path
 
     def action_save_and_train(self) -> None:
-        issues = self.app.state.issues()  # type: ignore[attr-defined]
+        issues = self.wizard.state.issues()
         if any(i.level == "error" for i in issues):
             self.notify("fix the errors listed under Save as first", severity="error", timeout=5)
             return
         path = self.action_save()
         if path is not None:
-            self.app.start_training(path)  # type: ignore[attr-defined]
+            self.wizard.start_training(path)
 
     def action_next_step(self) -> None:
         self.action_save_and_train()

@@ -32,7 +32,7 @@ class SamplesStep(StepScreen):
     STEP = 6
 
     def compose_fields(self):
-        state = self.app.state  # type: ignore[attr-defined]
+        state = self.wizard.state
         prompts = TextArea(existing_prompts(state), id="samples-prompts", soft_wrap=True, show_line_numbers=False,
                            compact=True)
         prompts.cursor_blink = getattr(self.app, "cursor_blink", True)
@@ -61,7 +61,7 @@ class SamplesStep(StepScreen):
         return super().field_keys() | {"sample_prompts"}
 
     def refresh_info(self) -> None:
-        state = self.app.state  # type: ignore[attr-defined]
+        state = self.wizard.state
         s = state.cfg.saving
         prompts = [line for line in existing_prompts(state).splitlines() if line.strip() and not line.startswith("#")]
         lines = [f"LoRA files: {s.output_dir}/{s.output_name}*.safetensors",
@@ -69,7 +69,7 @@ class SamplesStep(StepScreen):
         self.query_one("#samples-output", Static).update("\n".join(lines))
 
     def on_text_area_changed(self, event: TextArea.Changed) -> None:
-        state = self.app.state  # type: ignore[attr-defined]
+        state = self.wizard.state
         if event.text_area.text != existing_prompts(state):
             state.prompts_text = event.text_area.text
             self.refresh_everything()

@@ -19,6 +19,10 @@ from textual.widgets import Checkbox, Input, Label, Select, Static
 
 from engine.config.schema import SECTIONS, help_for, locate
 from sdxl_tui.widgets.path_suggester import PathSuggester
+from sdxl_tui.wizard_app import wizard_of
+
+if typing.TYPE_CHECKING:
+    from sdxl_tui.app import WizardApp
 
 
 def field_kind(section: str, key: str) -> tuple[str, tuple[Any, ...]]:
@@ -96,6 +100,11 @@ class ConfigField(Widget):
     ConfigField.-noted .field-note { display: block; }
     """
 
+    @property
+    def wizard(self) -> WizardApp:
+        """The app, typed (sdxl_tui.wizard_app)."""
+        return wizard_of(self)
+
     class Edited(Message):
         """An option changed in the draft (posted after the draft accepted it)."""
 
@@ -125,7 +134,7 @@ class ConfigField(Widget):
         yield Static("", classes="field-note", markup=False)
 
     def _make_editor(self) -> Widget:
-        value = self.app.state.value(self.key)  # type: ignore[attr-defined]
+        value = self.wizard.state.value(self.key)
         editor_id = f"in-{self.key}"
         if self.kind == "bool":
             return Checkbox(switch_label(bool(value)), value=bool(value), compact=True, id=editor_id,
@@ -150,7 +159,7 @@ class ConfigField(Widget):
     # -- syncing with the draft --------------------------------------------------------------
     def reload(self) -> None:
         """Show the draft's current value (after another step or a rule fix changed it)."""
-        value = self.app.state.value(self.key)  # type: ignore[attr-defined]
+        value = self.wizard.state.value(self.key)
         editor = self.editor
         if isinstance(editor, Checkbox):
             editor.value = bool(value)
@@ -177,10 +186,10 @@ class ConfigField(Widget):
 
     def _apply(self, value: Any) -> None:
         # Programmatic reloads echo back as Changed events: nothing to do when already equal.
-        if value == self.app.state.value(self.key):  # type: ignore[attr-defined]
+        if value == self.wizard.state.value(self.key):
             self.set_error("")
             return
-        edit = self.app.state.set(self.key, value)  # type: ignore[attr-defined]
+        edit = self.wizard.state.set(self.key, value)
         self.set_error(edit.error)
         if not edit.error:
             self.post_message(self.Edited(self, self.key, edit.notes))
