@@ -6,8 +6,8 @@ A single file holds weights only, so configs and tokenizers come from elsewhere:
    `scheduler/scheduler_config.json`), as in any diffusers SDXL folder;
 2. for a file with SDXL base's dimensions, SDXL base's own configs (engine.model.sdxl_configs,
    written to a temporary folder because diffusers' loader takes a folder);
-3. tokenizers not found locally are looked up in the Hugging Face cache (and downloaded
-   when online) from stabilityai/stable-diffusion-xl-base-1.0.
+3. tokenizers: engine.model.tokenizer_source (tokenizer_cache_dir in diffusers' or sd-scripts'
+   layout, else SDXL's CLIP BPE vocabulary shipped with sdxl-tui). No network is used.
 UNet and VAE go through diffusers' `from_single_file`; the text encoders through our own
 key conversion (engine.model.single_file), loaded strictly so a missing tensor is an error.
 """
@@ -29,12 +29,9 @@ from engine.model.sdxl_configs import (
 )
 from engine.model.single_file import TE1_PREFIX, TE2_PREFIX, clip_g_from_openclip, clip_l_from_original
 from engine.model.source import (
-    SDXL_BASE_REPO,
     ModelShape,
     ModelSource,
-    checked_tokenizer,
     describe_single_file,
-    hub_error,
     read_header_shapes,
 )
 
@@ -116,24 +113,10 @@ def _text_encoder(cls, config_dir: Path, subfolder: str, state_dict: dict, path:
     return model.eval()
 
 
-def _tokenizers(tokenizer_cache_dir: str) -> tuple:
-    from transformers import CLIPTokenizer
+def _tokenizers(tokenizer_cache_dir: str, shapes: dict, path: Path) -> tuple:
+    from engine.model.tokenizer_source import find_tokenizers, load_tokenizers, vocab_sizes
 
-    local = Path(tokenizer_cache_dir).expanduser() if tokenizer_cache_dir else None
-    if local and (local / "tokenizer").is_dir() and (local / "tokenizer_2").is_dir():
-        return tuple(checked_tokenizer(CLIPTokenizer.from_pretrained(str(local), subfolder=sub), f"{local / sub}")
-                     for sub in ("tokenizer", "tokenizer_2"))
-    if local:
-        raise ModelError(f"tokenizer_cache_dir {local} has no tokenizer/ and tokenizer_2/ folders",
-                         hint="point it at a diffusers SDXL folder (or a copy of its two tokenizer folders)")
-    try:
-        return tuple(checked_tokenizer(CLIPTokenizer.from_pretrained(SDXL_BASE_REPO, subfolder=sub),
-                                       f"{SDXL_BASE_REPO} {sub}/") for sub in ("tokenizer", "tokenizer_2"))
-    except (OSError, ValueError, ModelError) as exc:
-        raise ModelError(
-            f"SDXL's tokenizers ({SDXL_BASE_REPO}) are not available: {hub_error(SDXL_BASE_REPO, exc).message}",
-            hint="single-file models need SDXL's two tokenizers: set tokenizer_cache_dir to a folder with "
-                 "tokenizer/ and tokenizer_2/, or go online once so they are cached") from exc
+    return load_tokenizers(find_tokenizers(tokenizer_cache_dir, vocab_sizes(shapes), path.name))
 
 
 def _scheduler_config(config_dir: Path) -> dict:
@@ -145,11 +128,12 @@ def load_single_file_parts(path: Path, tokenizer_cache_dir: str = "", with_vae: 
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    shape = describe_single_file(read_header_shapes(path))
+    shapes = read_header_shapes(path)
+    shape = describe_single_file(shapes)
     if with_vae and not shape.has_vae:
         raise ModelError(f"{path.name} has no VAE inside (no first_stage_model.* tensors)",
                          hint="set the vae option to an SDXL VAE (folder, Hub id or .safetensors)")
-    tokenizer1, tokenizer2 = _tokenizers(tokenizer_cache_dir)
+    tokenizer1, tokenizer2 = _tokenizers(tokenizer_cache_dir, shapes, path)
     with config_folder(shape, tokenizer_cache_dir, path) as config_dir:
         return {
             "unet": _from_single_file(UNet2DConditionModel, path, config_dir, "unet"),
