@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from engine.errors import ModelError
+from engine.model.parts import LoadProgress, load_parts
 from engine.model.sdxl_configs import (
     SCHEDULER_CONFIG,
     SDXL_TEXT_ENCODER_2_CONFIG,
@@ -124,7 +125,9 @@ def _scheduler_config(config_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else dict(SCHEDULER_CONFIG)
 
 
-def load_single_file_parts(path: Path, tokenizer_cache_dir: str = "", with_vae: bool = True) -> dict:
+def load_single_file_parts(path: Path, tokenizer_cache_dir: str = "", with_vae: bool = True,
+                           progress: Optional[LoadProgress] = None) -> dict:
+    """Every part of an original-layout SDXL file, float32 on the CPU; raises ModelError."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
@@ -133,19 +136,21 @@ def load_single_file_parts(path: Path, tokenizer_cache_dir: str = "", with_vae: 
     if with_vae and not shape.has_vae:
         raise ModelError(f"{path.name} has no VAE inside (no first_stage_model.* tensors)",
                          hint="set the vae option to an SDXL VAE (folder, Hub id or .safetensors)")
-    tokenizer1, tokenizer2 = _tokenizers(tokenizer_cache_dir, shapes, path)
     with config_folder(shape, tokenizer_cache_dir, path) as config_dir:
-        return {
-            "unet": _from_single_file(UNet2DConditionModel, path, config_dir, "unet"),
-            "vae": _from_single_file(AutoencoderKL, path, config_dir, "vae") if with_vae else None,
-            "text_encoder1": _text_encoder(CLIPTextModel, config_dir, "text_encoder",
-                                           clip_l_from_original(_read_prefixed(path, TE1_PREFIX)), path),
-            "text_encoder2": _text_encoder(CLIPTextModelWithProjection, config_dir, "text_encoder_2",
-                                           clip_g_from_openclip(_read_prefixed(path, TE2_PREFIX)), path),
-            "tokenizer1": tokenizer1,
-            "tokenizer2": tokenizer2,
-            "scheduler_config": _scheduler_config(config_dir),
-        }
+        parts = load_parts([
+            ("tokenizers", "tokenizers", lambda: _tokenizers(tokenizer_cache_dir, shapes, path)),
+            ("unet", "UNet", lambda: _from_single_file(UNet2DConditionModel, path, config_dir, "unet")),
+            ("vae", "VAE", lambda: _from_single_file(AutoencoderKL, path, config_dir, "vae") if with_vae else None),
+            ("text_encoder1", "text encoder 1", lambda: _text_encoder(
+                CLIPTextModel, config_dir, "text_encoder", clip_l_from_original(_read_prefixed(path, TE1_PREFIX)),
+                path)),
+            ("text_encoder2", "text encoder 2", lambda: _text_encoder(
+                CLIPTextModelWithProjection, config_dir, "text_encoder_2",
+                clip_g_from_openclip(_read_prefixed(path, TE2_PREFIX)), path)),
+            ("scheduler_config", "scheduler", lambda: _scheduler_config(config_dir)),
+        ], progress)
+    parts["tokenizer1"], parts["tokenizer2"] = parts.pop("tokenizers")
+    return parts
 
 
 def _vae_config_dir(base: Optional[ModelSource], tokenizer_cache_dir: str) -> Optional[Path]:

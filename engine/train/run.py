@@ -23,6 +23,7 @@ from engine.errors import OutputError, SdxlTuiError
 from engine.events.types import LOADING_MODEL, SAVING, TRAINING, Failed, Finished, Phase, RunStarted, Warning_
 from engine.outputs import checkpoint
 from engine.outputs import writer as outputs
+from engine.versions import library_versions
 
 EXISTING_RUN_MARKERS = ("config.toml", "events.jsonl")
 
@@ -222,10 +223,11 @@ def _load_model(session: _Session):
     import torch
 
     from engine.model.load import load_sdxl
+    from engine.model.parts import loading_progress
 
     cfg, device = session.cfg, session.accelerator.device
     session.emit(Phase(time=time.time(), name=LOADING_MODEL, detail=cfg.model.pretrained_model_name_or_path))
-    model = load_sdxl(cfg.model)
+    model = load_sdxl(cfg.model, loading_progress(session.emit))
     dtype = session.weight_dtype = _weight_dtype(cfg.precision.mixed_precision)
     for part in (model.unet, model.text_encoder1, model.text_encoder2, model.vae):
         part.requires_grad_(False)
@@ -430,7 +432,7 @@ def _train(session: _Session, point) -> RunResult:
                     total_epochs=total_epochs, steps_per_epoch=steps_per_epoch, batch_size=_batch_size(session.data, cfg),
                     num_processes=session.accelerator.num_processes, resumed_from_step=position.global_step,
                     gradient_accumulation_steps=accumulation,
-                    config_path=str(session.output_dir / "config.toml")))
+                    config_path=str(session.output_dir / "config.toml"), versions=library_versions()))
     if cfg.sampling.sample_at_first and state is None:
         outputs.make_samples(session, 0, None)
     emit(Phase(time=time.time(), name=TRAINING, total=total_steps))
