@@ -186,12 +186,35 @@ def parse_set_value(raw: str) -> Any:
         return raw
 
 
+UNSET_WORDS = ("none", "null")
+
+
+def unset_value(name: str) -> Any:
+    """`--set KEY=none`: None for an optional option, "" for a text one whose default is "" (both
+    mean "off" there); a ConfigError for an option that always has a value."""
+    from engine.config.schema import locate
+
+    section, key = locate(name)
+    info = SECTIONS[section].model_fields[key]
+    annotation = str(info.annotation)
+    if "None" in annotation or "Optional" in annotation:
+        return None
+    if info.default == "":
+        return ""
+    raise ConfigError(f"--set {name}=none: {key} always has a value (default {info.default!r})", key=key,
+                      hint=f"give it a value, e.g. --set {key}={info.default!r}")
+
+
 def apply_sets(cfg: RunConfig, assignments: list[str]) -> RunConfig:
+    """`cfg` with `--set key=value` applied (values as TOML, bare words as strings; `none` unsets)."""
     flat: dict[str, Any] = {}
     for item in assignments:
         if "=" not in item:
             raise ConfigError(f"--set needs key=value, got '{item}'", hint="e.g. --set network_dim=8")
         key, _, raw = item.partition("=")
+        if raw.strip().lower() in UNSET_WORDS:  # bare word only: '"none"' stays the string
+            flat[key.strip()] = unset_value(key.strip())
+            continue
         flat[key.strip()] = parse_set_value(raw.strip())
     try:
         return cfg.with_values(**flat)

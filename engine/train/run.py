@@ -74,6 +74,7 @@ def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
     session = _Session(cfg, emit, control, output_dir, time.time(), secrets.randbelow(2**31))
     log = None
     stop_poller = None
+    control.interruptible = True  # until the first step: a stop signal ends at once (signals.py)
     try:
         warnings = _check_config(cfg)
         point = _prepare_resume(output_dir, cfg) if resume else None
@@ -96,6 +97,9 @@ def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
         return _train(session, point)
     except SdxlTuiError as exc:
         return _failed(session, exc)
+    except KeyboardInterrupt:  # a stop before the first step (StoppedBeforeTraining): nothing to save
+        session.emit(Finished(time=time.time(), step=0, stopped=True))
+        raise
     except Exception as exc:
         from engine.plan.oom_advice import is_out_of_memory
 
@@ -133,22 +137,25 @@ def _check_config(cfg: RunConfig) -> list[str]:
                                              default_batch_size=cfg.training.train_batch_size)
     issues = check_rules(cfg, dataset_config)
     raise_for_errors(issues)
-    _check_model_cheaply(cfg)
-    return [issue.message for issue in issues if issue.level == "warning"]
+    notes = _check_model_cheaply(cfg)
+    return [issue.message for issue in issues if issue.level == "warning"] + notes
 
 
-def _check_model_cheaply(cfg: RunConfig) -> None:
-    """Path, file type (pickle refused), SDXL shape from the header, Hub cache when offline:
-    a ModelError before the output folder is claimed or a model loads."""
-    import os
-
-    from engine.model.source import check_sdxl_shape, detect_model_source, hub_error
+def _check_model_cheaply(cfg: RunConfig) -> list[str]:
+    """Path, file type (pickle refused), SDXL shape from the header, the Hub cache and whether the
+    Hub can be reached (within seconds): a ModelError before the output folder is claimed or a
+    model loads. Returns warnings."""
+    from engine.model.source import check_sdxl_shape, detect_model_source, hub_error, hub_offline
 
     source = detect_model_source(cfg.model.pretrained_model_name_or_path)
     shape = check_sdxl_shape(source)
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-    if source.kind == "hub" and shape is None and offline:
-        raise hub_error(source.path, FileNotFoundError(source.path))
+    if source.kind != "hub" or hub_offline():
+        if source.kind == "hub" and shape is None:
+            raise hub_error(source.path, FileNotFoundError(source.path))
+        return []
+    from engine.model.hub_offline import go_offline_when_unreachable
+
+    return go_offline_when_unreachable(source.path, cached=shape is not None)
 
 
 def _prepare_resume(output_dir: Path, cfg: RunConfig):
@@ -428,6 +435,7 @@ def _train(session: _Session, point) -> RunResult:
         save_state=lambda progress: outputs.save_state(session, fused or optimizer, scheduler, progress),
         make_samples=lambda step, epoch: outputs.make_samples(session, step, epoch),
         images_per_step=images_per_step, position=position)
+    session.control.interruptible = False  # from here a stop finishes the step and saves
     emit(RunStarted(time=time.time(), output_dir=str(session.output_dir), total_steps=total_steps,
                     total_epochs=total_epochs, steps_per_epoch=steps_per_epoch, batch_size=_batch_size(session.data, cfg),
                     num_processes=session.accelerator.num_processes, resumed_from_step=position.global_step,
