@@ -106,7 +106,7 @@ def load_config_with_document(path: str | Path) -> tuple[RunConfig, tomlkit.TOML
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"config file not found: {p}", path=str(p),
-                          hint="check the path, or create one with `sdxl-tui` (the wizard) or from templates/")
+                          hint="check the path, or create one with `sdxl-tui` (the wizard) or from a preset in sdxl_tui/templates/ (listed by the wizard)")
     text = p.read_text(encoding="utf-8")
     doc = parse_document(text, str(p))
     return config_from_document(doc, text, str(p)), doc

@@ -114,10 +114,10 @@ def _text_encoder(cls, config_dir: Path, subfolder: str, state_dict: dict, path:
     return model.eval()
 
 
-def _tokenizers(tokenizer_cache_dir: str, shapes: dict, path: Path) -> tuple:
-    from engine.model.tokenizer_source import find_tokenizers, load_tokenizers, vocab_sizes
+def _tokenizer_source(tokenizer_cache_dir: str, shapes: dict, path: Path):
+    from engine.model.tokenizer_source import find_tokenizers, vocab_sizes
 
-    return load_tokenizers(find_tokenizers(tokenizer_cache_dir, vocab_sizes(shapes), path.name))
+    return find_tokenizers(tokenizer_cache_dir, vocab_sizes(shapes), path.name)
 
 
 def _scheduler_config(config_dir: Path) -> dict:
@@ -136,9 +136,12 @@ def load_single_file_parts(path: Path, tokenizer_cache_dir: str = "", with_vae: 
     if with_vae and not shape.has_vae:
         raise ModelError(f"{path.name} has no VAE inside (no first_stage_model.* tensors)",
                          hint="set the vae option to an SDXL VAE (folder, Hub id or .safetensors)")
+    from engine.model.tokenizer_source import load_tokenizers
+
+    tokenizers = _tokenizer_source(tokenizer_cache_dir, shapes, path)  # before anything loads: cheap
     with config_folder(shape, tokenizer_cache_dir, path) as config_dir:
         parts = load_parts([
-            ("tokenizers", "tokenizers", lambda: _tokenizers(tokenizer_cache_dir, shapes, path)),
+            ("tokenizers", "tokenizers", lambda: load_tokenizers(tokenizers)),
             ("unet", "UNet", lambda: _from_single_file(UNet2DConditionModel, path, config_dir, "unet")),
             ("vae", "VAE", lambda: _from_single_file(AutoencoderKL, path, config_dir, "vae") if with_vae else None),
             ("text_encoder1", "text encoder 1", lambda: _text_encoder(

@@ -19,7 +19,7 @@ from textual.widgets.option_list import Option
 from sdxl_tui.recent_runs import RecentRun, load_recent
 from sdxl_tui.widgets.path_suggester import PathSuggester
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
+TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates"  # package data: in the wheel too
 
 
 @dataclass(frozen=True)
