@@ -86,3 +86,16 @@ def load_tokenizers(source: TokenizerSource) -> tuple[Any, Any]:
     if source.kind == "sd-scripts" and second.pad_token != "!":
         second.pad_token = "!"  # sd-scripts: tokenizer2.pad_token_id = 0
     return first, second
+
+
+def describe_tokenizers(source: Any, tokenizer_cache_dir: str = "") -> str:
+    """One line saying which tokenizers a model source (engine.model.source.ModelSource) will use;
+    cheap (headers and folder listings only), for the wizard. Raises ModelError when none fit."""
+    if source.kind == "single_file":
+        from engine.model.source import read_header_shapes
+
+        shapes = read_header_shapes(Path(source.path))
+        return find_tokenizers(tokenizer_cache_dir, vocab_sizes(shapes), Path(source.path).name).description
+    if source.kind == "diffusers":
+        return f"tokenizers from the model folder ({', '.join(n + '/' for n in DIFFUSERS_TOKENIZER_DIRS)})"
+    return "tokenizers from the Hub model (its tokenizer/ and tokenizer_2/, cached after the first download)"
