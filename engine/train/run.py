@@ -94,7 +94,10 @@ def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
             session.emit = lambda event: None
         for message in warnings:
             session.emit(Warning_(time=time.time(), message=message))
-        return _train(session, point)
+        from engine.events.library_logs import library_chatter_to_log
+
+        with library_chatter_to_log(lambda event: session.emit(event)):  # into events.jsonl, not the panel
+            return _train(session, point)
     except SdxlTuiError as exc:
         return _failed(session, exc)
     except KeyboardInterrupt:  # a stop before the first step (StoppedBeforeTraining): nothing to save
