@@ -33,22 +33,41 @@ class _ToEvents(logging.Handler):
             self.handleError(record)
 
 
+class ChatterRedirect:
+    """The loggers' saved state while a run holds them; `reroute()` takes back a library logger
+    that configured its own stderr handler after the run began (transformers and diffusers add
+    one when they are first imported, which happens while the model loads)."""
+
+    def __init__(self, emit: Callable) -> None:
+        self.handler = _ToEvents(emit)
+        self.saved: dict[str, tuple[list, bool]] = {}
+
+    def reroute(self) -> None:
+        for name in LIBRARY_LOGGERS:
+            logger = logging.getLogger(name)
+            if logger.handlers == [self.handler] and not logger.propagate:
+                continue
+            self.saved.setdefault(name, (logger.handlers[:], logger.propagate))
+            logger.handlers = [self.handler]
+            logger.propagate = False
+
+    def restore(self) -> None:
+        for name, (handlers, propagate) in self.saved.items():
+            logger = logging.getLogger(name)
+            logger.handlers = handlers
+            logger.propagate = propagate
+
+
 @contextlib.contextmanager
-def library_chatter_to_log(emit: Callable) -> Iterator[None]:
-    """Within the block, library log records and Python warnings become debug Log events via `emit`."""
-    handler = _ToEvents(emit)
-    saved = []
-    for name in LIBRARY_LOGGERS:
-        logger = logging.getLogger(name)
-        saved.append((logger, logger.handlers[:], logger.propagate))
-        logger.handlers = [handler]
-        logger.propagate = False
+def library_chatter_to_log(emit: Callable) -> Iterator[ChatterRedirect]:
+    """Within the block, library log records and Python warnings become debug Log events via
+    `emit`; call `.reroute()` on what it yields after importing a library that sets up logging."""
+    redirect = ChatterRedirect(emit)
+    redirect.reroute()
     with warnings.catch_warnings():
         logging.captureWarnings(True)
         try:
-            yield
+            yield redirect
         finally:
             logging.captureWarnings(False)
-            for logger, handlers, propagate in saved:
-                logger.handlers = handlers
-                logger.propagate = propagate
+            redirect.restore()

@@ -20,13 +20,16 @@ def load_parts(parts: list[tuple[str, str, Callable[[], Any]]], progress: Option
     return out
 
 
-def loading_progress(emit: Callable[[Any], None]) -> LoadProgress:
-    """A progress callback that emits PhaseProgress(loading_model, done/total parts, "loading VAE")."""
+def loading_progress(emit: Callable[[Any], None], before: Optional[Callable[[], None]] = None) -> LoadProgress:
+    """A progress callback that emits PhaseProgress(loading_model, done/total parts, "loading VAE");
+    `before()` runs first each time (the run re-takes library loggers the imports just set up)."""
     import time
 
     from engine.events.types import LOADING_MODEL, PhaseProgress
 
     def progress(done: int, total: int, part: str) -> None:
+        if before is not None:
+            before()
         emit(PhaseProgress(time=time.time(), name=LOADING_MODEL, done=done, total=total, unit="parts",
                            detail=f"loading {part}" if part else "loaded"))
 

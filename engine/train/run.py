@@ -62,6 +62,7 @@ class _Session:
     trainer: Any = None
     sample_prompts: Optional[list] = None  # parsed once, before the model loads
     scanned: Any = None  # the dataset, scanned before the model loads (bad files fail fast)
+    chatter: Any = None  # engine.events.library_logs.ChatterRedirect while the run holds the library loggers
 
 
 def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
@@ -96,7 +97,7 @@ def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
             session.emit(Warning_(time=time.time(), message=message))
         from engine.events.library_logs import library_chatter_to_log
 
-        with library_chatter_to_log(lambda event: session.emit(event)):  # into events.jsonl, not the panel
+        with library_chatter_to_log(lambda event: session.emit(event)) as session.chatter:  # not over the panel
             return _train(session, point)
     except SdxlTuiError as exc:
         return _failed(session, exc)
@@ -237,7 +238,7 @@ def _load_model(session: _Session):
 
     cfg, device = session.cfg, session.accelerator.device
     session.emit(Phase(time=time.time(), name=LOADING_MODEL, detail=cfg.model.pretrained_model_name_or_path))
-    model = load_sdxl(cfg.model, loading_progress(session.emit))
+    model = load_sdxl(cfg.model, loading_progress(session.emit, before=session.chatter.reroute))
     dtype = session.weight_dtype = _weight_dtype(cfg.precision.mixed_precision)
     for part in (model.unet, model.text_encoder1, model.text_encoder2, model.vae):
         part.requires_grad_(False)

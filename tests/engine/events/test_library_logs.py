@@ -27,3 +27,15 @@ def test_library_warnings_become_debug_log_events(capsys):
     assert all(isinstance(e, ev.Log) and e.level == "debug" for e in events)
     assert all(event_line(e) is None for e in events)  # the live views skip them; events.jsonl keeps them
     assert logging.getLogger("transformers").handlers == before  # restored
+
+
+def test_a_library_that_sets_up_its_handler_later_is_taken_back(capsys):
+    events: list = []
+    library = logging.getLogger("diffusers")
+    with library_chatter_to_log(events.append) as redirect:
+        library.handlers = [logging.StreamHandler()]  # what diffusers does when first imported
+        library.propagate = False
+        redirect.reroute()  # the run calls this before each model part loads
+        logging.getLogger("diffusers.models").warning("kept in float32")
+    assert capsys.readouterr().err == ""
+    assert [e.message for e in events] == ["diffusers.models: kept in float32"]
