@@ -13,6 +13,9 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml scripts/install_torch.sh | $(BIN)/python
 	bash scripts/install_torch.sh $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
+	# open_clip's tokenizer is the reference in tests/engine/model/test_offline_tokenizers.py; --no-deps
+	# because its package pulls torchvision (never installed here); the test loads only tokenizer.py
+	$(BIN)/python -m pip install -q --no-deps open-clip-torch==3.3.0
 	touch $@
 
 install: $(VENV)/.installed

@@ -1,4 +1,4 @@
-"""Regenerate templates/*.toml from the presets below (run after adding config fields).
+"""Regenerate sdxl_tui/templates/*.toml from the presets below (run after adding config fields).
 
 The presets are the judgement; the comments come from the config's own help texts, so the
 templates never drift from what the engine accepts.
@@ -66,7 +66,7 @@ PRESETS: dict[str, tuple[str, dict]] = {
 
 
 def main() -> None:
-    out = Path(__file__).resolve().parent.parent / "templates"
+    out = Path(__file__).resolve().parent.parent / "sdxl_tui" / "templates"
     out.mkdir(exist_ok=True)
     for name, (title, values) in PRESETS.items():
         cfg = RunConfig().with_values(**values)

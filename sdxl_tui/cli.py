@@ -1,6 +1,6 @@
 """`sdxl-tui` command line: a thin dispatcher over sdxl_tui.commands.*.
 
-Exit codes (also in the README): 0 done, 1 unexpected error, 2 usage, 65 data error,
+Exit codes (also in the README and `--help`): 0 done, 1 unexpected error, 2 usage, 65 data error,
 66 model error, 70 training diverged, 73 output error, 74 disk full, 75 GPU out of memory,
 78 config error,
 129/130/143 stopped by SIGHUP/SIGINT/SIGTERM after saving.
@@ -28,6 +28,51 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+EPILOG = """\
+exit codes:
+  0 done            1 unexpected error     2 usage, or the wizard without a terminal
+  65 data error     66 model error         70 training diverged
+  73 output error   74 disk full           75 GPU out of memory     78 config error
+  129/130/143       stopped by SIGHUP / Ctrl-C (SIGINT) / SIGTERM (after saving, once training began)
+
+environment:
+  HF_HUB_OFFLINE=1        never contact the Hugging Face Hub (local files and its cache only)
+  HF_HOME, HF_HUB_CACHE   where Hub downloads are cached
+  HF_ENDPOINT             a Hub mirror
+  HF_TOKEN                token for gated or private Hub models
+  CUDA_VISIBLE_DEVICES    which GPUs a run may use
+  NO_COLOR                no colours; TERM=dumb or a pipe gives plain lines instead of the live panel
+  XDG_STATE_HOME          where the recent-runs list is kept (default ~/.local/state/sdxl-tui)
+  SDXL_TUI_NO_BELL=1      no terminal bell when a run ends in the dashboard
+"""
+
+
+def version_text() -> str:
+    """`sdxl-tui --version`: ours, the libraries that decide results, and the optional packages."""
+    from engine.config.extras import package_report
+    from engine.versions import library_versions, sdxl_tui_version
+
+    versions = library_versions()
+    lines = [f"sdxl-tui {sdxl_tui_version()}"]
+    lines += [f"  {name} {version}" for name, version in versions.items() if name != "sdxl-tui"]
+    for package, extra, installed in package_report():
+        lines.append(f"  {package}: {'installed' if installed else f'not installed (sdxl-tui[{extra}])'}")
+    return "\n".join(lines)
+
+
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
+def _has_terminal() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
 def _load(command: str):
     return importlib.import_module(COMMANDS[command][0])
 
@@ -36,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sdxl-tui",
         description="Train SDXL LoRA adapters: a wizard, a live dashboard, and headless replay of the same config.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action=_VersionAction, help="show the versions of sdxl-tui and its libraries")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         child = sub.add_parser(name, help=help_text, description=help_text)
@@ -51,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command or "wizard"
     if args.command is None:
         args = parser.parse_args(["wizard", *argv])
+    if command == "wizard" and not _has_terminal():
+        print("sdxl-tui: the wizard needs a terminal, and stdin/stdout are not one; "
+              "train headless with `sdxl-tui train CONFIG.toml` (see `sdxl-tui --help`)", file=sys.stderr)
+        return 2
     from engine.errors import SdxlTuiError
 
     try:
@@ -58,3 +109,6 @@ def main(argv: list[str] | None = None) -> int:
     except SdxlTuiError as exc:
         print(f"sdxl-tui {command}: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt as exc:  # Ctrl-C in any command; a run's own stop exits earlier with its code
+        print(f"sdxl-tui {command}: interrupted", file=sys.stderr)
+        return int(getattr(exc, "exit_code", 130))

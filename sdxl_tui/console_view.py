@@ -34,6 +34,22 @@ from sdxl_tui.run_model import (
 )
 
 Clock = Callable[[], float]
+PLAIN_PROGRESS_INTERVAL_S = 2.0  # plain mode: a progress line at most this often (and the last)
+
+
+def progress_line(event: ev.PhaseProgress) -> str:
+    """"Caching latents: 312/1000 images, 12.3/s, eta 56s" (rate and ETA once known)."""
+    from sdxl_tui.run_model import PhaseView
+
+    unit = f" {event.unit}" if event.unit else ""
+    parts = [f"{PhaseView(event.name).label}: {event.done}/{event.total}{unit}"]
+    if event.detail:
+        parts.append(event.detail)
+    if event.rate > 0:
+        parts.append(f"{event.rate:.1f}/s" if event.rate >= 1 else f"{1 / event.rate:.1f}s each")
+    if event.eta_seconds is not None and event.done < event.total:
+        parts.append(f"eta {format_duration(event.eta_seconds)}")
+    return ", ".join(parts)
 
 
 def event_line(event: ev.Event, output_dir: str = "") -> Optional[tuple[str, str]]:
@@ -80,6 +96,15 @@ class PlainView:
         self.stream, self.clock = stream, clock
         self.model = RunModel(output_dir=output_dir)
         self._lock = threading.Lock()
+        self._progress_at: dict[str, float] = {}
+
+    def _progress_due(self, event: ev.PhaseProgress) -> bool:
+        now = self.clock()
+        last = self._progress_at.get(event.name)
+        if event.done >= event.total or last is None or now - last >= PLAIN_PROGRESS_INTERVAL_S:
+            self._progress_at[event.name] = now
+            return True
+        return False
 
     def __call__(self, event: ev.Event) -> None:
         with self._lock:
@@ -87,6 +112,9 @@ class PlainView:
             view = self.model.view(self.clock())
             if isinstance(event, ev.Step):
                 self._write(step_line(view))
+            elif isinstance(event, ev.PhaseProgress):
+                if self._progress_due(event):
+                    self._write(progress_line(event))
             elif isinstance(event, (ev.Finished, ev.Failed)):
                 for text, _ in final_lines(view):
                     self._write(text)
@@ -115,7 +143,9 @@ def console_panel(view: RunView, width: int = 80) -> Panel:
     table.add_column(no_wrap=True)
     phase = view.phase
     if phase is not None and phase.name != ev.TRAINING and phase.total:
-        table.add_row("phase", Text(f"{phase.label}  {phase.done}/{phase.total}  {phase.fraction or 0:.0%}"))
+        unit = f" {phase.unit}" if phase.unit else ""
+        table.add_row("phase", Text(f"{phase.label}  {phase.done}/{phase.total}{unit}  {phase.fraction or 0:.0%}  "
+                                    f"{phase.rate_eta_text}".rstrip()))
     elif phase is not None:
         table.add_row("phase", Text(phase.label))
     bar_width = max(10, min(40, width - 40))

@@ -36,6 +36,19 @@ class PhaseView:
     done: int = 0
     total: Optional[int] = None
     detail: str = ""
+    unit: str = ""
+    rate: float = 0.0  # units per second (PhaseProgress.rate)
+    eta_seconds: Optional[float] = None
+
+    @property
+    def rate_eta_text(self) -> str:
+        """"12.3/s  eta 56s" once the engine has reported a rate; "" before."""
+        if self.rate <= 0:
+            return ""
+        text = f"{self.rate:.1f}/s" if self.rate >= 1 else f"{1 / self.rate:.1f}s each"
+        if self.eta_seconds is not None and self.total and self.done < self.total:
+            text += f"  eta {format_duration(self.eta_seconds)}"
+        return text
 
     @property
     def label(self) -> str:
@@ -238,7 +251,7 @@ class RunModel:
     def _on_PhaseProgress(self, e: ev.PhaseProgress) -> None:
         phase: Optional[PhaseView] = self._fields.get("phase")
         detail = phase.detail if phase and phase.name == e.name else ""
-        self._fields["phase"] = PhaseView(e.name, e.done, e.total, detail)
+        self._fields["phase"] = PhaseView(e.name, e.done, e.total, e.detail or detail, e.unit, e.rate, e.eta_seconds)
 
     def _on_Step(self, e: ev.Step) -> None:
         smoothed = e.smoothed_loss

@@ -112,7 +112,7 @@ def tiny_run_config(tiny_model, demo_dataset, output_dir: Path, **overrides):
     """The CPU demo preset on the tiny model: a long run (stopped by the tests), a Step per step."""
     from engine.config.toml_file import load_config
 
-    cfg = load_config(Path(__file__).resolve().parents[1] / "templates" / "cpu-demo.toml")
+    cfg = load_config(Path(__file__).resolve().parents[1] / "sdxl_tui" / "templates" / "cpu-demo.toml")
     values = dict(pretrained_model_name_or_path=str(tiny_model.diffusers_dir),
                   dataset_config=str(demo_dataset.dataset_toml), sample_prompts=str(demo_dataset.sample_prompts),
                   output_dir=str(output_dir), max_train_steps=1000, log_every_n_steps=1,

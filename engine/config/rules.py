@@ -174,10 +174,18 @@ def _bucket_rules(index: int, ds: Any) -> Iterable[RuleIssue]:
             break
 
 
+def _package_rules(cfg: RunConfig) -> Iterable[RuleIssue]:
+    """Optional packages the config needs (engine/config/extras.py), checked before any model loads."""
+    from engine.config.extras import missing_packages
+
+    for missing in missing_packages(cfg):
+        yield RuleIssue(ERROR, (missing.row.option,), missing.message)
+
+
 def check_rules(cfg: RunConfig, dataset_config: Optional[Any] = None) -> list[RuleIssue]:
     """All issues for this config; dataset rules run when the resolved dataset config is given."""
     issues: list[RuleIssue] = []
-    for rule in (_model_rules, _caching_rules, _precision_rules, _network_rules, _schedule_rules):
+    for rule in (_model_rules, _caching_rules, _precision_rules, _network_rules, _schedule_rules, _package_rules):
         issues.extend(rule(cfg))
     if dataset_config is None and not cfg.dataset.dataset_config:
         issues.append(RuleIssue(ERROR, ("dataset_config",),

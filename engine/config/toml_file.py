@@ -107,7 +107,7 @@ def load_config_with_document(path: str | Path) -> tuple[RunConfig, tomlkit.TOML
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"config file not found: {p}", path=str(p),
-                          hint="check the path, or create one with `sdxl-tui` (the wizard) or from templates/")
+                          hint="check the path, or create one with `sdxl-tui` (the wizard) or from a preset in sdxl_tui/templates/ (listed by the wizard)")
     from engine.config.toml_text import read_config_text
 
     text = read_config_text(p, "run config")
@@ -189,12 +189,35 @@ def parse_set_value(raw: str) -> Any:
         return raw
 
 
+UNSET_WORDS = ("none", "null")
+
+
+def unset_value(name: str) -> Any:
+    """`--set KEY=none`: None for an optional option, "" for a text one whose default is "" (both
+    mean "off" there); a ConfigError for an option that always has a value."""
+    from engine.config.schema import locate
+
+    section, key = locate(name)
+    info = SECTIONS[section].model_fields[key]
+    annotation = str(info.annotation)
+    if "None" in annotation or "Optional" in annotation:
+        return None
+    if info.default == "":
+        return ""
+    raise ConfigError(f"--set {name}=none: {key} always has a value (default {info.default!r})", key=key,
+                      hint=f"give it a value, e.g. --set {key}={info.default!r}")
+
+
 def apply_sets(cfg: RunConfig, assignments: list[str]) -> RunConfig:
+    """`cfg` with `--set key=value` applied (values as TOML, bare words as strings; `none` unsets)."""
     from engine.config.key_value import parse_pairs
 
     pairs = parse_pairs(assignments, lambda item: ConfigError(f"--set needs key=value, got '{item}'",
                                                               hint="e.g. --set network_dim=8"))
-    flat: dict[str, Any] = {key: parse_set_value(raw) for key, raw in pairs.items()}
+    flat: dict[str, Any] = {}
+    for key, raw in pairs.items():
+        # a bare word only: '"none"' stays the string
+        flat[key] = unset_value(key) if raw.lower() in UNSET_WORDS else parse_set_value(raw)
     try:
         return cfg.with_values(**flat)
     except ValidationError as exc:

@@ -31,7 +31,8 @@ def send_command(output_dir: str | Path, command: str, *, sender: str = "") -> P
         raise ValueError(f"unknown command {command!r}; expected one of {', '.join(COMMANDS)}")
     path = control_path(output_dir)
     line = json.dumps({"command": command, "time": time.time(), "sender": sender or f"pid {os.getpid()}"})
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    # private: the file steers a run, and nothing but sdxl-tui of this user needs to read it
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         os.write(fd, (line + "\n").encode("utf-8"))
     finally:

@@ -19,6 +19,9 @@ class RunControl:
         self._stop = threading.Event()
         self._commands: "queue.SimpleQueue[str]" = queue.SimpleQueue()
         self.stop_reason = ""
+        # True while nothing is trained yet (config checks, model loading, caching): a stop
+        # signal then ends the process at once instead of waiting for a step that has not begun
+        self.interruptible = False
         from engine.control.save_progress import SaveProgress
 
         self.saving = SaveProgress()  # "saving now, x% done", updated by the saving code

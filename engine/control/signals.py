@@ -22,6 +22,17 @@ REASONS = {"SIGHUP": "the terminal hung up (SIGHUP)", "SIGINT": "Ctrl-C (SIGINT)
            "SIGTERM": "terminated (SIGTERM)"}
 
 
+class StoppedBeforeTraining(KeyboardInterrupt):
+    """Raised in the main thread by a stop signal that arrives before the first step (while the
+    model loads, for example): nothing is trained, so nothing waits to be saved. A
+    KeyboardInterrupt so that library code catching Exception (network retries) lets it pass."""
+
+    def __init__(self, exit_code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.exit_code = exit_code
+        self.reason = reason
+
+
 def exit_code_for(signum: int) -> int:
     return 128 + int(signum)
 
@@ -42,6 +53,11 @@ class StopSignals:
         name = signal.Signals(signum).name
         self.received.append(name)
         code = EXIT_CODES.get(name, exit_code_for(signum))
+        if self.exit_code is None and getattr(self.control, "interruptible", False):
+            self.exit_code = code
+            self.control.request_stop(REASONS.get(name, name))
+            self.say(f"{REASONS.get(name, name)}: nothing is trained yet, stopping now")
+            raise StoppedBeforeTraining(code, REASONS.get(name, name))
         if self.exit_code is None:
             self.exit_code = code
             self.say(f"{REASONS.get(name, name)}: finishing this step, then saving the LoRA and state "

@@ -176,6 +176,15 @@ def text_key(caption: str, *, encoders_id: str, dtype: str) -> dict:
 
 # ---- progress --------------------------------------------------------------------------------
 
+def progress_rate(done: int, total: int, elapsed: float) -> tuple[float, Optional[float]]:
+    """(items per second since the phase began, seconds left at that rate); (0, None) before
+    anything is known. The mean over the whole phase: steadier than the last interval's."""
+    if done <= 0 or elapsed <= 0:
+        return 0.0, None
+    rate = done / elapsed
+    return rate, max(0.0, (total - done) / rate)
+
+
 @dataclass
 class Progress:
     """Phase + throttled PhaseProgress events; stop checks between items."""
@@ -184,12 +193,15 @@ class Progress:
     total: int
     control: Any = None
     done: int = 0
+    unit: str = "images"
     _last: float = field(default=0.0, repr=False)
+    _began: float = field(default=0.0, repr=False)
 
     def start(self, detail: str = "") -> None:
         from engine.events.types import Phase
 
-        self.emit(Phase(time=time.time(), name=self.name, total=self.total, detail=detail))
+        self._began = time.time()
+        self.emit(Phase(time=self._began, name=self.name, total=self.total, detail=detail))
 
     def advance(self, count: int = 1) -> None:
         from engine.events.types import PhaseProgress
@@ -198,7 +210,9 @@ class Progress:
         now = time.time()
         if self.done >= self.total or now - self._last >= PROGRESS_INTERVAL_S:
             self._last = now
-            self.emit(PhaseProgress(time=now, name=self.name, done=self.done, total=self.total))
+            rate, eta = progress_rate(self.done, self.total, now - (self._began or now))
+            self.emit(PhaseProgress(time=now, name=self.name, done=self.done, total=self.total, unit=self.unit,
+                                    rate=rate, eta_seconds=eta))
 
     def log(self, message: str) -> None:
         from engine.events.types import Log

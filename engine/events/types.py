@@ -40,10 +40,15 @@ class Phase(Event):
 
 @dataclass(frozen=True)
 class PhaseProgress(Event):
-    """Progress inside a phase (e.g. caching latents 312 / 1000)."""
+    """Progress inside a phase (e.g. caching latents 312 / 1000 images at 12.5 images/s, 55 s
+    left; loading the model 2 / 6 components, `detail` "text encoder 2")."""
     name: str = ""
     done: int = 0
     total: int = 0
+    unit: str = ""  # what `done` counts: "images", "components"
+    rate: float = 0.0  # units per second since the phase began (0: not yet known)
+    eta_seconds: Optional[float] = None  # seconds left at that rate
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class RunStarted(Event):
     resumed_from_step: int = 0
     config_path: str = ""
     gradient_accumulation_steps: int = 1
+    versions: dict[str, str] = field(default_factory=dict)  # package -> version (engine.versions)
 
     @property
     def effective_batch_size(self) -> int:
@@ -142,9 +148,24 @@ EVENT_TYPES: dict[str, type[Event]] = {
 Emit = Callable[[Event], None]
 
 
+def _known(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
+    """The fields `cls` has: a newer version may add fields, and its lines must still read."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in raw.items() if k in names}
+
+
 def event_from_json(line: str) -> Event:
+    """The event of one `events.jsonl` line. Fields this version does not know are ignored; an
+    event type it does not know becomes a debug `Log` holding the line. Raises ValueError for a
+    line that is not a JSON object."""
     raw: dict[str, Any] = json.loads(line)
-    cls = EVENT_TYPES[raw.pop("type")]
+    if not isinstance(raw, dict):
+        raise ValueError(f"not an event: {line[:80]!r}")
+    name = raw.pop("type", "")
+    cls = EVENT_TYPES.get(name)
+    if cls is None:
+        return Log(time=float(raw.get("time", 0.0) or 0.0), level="debug",
+                   message=f"event {name or '?'} from a newer sdxl-tui: {line.strip()[:300]}")
     if cls is Step and isinstance(raw.get("memory"), dict):
-        raw["memory"] = Memory(**raw["memory"])
-    return cls(**raw)
+        raw["memory"] = Memory(**_known(Memory, raw["memory"]))
+    return cls(**_known(cls, raw))

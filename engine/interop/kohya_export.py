@@ -155,6 +155,11 @@ def export_kohya(cfg: RunConfig, out_dir: str | Path, *, config_dir: Optional[Pa
     if dataset_path is None:
         notes.append("no dataset_config in this config: add one before running sd-scripts")
     doc = build_args_document(cfg, dataset_path, notes)
+    from engine.interop.kohya_tokenizers import write_sd_scripts_tokenizer_cache
+
+    tokenizer_dir, note = write_sd_scripts_tokenizer_cache(out, cfg.model.tokenizer_cache_dir)
+    doc[_TABLES["model"]]["tokenizer_cache_dir"] = str(tokenizer_dir)  # sd-scripts then loads them offline
+    notes.append(note)
     for key in _OURS_ONLY:
         default = RunConfig().model_dump()[_section_of(key)][key]
         if getattr(getattr(cfg, _section_of(key)), key) != default:

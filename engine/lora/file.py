@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 
 from engine.errors import ConfigError
+from engine.versions import version_metadata
 
 if TYPE_CHECKING:  # torch stays out of import time for the CLI
     import torch
@@ -154,7 +155,9 @@ def _iso_date(timestamp: float) -> str:
 
 
 def _model_name(name: str) -> str:
-    return os.path.basename(name.rstrip("/\\")) if os.path.exists(name) else name
+    from engine.config.privacy import base_name, looks_like_local_path
+
+    return base_name(name) if os.path.exists(name) or looks_like_local_path(name) else name
 
 
 def _text_encoder_lr_value(cfg: "RunConfig") -> str:
@@ -235,10 +238,13 @@ def modelspec_metadata(cfg: "RunConfig", info: TrainingInfo) -> dict[str, str]:
 
 def build_metadata(cfg: "RunConfig", *, training_info: TrainingInfo) -> dict[str, str]:
     """Everything written beside the tensors (the hashes are added by `save_lora`)."""
+    from engine.config.privacy import without_local_paths
     from engine.config.toml_file import dumps_config
 
     metadata = sd_scripts_metadata(cfg, training_info)
     metadata.update(modelspec_metadata(cfg, training_info))
-    metadata[CONFIG_KEY] = dumps_config(cfg)
+    # base names only, as sd-scripts: a shared LoRA must not carry the trainer's folders
+    metadata[CONFIG_KEY] = dumps_config(without_local_paths(cfg))
+    metadata.update(version_metadata())
     metadata[MANIFEST_HASH_KEY] = training_info.dataset_manifest_hash
     return metadata

@@ -295,7 +295,7 @@ def format_report(report: InspectReport) -> str:
         lines.append("metadata:")
         lines += [f"  {k} = {v if len(v) <= 100 else v[:97] + '...'}" for k, v in meta.items()]
     if CONFIG_KEY in report.metadata:
-        lines.append(f"  {CONFIG_KEY}: full run config stored (replay with sdxl-tui)")
+        lines.append(f"  {CONFIG_KEY}: run config stored, paths as base names (the full one is the run's config.toml)")
     lines.append("will it load?")
     for verdict in report.verdicts:
         lines.append(f"  {'yes' if verdict.ok else 'NO ':3}  {verdict.target:12} {verdict.reason}")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from engine.errors import ModelError
+from engine.model.parts import LoadProgress, load_parts
 from engine.model.source import (
     ModelSource,
     check_sdxl_shape,
@@ -57,7 +58,7 @@ def _load_from_pretrained(cls, location: str, subfolder: str, source: ModelSourc
 
 
 
-def _load_diffusers_parts(source: ModelSource) -> dict:
+def _load_diffusers_parts(source: ModelSource, progress: Optional[LoadProgress] = None) -> dict:
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
@@ -65,21 +66,27 @@ def _load_diffusers_parts(source: ModelSource) -> dict:
     where = source.path
     # diffusers names the dtype argument torch_dtype, transformers 5 names it dtype.
     as_fp32 = {"torch_dtype": torch.float32}
-    unet = _load_from_pretrained(UNet2DConditionModel, where, "unet", source, **as_fp32)
-    check_unet_config(dict(unet.config), where)  # a Hub id was not checked before the download
-    return {
-        "unet": unet,
-        "vae": _load_from_pretrained(AutoencoderKL, where, "vae", source, **as_fp32),
-        "text_encoder1": _load_from_pretrained(CLIPTextModel, where, "text_encoder", source, dtype=torch.float32),
-        "text_encoder2": _load_from_pretrained(CLIPTextModelWithProjection, where, "text_encoder_2", source,
-                                               dtype=torch.float32),
-        "tokenizer1": checked_tokenizer(_load_from_pretrained(CLIPTokenizer, where, "tokenizer", source),
-                                        f"{where} tokenizer/"),
-        "tokenizer2": checked_tokenizer(_load_from_pretrained(CLIPTokenizer, where, "tokenizer_2", source),
-                                        f"{where} tokenizer_2/"),
-        "scheduler_config": _scheduler_config(where, source),
-    }
 
+    def unet():
+        loaded = _load_from_pretrained(UNet2DConditionModel, where, "unet", source, **as_fp32)
+        check_unet_config(dict(loaded.config), where)  # a Hub id was not checked before the download
+        return loaded
+
+    def tokenizer(subfolder: str):
+        return checked_tokenizer(_load_from_pretrained(CLIPTokenizer, where, subfolder, source),
+                                 f"{where} {subfolder}/")
+
+    return load_parts([
+        ("unet", "UNet", unet),
+        ("vae", "VAE", lambda: _load_from_pretrained(AutoencoderKL, where, "vae", source, **as_fp32)),
+        ("text_encoder1", "text encoder 1", lambda: _load_from_pretrained(
+            CLIPTextModel, where, "text_encoder", source, dtype=torch.float32)),
+        ("text_encoder2", "text encoder 2", lambda: _load_from_pretrained(
+            CLIPTextModelWithProjection, where, "text_encoder_2", source, dtype=torch.float32)),
+        ("tokenizer1", "tokenizer 1", lambda: tokenizer("tokenizer")),
+        ("tokenizer2", "tokenizer 2", lambda: tokenizer("tokenizer_2")),
+        ("scheduler_config", "scheduler", lambda: _scheduler_config(where, source)),
+    ], progress)
 
 
 def _scheduler_config(where: str, source: ModelSource) -> dict:
@@ -105,17 +112,20 @@ def make_noise_scheduler(config: dict):
 
 
 
-def load_sdxl(model) -> SdxlModel:
-    """Load every part of the base model named by `model` (an engine.config.schema.ModelSection)."""
+def load_sdxl(model, progress: Optional[LoadProgress] = None) -> SdxlModel:
+    """Load every part of the base model named by `model` (an engine.config.schema.ModelSection),
+    in float32 on the CPU; `progress(done, total, part)` hears of each part as it starts.
+    Raises ModelError (exit 66) naming the source and the fix."""
     source = detect_model_source(model.pretrained_model_name_or_path)
     if source.kind != "hub":
         check_sdxl_shape(source)
     if source.kind == "single_file":
         from engine.model.single_file_load import load_single_file_parts
 
-        parts = load_single_file_parts(Path(source.path), model.tokenizer_cache_dir, with_vae=not model.vae)
+        parts = load_single_file_parts(Path(source.path), model.tokenizer_cache_dir, with_vae=not model.vae,
+                                       progress=progress)
     else:
-        parts = _load_diffusers_parts(source)
+        parts = _load_diffusers_parts(source, progress)
     if model.vae:
         parts["vae"] = load_vae(model.vae, base=source, tokenizer_cache_dir=model.tokenizer_cache_dir)
     return SdxlModel(

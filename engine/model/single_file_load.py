@@ -6,8 +6,8 @@ A single file holds weights only, so configs and tokenizers come from elsewhere:
    `scheduler/scheduler_config.json`), as in any diffusers SDXL folder;
 2. for a file with SDXL base's dimensions, SDXL base's own configs (engine.model.sdxl_configs,
    written to a temporary folder because diffusers' loader takes a folder);
-3. tokenizers not found locally are looked up in the Hugging Face cache (and downloaded
-   when online) from stabilityai/stable-diffusion-xl-base-1.0.
+3. tokenizers: engine.model.tokenizer_source (tokenizer_cache_dir in diffusers' or sd-scripts'
+   layout, else SDXL's CLIP BPE vocabulary shipped with sdxl-tui). No network is used.
 UNet and VAE go through diffusers' `from_single_file`; the text encoders through our own
 key conversion (engine.model.single_file), loaded strictly so a missing tensor is an error.
 """
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from engine.errors import ModelError
+from engine.model.parts import LoadProgress, load_parts
 from engine.model.sdxl_configs import (
     SCHEDULER_CONFIG,
     SDXL_TEXT_ENCODER_2_CONFIG,
@@ -29,12 +30,9 @@ from engine.model.sdxl_configs import (
 )
 from engine.model.single_file import TE1_PREFIX, TE2_PREFIX, clip_g_from_openclip, clip_l_from_original
 from engine.model.source import (
-    SDXL_BASE_REPO,
     ModelShape,
     ModelSource,
-    checked_tokenizer,
     describe_single_file,
-    hub_error,
     read_header_shapes,
 )
 
@@ -116,24 +114,10 @@ def _text_encoder(cls, config_dir: Path, subfolder: str, state_dict: dict, path:
     return model.eval()
 
 
-def _tokenizers(tokenizer_cache_dir: str) -> tuple:
-    from transformers import CLIPTokenizer
+def _tokenizer_source(tokenizer_cache_dir: str, shapes: dict, path: Path):
+    from engine.model.tokenizer_source import find_tokenizers, vocab_sizes
 
-    local = Path(tokenizer_cache_dir).expanduser() if tokenizer_cache_dir else None
-    if local and (local / "tokenizer").is_dir() and (local / "tokenizer_2").is_dir():
-        return tuple(checked_tokenizer(CLIPTokenizer.from_pretrained(str(local), subfolder=sub), f"{local / sub}")
-                     for sub in ("tokenizer", "tokenizer_2"))
-    if local:
-        raise ModelError(f"tokenizer_cache_dir {local} has no tokenizer/ and tokenizer_2/ folders",
-                         hint="point it at a diffusers SDXL folder (or a copy of its two tokenizer folders)")
-    try:
-        return tuple(checked_tokenizer(CLIPTokenizer.from_pretrained(SDXL_BASE_REPO, subfolder=sub),
-                                       f"{SDXL_BASE_REPO} {sub}/") for sub in ("tokenizer", "tokenizer_2"))
-    except (OSError, ValueError, ModelError) as exc:
-        raise ModelError(
-            f"SDXL's tokenizers ({SDXL_BASE_REPO}) are not available: {hub_error(SDXL_BASE_REPO, exc).message}",
-            hint="single-file models need SDXL's two tokenizers: set tokenizer_cache_dir to a folder with "
-                 "tokenizer/ and tokenizer_2/, or go online once so they are cached") from exc
+    return find_tokenizers(tokenizer_cache_dir, vocab_sizes(shapes), path.name)
 
 
 def _scheduler_config(config_dir: Path) -> dict:
@@ -141,27 +125,35 @@ def _scheduler_config(config_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else dict(SCHEDULER_CONFIG)
 
 
-def load_single_file_parts(path: Path, tokenizer_cache_dir: str = "", with_vae: bool = True) -> dict:
+def load_single_file_parts(path: Path, tokenizer_cache_dir: str = "", with_vae: bool = True,
+                           progress: Optional[LoadProgress] = None) -> dict:
+    """Every part of an original-layout SDXL file, float32 on the CPU; raises ModelError."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    shape = describe_single_file(read_header_shapes(path))
+    shapes = read_header_shapes(path)
+    shape = describe_single_file(shapes)
     if with_vae and not shape.has_vae:
         raise ModelError(f"{path.name} has no VAE inside (no first_stage_model.* tensors)",
                          hint="set the vae option to an SDXL VAE (folder, Hub id or .safetensors)")
-    tokenizer1, tokenizer2 = _tokenizers(tokenizer_cache_dir)
+    from engine.model.tokenizer_source import load_tokenizers
+
+    tokenizers = _tokenizer_source(tokenizer_cache_dir, shapes, path)  # before anything loads: cheap
     with config_folder(shape, tokenizer_cache_dir, path) as config_dir:
-        return {
-            "unet": _from_single_file(UNet2DConditionModel, path, config_dir, "unet"),
-            "vae": _from_single_file(AutoencoderKL, path, config_dir, "vae") if with_vae else None,
-            "text_encoder1": _text_encoder(CLIPTextModel, config_dir, "text_encoder",
-                                           clip_l_from_original(_read_prefixed(path, TE1_PREFIX)), path),
-            "text_encoder2": _text_encoder(CLIPTextModelWithProjection, config_dir, "text_encoder_2",
-                                           clip_g_from_openclip(_read_prefixed(path, TE2_PREFIX)), path),
-            "tokenizer1": tokenizer1,
-            "tokenizer2": tokenizer2,
-            "scheduler_config": _scheduler_config(config_dir),
-        }
+        parts = load_parts([
+            ("tokenizers", "tokenizers", lambda: load_tokenizers(tokenizers)),
+            ("unet", "UNet", lambda: _from_single_file(UNet2DConditionModel, path, config_dir, "unet")),
+            ("vae", "VAE", lambda: _from_single_file(AutoencoderKL, path, config_dir, "vae") if with_vae else None),
+            ("text_encoder1", "text encoder 1", lambda: _text_encoder(
+                CLIPTextModel, config_dir, "text_encoder", clip_l_from_original(_read_prefixed(path, TE1_PREFIX)),
+                path)),
+            ("text_encoder2", "text encoder 2", lambda: _text_encoder(
+                CLIPTextModelWithProjection, config_dir, "text_encoder_2",
+                clip_g_from_openclip(_read_prefixed(path, TE2_PREFIX)), path)),
+            ("scheduler_config", "scheduler", lambda: _scheduler_config(config_dir)),
+        ], progress)
+    parts["tokenizer1"], parts["tokenizer2"] = parts.pop("tokenizers")
+    return parts
 
 
 def _vae_config_dir(base: Optional[ModelSource], tokenizer_cache_dir: str) -> Optional[Path]:

@@ -230,10 +230,54 @@ def hub_offline() -> bool:
 
 
 
+HUB_PROBE_TIMEOUT_S = 3.0  # a look-up on a machine with no route out fails within this (and DNS)
+
+
+def _hub_address() -> tuple[str, int]:
+    """Where a Hub request would connect first: the HTTPS proxy when one is set, else HF_ENDPOINT."""
+    from urllib.parse import urlparse
+
+    url = (os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+           or os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    parsed = urlparse(url if "://" in url else f"http://{url}")
+    return parsed.hostname or "huggingface.co", parsed.port or (443 if parsed.scheme == "https" else 80)
+
+
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to the Hub (or the proxy) opens within `timeout` seconds, name
+    resolution included (it runs in a daemon thread, as getaddrinfo has no timeout of its own)."""
+    import socket
+    import threading
+
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection(_hub_address(), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    worker = threading.Thread(target=probe, name="sdxl-tui-hub-probe", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return bool(result and result[0])
+
+
+def hub_unreachable_error(repo_id: str) -> ModelError:
+    host, port = _hub_address()
+    return ModelError(
+        f"{repo_id} is not in the Hugging Face cache and the Hub ({host}:{port}) cannot be reached",
+        hint="on a machine without internet: set HF_HUB_OFFLINE=1 and use a local diffusers folder or a "
+             ".safetensors file (SDXL's tokenizers are built in; tokenizer_cache_dir can point to a copy of "
+             f"them); or download it once where there is a connection (hf download {repo_id})")
+
+
 def hub_error(repo_id: str, exc: Exception) -> ModelError:
     if hub_offline():
         return ModelError(f"{repo_id} is not in the Hugging Face cache and HF_HUB_OFFLINE is set",
                           hint=f"download it once online (hf download {repo_id}), unset HF_HUB_OFFLINE, "
-                               "or point to a local diffusers folder or .safetensors file")
+                               "or point to a local diffusers folder or .safetensors file "
+                               "(tokenizer_cache_dir can hold the tokenizers)")
     return ModelError(f"could not load {repo_id} from the Hugging Face Hub: {exc}",
                       hint="check the id and your connection (gated models need `hf auth login`)")

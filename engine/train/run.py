@@ -23,6 +23,7 @@ from engine.errors import OutputError, SdxlTuiError
 from engine.events.types import LOADING_MODEL, SAVING, TRAINING, Failed, Finished, Phase, RunStarted, Warning_
 from engine.outputs import checkpoint
 from engine.outputs.writer import RunOutputs
+from engine.versions import library_versions
 
 EXISTING_RUN_MARKERS = ("config.toml", "events.jsonl")
 
@@ -61,6 +62,7 @@ class _Session:
     trainer: Any = None
     sample_prompts: Optional[list] = None  # parsed once, before the model loads
     scanned: Any = None  # the dataset, scanned before the model loads (bad files fail fast)
+    chatter: Any = None  # engine.events.library_logs.ChatterRedirect while the run holds the library loggers
 
 
 def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
@@ -73,6 +75,7 @@ def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
     session = _Session(cfg, emit, control, output_dir, time.time(), secrets.randbelow(2**31))
     log = None
     stop_poller = None
+    control.interruptible = True  # until the first step: a stop signal ends at once (signals.py)
     try:
         dataset_config = _load_dataset_config(cfg)  # parsed once: the rules and the scan share it
         warnings = _check_config(cfg, dataset_config)
@@ -93,9 +96,15 @@ def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
             session.emit = lambda event: None
         for message in warnings:
             session.emit(Warning_(time=time.time(), message=message))
-        return _train(session, point)
+        from engine.events.library_logs import library_chatter_to_log
+
+        with library_chatter_to_log(lambda event: session.emit(event)) as session.chatter:  # not over the panel
+            return _train(session, point)
     except SdxlTuiError as exc:
         return _failed(session, exc)
+    except KeyboardInterrupt:  # a stop before the first step (StoppedBeforeTraining): nothing to save
+        session.emit(Finished(time=time.time(), step=0, stopped=True))
+        raise
     except Exception as exc:
         from engine.plan.oom_advice import is_out_of_memory
 
@@ -167,22 +176,25 @@ def _check_config(cfg: RunConfig, dataset_config) -> list[str]:
     from engine.plan.checks import check_config
 
     checked = check_config(cfg, None, dataset_config)
-    _check_model_cheaply(cfg)
-    return list(checked.warnings)
+    notes = _check_model_cheaply(cfg)
+    return list(checked.warnings) + notes
 
 
-def _check_model_cheaply(cfg: RunConfig) -> None:
-    """Path, file type (pickle refused), SDXL shape from the header, Hub cache when offline:
-    a ModelError before the output folder is claimed or a model loads."""
-    import os
-
-    from engine.model.source import check_sdxl_shape, detect_model_source, hub_error
+def _check_model_cheaply(cfg: RunConfig) -> list[str]:
+    """Path, file type (pickle refused), SDXL shape from the header, the Hub cache and whether the
+    Hub can be reached (within seconds): a ModelError before the output folder is claimed or a
+    model loads. Returns warnings."""
+    from engine.model.source import check_sdxl_shape, detect_model_source, hub_error, hub_offline
 
     source = detect_model_source(cfg.model.pretrained_model_name_or_path)
     shape = check_sdxl_shape(source)
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-    if source.kind == "hub" and shape is None and offline:
-        raise hub_error(source.path, FileNotFoundError(source.path))
+    if source.kind != "hub" or hub_offline():
+        if source.kind == "hub" and shape is None:
+            raise hub_error(source.path, FileNotFoundError(source.path))
+        return []
+    from engine.model.hub_offline import go_offline_when_unreachable
+
+    return go_offline_when_unreachable(source.path, cached=shape is not None)
 
 
 def _prepare_resume(output_dir: Path, cfg: RunConfig):
@@ -257,10 +269,11 @@ def _load_model(session: _Session):
     import torch
 
     from engine.model.load import load_sdxl
+    from engine.model.parts import loading_progress
 
     cfg, device = session.cfg, session.accelerator.device
     session.emit(Phase(time=time.time(), name=LOADING_MODEL, detail=cfg.model.pretrained_model_name_or_path))
-    model = load_sdxl(cfg.model)
+    model = load_sdxl(cfg.model, loading_progress(session.emit, before=session.chatter.reroute))
     dtype = session.weight_dtype = _weight_dtype(cfg.precision.mixed_precision)
     for part in (model.unet, model.text_encoder1, model.text_encoder2, model.vae):
         part.requires_grad_(False)
@@ -457,11 +470,12 @@ def _train(session: _Session, point) -> RunResult:
         trainable_params=params, train_text_encoders=not cfg.network.network_train_unet_only,
         outputs=_outputs(session, fused or optimizer, scheduler, total_steps, total_epochs),
         images_per_step=images_per_step, position=position)
+    session.control.interruptible = False  # from here a stop finishes the step and saves
     emit(RunStarted(time=time.time(), output_dir=str(session.output_dir), total_steps=total_steps,
                     total_epochs=total_epochs, steps_per_epoch=steps_per_epoch, batch_size=_batch_size(session.data, cfg),
                     num_processes=session.accelerator.num_processes, resumed_from_step=position.global_step,
                     gradient_accumulation_steps=accumulation,
-                    config_path=str(session.output_dir / "config.toml")))
+                    config_path=str(session.output_dir / "config.toml"), versions=library_versions()))
     outputs = trainer.outputs
     if cfg.sampling.sample_at_first and state is None:
         outputs.make_samples(0, None)

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "templates" / "cpu-demo.toml"
+TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "cpu-demo.toml"  # package data
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,22 +55,14 @@ def write_demo_config(folder: Path, steps: int | None) -> Path:
     }
     if steps is not None:
         values["max_train_steps"] = steps
-    if TEMPLATE.is_file():
-        cfg, document = load_config_with_document(TEMPLATE)
-    else:  # an installed package without the templates folder: the same settings in code
-        cfg, document = _demo_defaults(), None
+    if not TEMPLATE.is_file():
+        from engine.errors import ConfigError
+
+        raise ConfigError(f"the CPU demo preset {TEMPLATE} is missing from this install",
+                          hint="reinstall sdxl-tui (the presets are package data of sdxl_tui)")
+    cfg, document = load_config_with_document(TEMPLATE)
     cfg = cfg.with_values(**values)
     return save_config(cfg, folder / "run.toml", base=document)
-
-
-def _demo_defaults():
-    from engine.config.schema import RunConfig
-
-    return RunConfig().with_values(
-        network_dim=8, network_alpha=8.0, optimizer_type="AdamW", learning_rate=2e-3, unet_lr=2e-3,
-        text_encoder_lr1=5e-4, text_encoder_lr2=5e-4, max_train_steps=60, mixed_precision="no",
-        gradient_checkpointing=False, output_name="demo_lora", save_precision="fp32", save_every_n_steps=30,
-        save_state=True, sample_every_n_steps=30, log_every_n_steps=5, seed=1234)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -73,7 +73,10 @@ def train_headless(cfg: Any, *, resume: bool = False, plain: bool = False) -> in
     control = RunControl()
     view = PlainView(sys.stdout) if plain else make_view(sys.stdout)
     with handle_stop_signals(control, say=_say) as signals, view:
-        result = run_engine(cfg, _survives_hangup(view), control, resume=resume)
+        try:
+            result = run_engine(cfg, _survives_hangup(view), control, resume=resume)
+        except KeyboardInterrupt as exc:  # stopped before the first step: nothing to save
+            return int(getattr(exc, "exit_code", 130))
     if result.stopped and signals.exit_code is not None:
         return signals.exit_code
     return result.exit_code

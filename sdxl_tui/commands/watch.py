@@ -52,7 +52,8 @@ def _follow_plain(folder) -> int:
             if isinstance(event, (Finished, Failed)):
                 final = event
     except KeyboardInterrupt:
-        pass  # leaving the watch; the run goes on
+        print("left the watch; the run goes on", file=sys.stderr)
+        return 130  # as every command does on Ctrl-C
     finally:
         view.close()
     if isinstance(final, Failed):

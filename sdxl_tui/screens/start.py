@@ -23,7 +23,7 @@ from sdxl_tui.wizard_app import wizard_of
 if TYPE_CHECKING:
     from sdxl_tui.app import WizardApp
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
+TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates"  # package data: in the wheel too
 
 
 @dataclass(frozen=True)

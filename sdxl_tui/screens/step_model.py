@@ -13,8 +13,8 @@ from sdxl_tui.screens.step_base import StepScreen, escape
 from sdxl_tui.widgets.fields import ConfigField
 
 
-def describe_model(name: str) -> str:
-    """What the model field points at, in one or two lines (never raises)."""
+def describe_model(name: str, tokenizer_cache_dir: str = "") -> str:
+    """What the model field points at and which tokenizers it will use, in a few lines (never raises)."""
     if not name:
         return "No model yet: type a folder, a .safetensors file or a Hub id (e.g. stabilityai/stable-diffusion-xl-base-1.0)."
     from engine.model.source import check_sdxl_shape, detect_model_source
@@ -34,7 +34,20 @@ def describe_model(name: str) -> str:
         else:
             size_note = "full SDXL base size" if shape.is_sdxl_base_size else "smaller than SDXL base: a test model"
             lines.append(f"[green]✓[/] {escape(shape.description)} ({size_note})")
+    lines.append(_tokenizer_line(source, tokenizer_cache_dir))
     return "\n".join(lines)
+
+
+def _tokenizer_line(source, tokenizer_cache_dir: str) -> str:
+    from engine.model.tokenizer_source import describe_tokenizers
+
+    try:
+        return f"[dim]tokenizers:[/] {escape(describe_tokenizers(source, tokenizer_cache_dir))}"
+    except Exception as exc:  # shown, not raised: the person fixes tokenizer_cache_dir here
+        return f"[red]✗ tokenizers:[/] {escape(str(exc))}"
+
+
+_REDETECT_ON = ("in-pretrained_model_name_or_path", "in-tokenizer_cache_dir")
 
 
 class ModelDetected(Message):
@@ -58,19 +71,23 @@ class ModelStep(StepScreen):
 
     def on_mount(self) -> None:
         super().on_mount()
-        self.detect(self.wizard.state.cfg.model.pretrained_model_name_or_path)
+        self.detect()
 
     def on_input_blurred(self, event: Input.Blurred) -> None:
-        if event.input.id == "in-pretrained_model_name_or_path":
-            self.detect(self.wizard.state.cfg.model.pretrained_model_name_or_path)
+        if event.input.id in _REDETECT_ON:
+            self.detect()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.input.id == "in-pretrained_model_name_or_path":
-            self.detect(self.wizard.state.cfg.model.pretrained_model_name_or_path)
+        if event.input.id in _REDETECT_ON:
+            self.detect()
+
+    def detect(self) -> None:
+        model = self.wizard.state.cfg.model
+        self._detect(model.pretrained_model_name_or_path, model.tokenizer_cache_dir)
 
     @work(thread=True, exclusive=True, group="detect-model", exit_on_error=False)
-    def detect(self, name: str) -> None:
-        self.post_message(ModelDetected(name, describe_model(name)))
+    def _detect(self, name: str, tokenizer_cache_dir: str) -> None:
+        self.post_message(ModelDetected(name, describe_model(name, tokenizer_cache_dir)))
 
     def on_model_detected(self, message: ModelDetected) -> None:
         self.query_one("#model-detected", Static).update(message.text)

@@ -35,6 +35,8 @@ def status_table(view: RunView, bar_width: int = 24) -> Table:
         row: list[RenderableType] = [Text(phase.label, style="bold")]
         if phase.total:
             row += [_bar(phase.fraction or 0.0, max(4, bar_width - 4)), Text(f"{phase.done}/{phase.total}")]
+            if phase.rate_eta_text:
+                row.append(Text(phase.rate_eta_text))
         if phase.detail:
             row.append(Text(phase.detail, style="grey50"))
         table.add_row("Phase", _inline(row))

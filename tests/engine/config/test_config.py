@@ -18,7 +18,7 @@ from engine.config.toml_file import (
 )
 from engine.errors import ConfigError
 
-TEMPLATES = sorted((Path(__file__).resolve().parents[3] / "templates").glob("*.toml"))
+TEMPLATES = sorted((Path(__file__).resolve().parents[3] / "sdxl_tui" / "templates").glob("*.toml"))
 REFERENCE_OPTIONS = """pretrained_model_name_or_path vae dataset_config output_dir output_name save_model_as
 network_module network_dim network_alpha network_dropout network_args network_train_unet_only network_weights
 learning_rate unet_lr text_encoder_lr1 text_encoder_lr2 optimizer_type optimizer_args lr_scheduler lr_warmup_steps

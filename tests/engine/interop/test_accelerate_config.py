@@ -1,4 +1,4 @@
-"""accelerate config files and launch lines (engine/interop/accelerate_config.py, templates/accelerate/):
+"""accelerate config files and launch lines (engine/interop/accelerate_config.py, sdxl_tui/templates/accelerate/):
 accelerate's own readers accept what we write, and launch configs the engine cannot train
 with are refused before anything loads."""
 from __future__ import annotations
@@ -82,9 +82,9 @@ def test_bad_settings_are_refused(kwargs, message):
 def test_templates_are_read_by_accelerate():
     from accelerate.utils import DistributedType
 
-    ddp = _load(REPO / "templates" / "accelerate" / "multi_gpu.yaml")
+    ddp = _load(REPO / "sdxl_tui" / "templates" / "accelerate" / "multi_gpu.yaml")
     assert ddp.distributed_type == DistributedType.MULTI_GPU
-    zero = _load(REPO / "templates" / "accelerate" / "deepspeed_zero2.yaml")
+    zero = _load(REPO / "sdxl_tui" / "templates" / "accelerate" / "deepspeed_zero2.yaml")
     assert zero.distributed_type == DistributedType.DEEPSPEED and zero.deepspeed_config["zero_stage"] == 2
 
 

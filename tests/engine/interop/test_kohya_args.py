@@ -210,7 +210,9 @@ def test_import_export_import_round_trip(tmp_path, files):
     assert flat["text_encoder_lr"] == [2e-5, 1e-5] and flat["save_precision"] == "float"
     second = import_kohya(result.args_path).config
     assert second.dataset.dataset_config == str(result.dataset_path)
-    assert second == first.with_values(dataset_config=str(result.dataset_path))
+    # the tokenizers sd-scripts reads offline come along (engine/interop/kohya_tokenizers.py)
+    tokenizers = tmp_path / "export" / "tokenizer_cache"
+    assert second == first.with_values(dataset_config=str(result.dataset_path), tokenizer_cache_dir=str(tokenizers))
     before, after = load_dataset_config(dataset), load_dataset_config(result.dataset_path)
     assert [s.image_dir for s in after.all_subsets()] == [s.image_dir for s in before.all_subsets()]
     assert [s.num_repeats for s in after.all_subsets()] == [10]
