@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from engine.errors import ConfigError
 from engine.model.encode import encode_captions
-from engine.outputs.sample_prompts import SamplePrompt
+from engine.config.sample_prompts import SamplePrompt
 from engine.storage.atomic import atomic_write_bytes
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from engine.data.training_data import TrainingData
     from engine.lora.network import LoRANetwork
     from engine.model.load import SdxlModel
-    from engine.outputs.sample_prompts import SamplePrompt
+    from engine.config.sample_prompts import SamplePrompt
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The one check of a run config that `train`, `plan` and the wizard all make before any model
 loads: the cross-option rules (engine/config/rules.py) over the config and its dataset TOML,
-and the sample prompts file read and range-checked (engine/outputs/sample_prompts.py).
+and the sample prompts file read and range-checked (engine/config/sample_prompts.py).
 The same messages come out of all three, because they come from here.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ def check_config(cfg: RunConfig, base_dir: Optional[Path | str] = None,
     warnings = [issue.message for issue in issues if issue.level == "warning"]
     prompts: list = []
     if cfg.sampling.sample_prompts:
-        from engine.outputs.sample_prompts import read_sample_prompts
+        from engine.config.sample_prompts import read_sample_prompts
 
         path = Path(cfg.sampling.sample_prompts).expanduser()
         if not path.is_absolute() and base_dir is not None:

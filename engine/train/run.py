@@ -420,7 +420,7 @@ def _train(session: _Session, point) -> RunResult:
     cfg, emit = session.cfg, session.emit
     set_seed(cfg.training.seed)
     if cfg.sampling.sample_prompts:  # a bad prompts file should not wait for the first sample
-        from engine.outputs.sample_prompts import parse_sample_prompts
+        from engine.config.sample_prompts import parse_sample_prompts
 
         session.sample_prompts = parse_sample_prompts(cfg.sampling.sample_prompts)
     state = None

@@ -11,7 +11,7 @@ from train_helpers import one_torch_thread, tiny_config  # noqa: F401  (one_torc
 from engine.config.schema import RunConfig
 from engine.config.toml_file import load_config, save_config
 from engine.errors import ConfigError
-from engine.outputs.sample_prompts import read_sample_prompts
+from engine.config.sample_prompts import read_sample_prompts
 
 
 @pytest.fixture()

@@ -80,7 +80,7 @@ def test_our_dataset_reader_accepts_it_and_uses_three_buckets(demo_dataset):
 
 
 def test_sample_prompts_parse_with_sd_scripts_options(demo_dataset):
-    from engine.outputs.sample_prompts import parse_sample_prompts
+    from engine.config.sample_prompts import parse_sample_prompts
 
     prompts = parse_sample_prompts(demo_dataset.sample_prompts)
     assert [p.prompt for p in prompts] == list(SAMPLE_PROMPTS)
