@@ -132,6 +132,9 @@ def _check_config(cfg: RunConfig) -> list[str]:
                                              default_batch_size=cfg.training.train_batch_size)
     issues = check_rules(cfg, dataset_config)
     raise_for_errors(issues)
+    from engine.train.optimizers import check_optimizer
+
+    check_optimizer(cfg.optimizer.optimizer_type)  # a class path that does not import stops here
     _check_model_cheaply(cfg)
     return [issue.message for issue in issues if issue.level == "warning"]
 
@@ -325,42 +328,6 @@ def _out_of_memory(session: _Session):
     return oom_error(session.cfg, plan, device_memory_gb(device), step=step, state_saved=saved)
 
 
-def _optimizer_and_schedule(session: _Session, total_steps: int):
-    from engine.train.fused_backward import FusedBackward
-    from engine.train.optimizers import build_optimizer, parse_optimizer_args, uses_own_lr
-    from engine.train.schedulers import OptimizerOwnSchedule, build_scheduler_for
-
-    cfg = session.cfg
-    opt = cfg.optimizer
-    groups = session.network.param_groups(opt.resolved_unet_lr, opt.resolved_text_encoder_lr1,
-                                          opt.resolved_text_encoder_lr2)
-    args = parse_optimizer_args(opt.optimizer_args)
-    optimizer = build_optimizer(opt.optimizer_type, groups, args)
-    if uses_own_lr(opt.optimizer_type, args):
-        scheduler = OptimizerOwnSchedule()
-    else:
-        scheduler = build_scheduler_for(optimizer, opt, total_steps)
-    fused = None
-    if cfg.precision.fused_backward_pass:
-        if session.accelerator.scaler is not None:
-            from engine.errors import ConfigError
-
-            raise ConfigError("fused_backward_pass cannot be used with the fp16 gradient scaler",
-                              key="precision.fused_backward_pass", hint="use mixed_precision = \"bf16\"")
-        if session.accelerator.num_processes > 1:
-            from engine.errors import ConfigError
-
-            # DDP averages a gradient only after the hook would already have stepped with it.
-            raise ConfigError("fused_backward_pass works in one process only (DDP averages gradients across "
-                              "processes after the fused step would have used them)",
-                              key="precision.fused_backward_pass", hint="set fused_backward_pass = false")
-        fused = FusedBackward(optimizer, max_grad_norm=opt.max_grad_norm)
-    else:
-        optimizer = session.accelerator.prepare(optimizer)
-    params = [p for group in groups for p in group["params"]]
-    return optimizer, scheduler, fused, params
-
-
 # ---------------------------------------------------------------------- the run
 
 def _train(session: _Session, point) -> RunResult:
@@ -405,7 +372,10 @@ def _train(session: _Session, point) -> RunResult:
     steps_per_epoch = -(-session.data.batches_per_epoch // accumulation)
     total_steps, total_epochs, _ = training_length(steps_per_epoch, cfg.training.max_train_steps,
                                                    cfg.training.max_train_epochs)
-    optimizer, scheduler, fused, params = _optimizer_and_schedule(session, total_steps)
+    from engine.train.optimizer_setup import in_eval_mode, optimizer_and_schedule
+
+    optimizer, scheduler, fused, params = optimizer_and_schedule(session, total_steps)
+    eval_mode = in_eval_mode(optimizer, params)  # schedule-free: saves and samples see the averaged weights
     position = Position()
     if state is not None:
         (fused or optimizer).load_state_dict(state.optimizer)
@@ -422,9 +392,10 @@ def _train(session: _Session, point) -> RunResult:
                            compile_unet=cfg.precision.torch_compile),
         output_dir=session.output_dir, total_steps=total_steps, total_epochs=total_epochs,
         trainable_params=params, train_text_encoders=not cfg.network.network_train_unet_only,
-        save_lora=lambda path, step, epoch: outputs.save_lora(session, path, step, epoch, total_steps, total_epochs),
+        save_lora=eval_mode(lambda path, step, epoch: outputs.save_lora(session, path, step, epoch, total_steps,
+                                                                        total_epochs)),
         save_state=lambda progress: outputs.save_state(session, fused or optimizer, scheduler, progress),
-        make_samples=lambda step, epoch: outputs.make_samples(session, step, epoch),
+        make_samples=eval_mode(lambda step, epoch: outputs.make_samples(session, step, epoch)),
         images_per_step=images_per_step, position=position)
     emit(RunStarted(time=time.time(), output_dir=str(session.output_dir), total_steps=total_steps,
                     total_epochs=total_epochs, steps_per_epoch=steps_per_epoch, batch_size=_batch_size(session.data, cfg),
@@ -432,7 +403,7 @@ def _train(session: _Session, point) -> RunResult:
                     gradient_accumulation_steps=accumulation,
                     config_path=str(session.output_dir / "config.toml")))
     if cfg.sampling.sample_at_first and state is None:
-        outputs.make_samples(session, 0, None)
+        eval_mode(outputs.make_samples)(session, 0, None)
     emit(Phase(time=time.time(), name=TRAINING, total=total_steps))
     if state is not None:
         checkpoint.restore_rng(state.rng)  # the next draw is the one the interrupted run would have made
@@ -445,8 +416,8 @@ def _train(session: _Session, point) -> RunResult:
         return _finish(session, stopped=True, lora_path=position.last_lora, step=position.global_step)
     emit(Phase(time=time.time(), name=SAVING))
     final = session.output_dir / checkpoint.final_file_name(cfg.saving.output_name)
-    position.last_lora = outputs.save_lora(session, final, position.global_step, position.current_epoch, total_steps,
-                                   total_epochs)
+    position.last_lora = eval_mode(outputs.save_lora)(session, final, position.global_step, position.current_epoch,
+                                                      total_steps, total_epochs)
     if cfg.saving.save_state:
         outputs.save_state(session, fused or optimizer, scheduler, trainer.progress())
     return _finish(session, stopped=False, lora_path=position.last_lora, step=position.global_step)
