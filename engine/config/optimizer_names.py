@@ -126,5 +126,8 @@ def missing_package(name: str) -> Optional[str]:
     spec = optimizer_spec(name)
     if importlib.util.find_spec(spec.package) is not None:
         return None
+    if spec.family == "custom":
+        return (f"optimizer_type {name}: no module {spec.package} is installed: "
+                f"install the package that provides {spec.module}")
     how = f"pip install 'sdxl-tui[{spec.extra}]'" if spec.extra else f"pip install {spec.package}"
     return f"optimizer_type {name} needs the {spec.package} package, which is not installed: {how}"
