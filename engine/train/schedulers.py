@@ -88,6 +88,10 @@ def build_scheduler(optimizer, name: str, *, total_steps: int, lr_warmup_steps: 
                                     num_decay_steps=decay, num_cycles=num_cycles / 2,
                                     min_lr_ratio=min_lr_ratio if min_lr_ratio is not None else 0.0),
     }
+    if name == "warmup_stable_decay" and warmup + decay > total_steps:
+        raise ConfigError(f"lr_scheduler warmup_stable_decay: warm-up {warmup} + decay {decay} steps are more than "
+                          f"the run's {total_steps} steps", key="optimizer.lr_decay_steps",
+                          hint="shorten lr_warmup_steps or lr_decay_steps (a ratio below 1 follows the run's length)")
     try:
         if name == "piecewise_constant":  # step_rules come in lr_scheduler_args, as in sd-scripts
             return get_piecewise_constant_schedule(optimizer, **extra)
