@@ -131,3 +131,22 @@ def missing_package(name: str) -> Optional[str]:
                 f"install the package that provides {spec.module}")
     how = f"pip install 'sdxl-tui[{spec.extra}]'" if spec.extra else f"pip install {spec.package}"
     return f"optimizer_type {name} needs the {spec.package} package, which is not installed: {how}"
+
+
+def schedule_steps(value: float, total_steps: int) -> int:
+    """lr_warmup_steps / lr_decay_steps in steps: a count, or below 1 a fraction of the total
+    (sd-scripts get_scheduler_fix: int(ratio * total))."""
+    if 0 < value < 1:
+        return int(value * total_steps)
+    return int(value)
+
+
+def schedule_line(optimizer_cfg, total_steps: int) -> str:
+    """One line for plans and the wizard: the schedule and its warm-up length in steps."""
+    o = optimizer_cfg
+    if is_schedule_free(o.optimizer_type):
+        return f"Schedule: none ({o.optimizer_type} replaces it)"
+    name = o.lr_scheduler_type or o.lr_scheduler
+    warmup = schedule_steps(o.lr_warmup_steps, total_steps)
+    ratio = f" ({o.lr_warmup_steps:g} of the run)" if 0 < o.lr_warmup_steps < 1 else ""
+    return f"Schedule: {name}, warm-up {warmup} of {total_steps} steps{ratio}"

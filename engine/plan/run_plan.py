@@ -49,6 +49,7 @@ class Plan:
     latents_to_disk: bool
     text_to_disk: bool
     vram: Optional[VramEstimate] = None
+    schedule: str = ""  # the lr schedule and its warm-up length in steps
 
     @property
     def subsets(self) -> tuple[SubsetStats, ...]:
@@ -101,7 +102,9 @@ def make_plan(cfg, *, base_dir: Path | str | None = None, world_size: int = 1) -
     latents, text = cache_sizes(scanned)
     plan = Plan(path, scanned, buckets, world_size, accumulation, batches, steps_per_epoch, epochs, total, limit,
                 latents, text, cfg.caching.cache_latents_to_disk, cfg.caching.cache_text_encoder_outputs_to_disk)
-    return replace(plan, vram=estimate_vram(cfg, plan))
+    from engine.config.optimizer_names import schedule_line
+
+    return replace(plan, vram=estimate_vram(cfg, plan), schedule=schedule_line(cfg.optimizer, total))
 
 
 # --- text ------------------------------------------------------------------------------
@@ -157,6 +160,7 @@ def _length_lines(plan: Plan) -> list[str]:
         f"Batches per epoch{ranks}: {plan.batches_per_epoch}; steps per epoch: {plan.steps_per_epoch} "
         f"(gradient accumulation {plan.gradient_accumulation_steps})",
         f"Training: {plan.total_steps} steps over {plan.epochs} epochs, limited by {limit[plan.limited_by]}",
+        *([plan.schedule] if plan.schedule else []),
         _effective_batch_line(plan),
     ]
 

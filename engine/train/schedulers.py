@@ -15,19 +15,13 @@ import ast
 import importlib
 from typing import Any, Iterable
 
+from engine.config.optimizer_names import schedule_steps
 from engine.errors import ConfigError
 
 KEY = "optimizer.lr_scheduler"
 
 
-def resolve_steps(value: float, total_steps: int) -> int:
-    """A count, or below 1 a fraction of the total steps (sd-scripts: int(ratio * total))."""
-    if 0 < value < 1:
-        return int(value * total_steps)
-    return int(value)
-
-
-resolve_warmup_steps = resolve_steps
+resolve_steps = resolve_warmup_steps = schedule_steps
 
 
 def parse_scheduler_args(items: Iterable[str]) -> dict[str, Any]:

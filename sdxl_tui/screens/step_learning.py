@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from textual.widgets import Static
 
+from engine.config.optimizer_names import schedule_line
 from sdxl_tui.screens.step_base import StepScreen, escape
 from sdxl_tui.widgets.fields import ConfigField
 
@@ -28,9 +29,7 @@ def length_text(cfg, outcome) -> str:
                  "default": "the default (neither limit set)"}.get(plan.limited_by, plan.limited_by)
         lines.append(f"steps per epoch: {plan.steps_per_epoch}")
         lines.append(f"total: [b]{plan.total_steps} steps[/b] over {plan.epochs} epochs (limited by {limit})")
-        if o.lr_warmup_steps:
-            warm = o.lr_warmup_steps if o.lr_warmup_steps >= 1 else o.lr_warmup_steps * plan.total_steps
-            lines.append(f"warm-up: {warm:.0f} steps")
+        lines.append(escape(schedule_line(o, plan.total_steps)))
     return "\n".join(lines)
 
 

@@ -177,3 +177,19 @@ def test_adafactor_defaults_to_relative_step_as_sd_scripts():
 def test_adamw8bit_keeps_8bit_state():
     optimizer, param, _ = _one_step("AdamW8bit", {})
     assert optimizer.state[param]["state1"].dtype == torch.uint8
+
+
+def test_schedule_free_saves_see_the_eval_weights_and_training_weights_come_back_exactly():
+    from engine.train.optimizer_setup import in_eval_mode
+
+    optimizer, param, _ = _one_step("AdamWScheduleFree", {}, steps=3)
+    training = param.detach().clone()
+    z = optimizer.state[param]["z"].clone()
+    seen = in_eval_mode(optimizer, [param])(lambda: param.detach().clone())()
+    beta1 = optimizer.param_groups[0]["betas"][0]
+    assert torch.equal(seen, training.lerp(z, 1 - 1 / beta1))  # schedulefree eval(): x from y and z
+    assert not torch.equal(seen, training)
+    assert torch.equal(param.detach(), training) and optimizer.param_groups[0]["train_mode"] is True
+    plain, p, _ = _one_step("AdamW", {})
+    fn = lambda: None  # noqa: E731
+    assert in_eval_mode(plain, [p])(fn) is fn
