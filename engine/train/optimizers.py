@@ -14,6 +14,7 @@ from typing import Any, Iterable
 from engine.config.optimizer_names import OptimizerSpec, missing_package, optimizer_spec
 from engine.errors import ConfigError
 
+
 def parse_value(raw: str) -> Any:
     """One optimizer_args value: Python literal where it is one, else the bare string."""
     text = raw.strip()
