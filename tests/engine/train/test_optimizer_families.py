@@ -34,7 +34,7 @@ CASES = {
                                   {"lr_scheduler": "inverse_sqrt", "lr_warmup_steps": 2}),
     "AdamWScheduleFree-constant": ({"optimizer_type": "AdamWScheduleFree", "learning_rate": 1e-2,
                                     "save_every_n_steps": 2}, {"lr_scheduler": "constant"}),
-    "RAdam-path-StepLR": ({"optimizer_type": "torch.optim.RAdam"},
+    "RAdam-path-StepLR": ({"optimizer_type": "torch.optim.RAdam", "learning_rate": 1e-2},
                           {"lr_scheduler_type": "StepLR", "lr_scheduler_args": ["step_size=2", "gamma=0.5"]}),
     "AdamW-warmup_stable_decay": ({"optimizer_type": "AdamW"},
                                   {"lr_scheduler": "warmup_stable_decay", "lr_warmup_steps": 1, "lr_decay_steps": 2}),
