@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from textual.widgets import Static
 
-from engine.config.optimizer_names import schedule_line
+from engine.config.optimizer_names import OPTIMIZERS, schedule_line
 from sdxl_tui.screens.step_base import StepScreen, escape
 from sdxl_tui.widgets.fields import ConfigField
 
@@ -42,7 +42,7 @@ class LearningStep(StepScreen):
         yield ConfigField("unet_lr", label="UNet lr")
         yield ConfigField("text_encoder_lr1", label="Text enc. 1 lr (CLIP-L)")
         yield ConfigField("text_encoder_lr2", label="Text enc. 2 lr (bigG)")
-        yield ConfigField("optimizer_type", label="Optimizer")
+        yield ConfigField("optimizer_type", label="Optimizer", suggestions=tuple(OPTIMIZERS))
         yield ConfigField("optimizer_args", label="Optimizer args")
         yield ConfigField("lr_scheduler", label="Scheduler")
         yield ConfigField("lr_warmup_steps", label="Warm-up")
