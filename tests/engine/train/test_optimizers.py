@@ -193,3 +193,23 @@ def test_schedule_free_saves_see_the_eval_weights_and_training_weights_come_back
     plain, p, _ = _one_step("AdamW", {})
     fn = lambda: None
     assert in_eval_mode(plain, [p])(fn) is fn
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"optimizer_type": "DAdaptAdam", "learning_rate": 1.0}, "sdxl-tui[dadaptation]"),
+    ({"optimizer_type": "torch.optim.NoSuchOptimizer"}, "has no class NoSuchOptimizer"),
+])
+def test_run_refuses_a_missing_optimizer_before_any_model_loads(tmp_path, tiny_model, demo_dataset, monkeypatch,
+                                                                options, message):
+    import importlib.util
+
+    from train_helpers import tiny_config
+
+    import engine.train.run as run_module
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "dadaptation" else real(n, *a))
+    monkeypatch.setattr(run_module, "_load_model", lambda session: pytest.fail("the model was loaded"))
+    result = run_module.run(tiny_config(tmp_path, tiny_model, demo_dataset, **options), lambda event: None)
+    assert not result.ok and result.exit_code == 78 and message in str(result.error)
+    assert not (tmp_path / "out").exists(), "the output folder was claimed"
