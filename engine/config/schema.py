@@ -105,7 +105,8 @@ class OptimizerSection(Section):
     lr_warmup_steps: float = Field(
         0, ge=0, description="Warm-up: a step count, or below 1 a fraction of the total steps.")
     lr_scheduler_num_cycles: int = Field(
-        1, ge=1, description="Cycles of cosine_with_restarts; cosine_with_min_lr and warmup_stable_decay take half of it.")
+        1, ge=1, description="Cycles of cosine_with_restarts; cosine_with_min_lr and warmup_stable_decay get half of it "
+                             "as their cosine's cycles (1 = one half-cosine), as sd-scripts passes it.")
     lr_scheduler_power: float = Field(1.0, gt=0.0, description="Power for the polynomial schedule.")
     # --- i13b: schedule timing options (sd-scripts names) ---
     lr_decay_steps: float = Field(
