@@ -37,9 +37,9 @@ def network_step() -> list[str]:
 
 
 def learning_step() -> list[str]:
-    # learning_rate -> unet_lr -> te1 -> te2 -> optimizer (Select: AdamW is just above AdamW8bit)
+    # learning_rate -> unet_lr -> te1 -> te2 -> optimizer (typed, any case: "adamw" is AdamW)
     # -> optimizer_args -> scheduler -> warm-up -> epochs -> steps
-    return [*replace_text("0.001"), "tab", "tab", "tab", "tab", "enter", "up", "enter",
+    return [*replace_text("0.001"), "tab", "tab", "tab", "tab", *replace_text("adamw"),
             "tab", "tab", "tab", "tab", "tab", *typed("4"), "ctrl+n"]
 
 

@@ -19,7 +19,8 @@ WARNING = "warning"
 # Optimizers whose update is per parameter, so stepping each one inside its gradient hook
 # is the same algorithm. Prodigy estimates one step size from all parameters together.
 FUSED_OPTIMIZERS = {"AdamW", "AdamW8bit", "PagedAdamW8bit", "Lion", "Lion8bit", "PagedLion8bit",
-                    "Adafactor", "SGD"}
+                    "Adafactor", "SGD",
+                    "SGDNesterov", "PagedAdamW", "PagedAdamW32bit"}
 KNOWN_NETWORK_ARGS = {"conv_dim", "conv_alpha"}
 # sd-scripts' caption options that change the text per step, so cached text outputs would be stale.
 CAPTION_AUGMENTATIONS = ("shuffle_caption", "caption_dropout_rate", "caption_tag_dropout_rate",
@@ -182,10 +183,17 @@ def _package_rules(cfg: RunConfig) -> Iterable[RuleIssue]:
         yield RuleIssue(ERROR, (missing.row.option,), missing.message)
 
 
+def _optimizer_rules(cfg: RunConfig) -> Iterable[RuleIssue]:
+    from engine.config.optimizer_rules import optimizer_rules
+
+    yield from optimizer_rules(cfg, RuleIssue, ERROR, WARNING)
+
+
 def check_rules(cfg: RunConfig, dataset_config: Optional[Any] = None) -> list[RuleIssue]:
     """All issues for this config; dataset rules run when the resolved dataset config is given."""
     issues: list[RuleIssue] = []
-    for rule in (_model_rules, _caching_rules, _precision_rules, _network_rules, _schedule_rules, _package_rules):
+    for rule in (_model_rules, _caching_rules, _precision_rules, _network_rules, _schedule_rules, _package_rules,
+                 _optimizer_rules):
         issues.extend(rule(cfg))
     if dataset_config is None and not cfg.dataset.dataset_config:
         issues.append(RuleIssue(ERROR, ("dataset_config",),

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from engine.config.optimizer_names import canonical_optimizer_name, unknown_name_message
 
 from engine.config.key_value import parse_pairs
 
 SCHEMA_VERSION = 1
 
-OptimizerName = Literal[
-    "AdamW", "AdamW8bit", "PagedAdamW8bit", "Lion", "Lion8bit", "PagedLion8bit",
-    "Adafactor", "SGD", "Prodigy",
-]
 SchedulerName = Literal[
     "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",
+    "adafactor", "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay", "piecewise_constant",
 ]
 
 
@@ -87,7 +86,9 @@ class NetworkSection(Section):
 
 
 class OptimizerSection(Section):
-    optimizer_type: OptimizerName = Field("AdamW8bit", description="Optimizer (bitsandbytes 8-bit ones save memory).")
+    optimizer_type: str = Field(
+        "AdamW8bit", description="Optimizer: any sd-scripts name (AdamW8bit, Lion, DAdaptAdam, Prodigy, Adafactor, "
+                                 "AdamWScheduleFree, ...; any case) or a class path such as torch.optim.RAdam.")
     optimizer_args: list[str] = Field(
         default_factory=list, description='Extra "key=value" optimizer arguments, e.g. weight_decay=0.01.')
     learning_rate: float = Field(1e-4, gt=0.0, description="Base learning rate; the default for the three below.")
@@ -101,9 +102,30 @@ class OptimizerSection(Section):
     lr_scheduler: SchedulerName = Field("constant", description="Learning-rate schedule.")
     lr_warmup_steps: float = Field(
         0, ge=0, description="Warm-up: a step count, or below 1 a fraction of the total steps.")
-    lr_scheduler_num_cycles: int = Field(1, ge=1, description="Restarts for cosine_with_restarts.")
+    lr_scheduler_num_cycles: int = Field(
+        1, ge=1, description="Cycles of cosine_with_restarts; cosine_with_min_lr and warmup_stable_decay get half of it "
+                             "as their cosine's cycles (1 = one half-cosine), as sd-scripts passes it.")
     lr_scheduler_power: float = Field(1.0, gt=0.0, description="Power for the polynomial schedule.")
+    # --- i13b: schedule timing options (sd-scripts names) ---
+    lr_decay_steps: float = Field(
+        0, ge=0, description="Decay length of warmup_stable_decay: a step count, or below 1 a fraction of the total steps.")
+    lr_scheduler_timescale: Optional[int] = Field(
+        None, ge=1, description="Time scale of inverse_sqrt (unset: the warm-up length).")
+    lr_scheduler_min_lr_ratio: Optional[float] = Field(
+        None, ge=0.0, le=1.0, description="Lowest rate as a ratio of the base rate (cosine_with_min_lr, warmup_stable_decay).")
+    lr_scheduler_type: str = Field(
+        "", description="A scheduler class instead of lr_scheduler: a torch.optim.lr_scheduler name or a class path.")
+    lr_scheduler_args: list[str] = Field(
+        default_factory=list, description='"key=value" arguments of the scheduler, e.g. T_max=100 or step_rules="1:10,0.1".')
     max_grad_norm: float = Field(1.0, ge=0.0, description="Clip gradients to this norm (0 turns clipping off).")
+
+    @field_validator("optimizer_type", mode="before")
+    @classmethod
+    def _known_optimizer(cls, value: object) -> str:
+        name = canonical_optimizer_name(str(value))
+        if name is None:
+            raise ValueError(unknown_name_message(str(value)))
+        return name
 
     @property
     def resolved_unet_lr(self) -> float:

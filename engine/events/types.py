@@ -89,7 +89,7 @@ class Step(Event):
     epoch: int = 0
     loss: float = 0.0
     smoothed_loss: float = 0.0
-    lr: dict[str, float] = field(default_factory=dict)  # parameter group -> learning rate
+    lr: dict[str, float] = field(default_factory=dict)  # group -> rate of the next step (d*lr for D-Adaptation/Prodigy)
     seconds_per_step: float = 0.0
     images_per_second: float = 0.0
     eta_seconds: float = 0.0

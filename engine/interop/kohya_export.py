@@ -24,7 +24,7 @@ _TABLES = {
 }
 _OURS_ONLY = {"skip_bad_images", "log_every_n_steps"}
 _HANDLED = {"text_encoder_lr1", "text_encoder_lr2", "dataset_config", "save_precision", "lr_warmup_steps",
-            "network_args", "max_train_epochs"}
+            "network_args", "max_train_epochs", "lr_decay_steps"}
 
 
 @dataclass
@@ -53,6 +53,7 @@ def _special_values(cfg: RunConfig, notes: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "save_precision": "float" if cfg.saving.save_precision == "fp32" else cfg.saving.save_precision,
         "lr_warmup_steps": _warmup(opt.lr_warmup_steps),
+        "lr_decay_steps": _warmup(opt.lr_decay_steps),
         "network_args": _network_args(cfg),
     }
     if opt.text_encoder_lr1 == opt.text_encoder_lr2:

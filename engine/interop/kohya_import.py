@@ -30,8 +30,6 @@ SD_SCRIPTS_DEFAULTS: dict[str, Any] = {
 }
 SD_SCRIPTS_MAX_TRAIN_STEPS = 1600  # when neither steps nor epochs are given
 
-_OPTIMIZERS = {name.lower(): name for name in (
-    "AdamW", "AdamW8bit", "PagedAdamW8bit", "Lion", "Lion8bit", "PagedLion8bit", "Adafactor", "SGD", "Prodigy")}
 _SAMPLERS = {"k_euler": "euler", "k_euler_a": "euler_a", "k_dpm_2_a": "dpm_2_a", "k_lms": "lms",
              "dpm_2": "k_dpm_2"}
 _SAVE_PRECISION = {"float": "fp32", "fp32": "fp32", "fp16": "fp16", "bf16": "bf16"}
@@ -216,19 +214,26 @@ class _Converter:
         self.note("text_encoder_lr", "renamed", f"-> text_encoder_lr1 = {lr1}, text_encoder_lr2 = {lr2} ({detail})")
 
     def _key_lr_warmup_steps(self, value: Any) -> None:
-        self.values["lr_warmup_steps"] = value
-        if isinstance(value, float) and 0 < value < 1:
-            self.note("lr_warmup_steps", "mapped", f"{value} is a ratio of the total steps")
-        else:
-            self.note("lr_warmup_steps", "mapped")
+        self._steps_or_ratio("lr_warmup_steps", value)
+
+    def _key_lr_decay_steps(self, value: Any) -> None:
+        self._steps_or_ratio("lr_decay_steps", value)
+
+    def _steps_or_ratio(self, key: str, value: Any) -> None:
+        """sd-scripts reads a float from the args file as a ratio of the total steps, an int as a count."""
+        if isinstance(value, float) and value >= 1:
+            raise ConfigError(f"{key} = {value} is a float, which sd-scripts reads as a ratio of the total steps "
+                              f"({value:g} x the whole run)", key=key,
+                              hint=f"write {int(value)} for {int(value)} steps, or a ratio below 1 such as 0.1")
+        self.values[key] = value
+        self.note(key, "mapped", f"{value} is a ratio of the total steps" if isinstance(value, float) and value else "")
 
     def _key_optimizer_type(self, value: Any) -> None:
-        name = _OPTIMIZERS.get(str(value).lower())
-        if name is None:
-            self.note("optimizer_type", "not used", f"{value!r} is not available here (choose one of {', '.join(_OPTIMIZERS.values())})")
-            return
+        from engine.interop.optimizer_import import import_optimizer_name
+
+        name, detail = import_optimizer_name(value)
         self.values["optimizer_type"] = name
-        self.note("optimizer_type", "mapped" if name == value else "converted", "" if name == value else f"-> {name}")
+        self.note("optimizer_type", "mapped" if name == value else "converted", detail)
 
     def _key_use_8bit_adam(self, value: Any) -> None:
         if value:

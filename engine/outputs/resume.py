@@ -39,6 +39,7 @@ FIXED_OPTIONS: dict[str, str] = {
     "network.network_train_unet_only": "which modules exist is fixed by the saved weights",
     "optimizer.optimizer_type": "the saved optimizer state belongs to this optimizer",
     "optimizer.lr_scheduler": "the saved schedule state belongs to this scheduler",
+    "optimizer.lr_scheduler_type": "the saved schedule state belongs to this scheduler class",
     "training.seed": "the data order and noise of the remaining steps follow the seed",
     "training.train_batch_size": "the saved data position counts batches of this size",
     "training.gradient_accumulation_steps": "the step count means batches x this",

@@ -48,10 +48,16 @@ class RunOutputs:
     started_at: float  # seconds since the epoch (time.time())
     session_id: int
     sample_prompts: Optional[list[SamplePrompt]] = None
+    # Wraps LoRA saves and samples: a schedule-free optimizer shows them its averaged weights
+    # (engine/train/optimizer_setup.in_eval_mode); the identity for every other optimizer.
+    seen_weights: Callable[[Callable], Callable] = lambda fn: fn
 
     def save_lora(self, path: Path, step: int, epoch: int) -> str:
         """Write the LoRA (kohya keys, sd-scripts' ss_* metadata) to `path`; returns the path.
         Raises DiskFullError / OutputError (engine/storage/disk.py) before or while writing."""
+        return self.seen_weights(self._write_lora)(path, step, epoch)
+
+    def _write_lora(self, path: Path, step: int, epoch: int) -> str:
         from engine.lora.file import TrainingInfo, build_metadata
 
         if not self.accelerator.is_main_process:
@@ -102,7 +108,11 @@ class RunOutputs:
         return str(path)
 
     def make_samples(self, step: int, epoch: Optional[int]) -> None:
-        """One image per sample prompt (engine/outputs/sampling.py), network in eval mode meanwhile."""
+        """One image per sample prompt (engine/outputs/sampling.py), network in eval mode meanwhile;
+        a failed sample is a warning event (training goes on)."""
+        self.seen_weights(self._write_samples)(step, epoch)
+
+    def _write_samples(self, step: int, epoch: Optional[int]) -> None:
         from engine.outputs.sampling import generate_samples
 
         cfg, prompts = self.cfg, self.sample_prompts

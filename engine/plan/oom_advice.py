@@ -56,7 +56,8 @@ SUGGESTIONS = (
                lambda c, p: not c.precision.gradient_checkpointing),
     Suggestion("cache_latents = true", _with(cache_latents=True), lambda c, p: not c.caching.cache_latents),
     Suggestion('optimizer_type = "AdamW8bit"', _with(optimizer_type="AdamW8bit"),
-               lambda c, p: c.optimizer.optimizer_type in ("AdamW", "Prodigy", "Lion", "SGD")),
+               # not from Prodigy/D-Adaptation: their learning_rate (about 1.0) is a multiplier, not a rate
+               lambda c, p: c.optimizer.optimizer_type in ("AdamW", "PagedAdamW", "PagedAdamW32bit")),
     Suggestion("fused_backward_pass = true", _with(fused_backward_pass=True),
                lambda c, p: (not c.precision.fused_backward_pass and c.optimizer.optimizer_type in FUSED_OPTIMIZERS
                              and c.training.gradient_accumulation_steps == 1)),

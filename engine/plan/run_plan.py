@@ -51,6 +51,7 @@ class Plan:
     text_to_disk: bool
     vram: Optional[VramEstimate] = None
     config_warnings: tuple[str, ...] = ()  # engine/plan/checks.py: the ones `train` gives too
+    schedule: str = ""  # the lr schedule and its warm-up length in steps
 
     @property
     def subsets(self) -> tuple[SubsetStats, ...]:
@@ -109,7 +110,10 @@ def make_plan(cfg, dataset_config: Optional[DatasetConfig] = None, *, base_dir: 
     latents, text = cache_sizes(scanned)
     plan = Plan(path, scanned, buckets, world_size, accumulation, batches, steps_per_epoch, epochs, total, limit,
                 latents, text, cfg.caching.cache_latents_to_disk, cfg.caching.cache_text_encoder_outputs_to_disk)
-    return replace(plan, vram=estimate_vram(cfg, plan), config_warnings=checked.warnings)
+    from engine.config.optimizer_names import schedule_line
+
+    return replace(plan, vram=estimate_vram(cfg, plan), config_warnings=checked.warnings,
+                   schedule=schedule_line(cfg.optimizer, total))
 
 
 # --- text ------------------------------------------------------------------------------
@@ -160,6 +164,7 @@ def _length_lines(plan: Plan) -> list[str]:
         f"Batches per epoch{ranks}: {plan.batches_per_epoch}; steps per epoch: {plan.steps_per_epoch} "
         f"(gradient accumulation {plan.gradient_accumulation_steps})",
         f"Training: {plan.total_steps} steps over {plan.epochs} epochs, limited by {limit[plan.limited_by]}",
+        *([plan.schedule] if plan.schedule else []),
         _effective_batch_line(plan),
     ]
 

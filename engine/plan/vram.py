@@ -25,6 +25,11 @@ CONTEXT_AND_SLACK = 0.75
 OPTIMIZER_STATE_BYTES = {
     "AdamW": 8, "AdamW8bit": 2, "PagedAdamW8bit": 2, "Lion": 4, "Lion8bit": 1, "PagedLion8bit": 1,
     "Adafactor": 1, "SGD": 4, "Prodigy": 16,
+    # the moments each package keeps (fp32 unless 8-bit)
+    "PagedAdamW": 8, "PagedAdamW32bit": 8, "SGDNesterov": 4, "SGDNesterov8bit": 1, "AdEMAMix8bit": 3,
+    "PagedAdEMAMix8bit": 3, "DAdaptation": 12, "DAdaptAdamPreprint": 12, "DAdaptAdam": 12, "DAdaptLion": 8,
+    "DAdaptAdaGrad": 12, "DAdaptAdan": 20, "DAdaptAdanIP": 20, "DAdaptSGD": 12, "RAdamScheduleFree": 8,
+    "AdamWScheduleFree": 8, "SGDScheduleFree": 4,
 }
 
 # SDXL UNet transformer blocks: (channels, number of BasicTransformerBlocks, number of Transformer2D containers)

@@ -176,6 +176,9 @@ def _check_config(cfg: RunConfig, dataset_config) -> list[str]:
     from engine.plan.checks import check_config
 
     checked = check_config(cfg, None, dataset_config)
+    from engine.train.optimizers import check_optimizer
+
+    check_optimizer(cfg.optimizer.optimizer_type)  # a class path that does not import stops here
     notes = _check_model_cheaply(cfg)
     return list(checked.warnings) + notes
 
@@ -372,42 +375,6 @@ def _out_of_memory(session: _Session):
     return oom_error(session.cfg, plan, device_memory_gb(device), step=step, state_saved=saved)
 
 
-def _optimizer_and_schedule(session: _Session, total_steps: int):
-    from engine.train.fused_backward import FusedBackward
-    from engine.train.optimizers import build_optimizer, parse_optimizer_args, uses_own_lr
-    from engine.train.schedulers import OptimizerOwnSchedule, build_scheduler_for
-
-    cfg = session.cfg
-    opt = cfg.optimizer
-    groups = session.network.param_groups(opt.resolved_unet_lr, opt.resolved_text_encoder_lr1,
-                                          opt.resolved_text_encoder_lr2)
-    args = parse_optimizer_args(opt.optimizer_args)
-    optimizer = build_optimizer(opt.optimizer_type, groups, args)
-    if uses_own_lr(opt.optimizer_type, args):
-        scheduler = OptimizerOwnSchedule()
-    else:
-        scheduler = build_scheduler_for(optimizer, opt, total_steps)
-    fused = None
-    if cfg.precision.fused_backward_pass:
-        if session.accelerator.scaler is not None:
-            from engine.errors import ConfigError
-
-            raise ConfigError("fused_backward_pass cannot be used with the fp16 gradient scaler",
-                              key="precision.fused_backward_pass", hint="use mixed_precision = \"bf16\"")
-        if session.accelerator.num_processes > 1:
-            from engine.errors import ConfigError
-
-            # DDP averages a gradient only after the hook would already have stepped with it.
-            raise ConfigError("fused_backward_pass works in one process only (DDP averages gradients across "
-                              "processes after the fused step would have used them)",
-                              key="precision.fused_backward_pass", hint="set fused_backward_pass = false")
-        fused = FusedBackward(optimizer, max_grad_norm=opt.max_grad_norm)
-    else:
-        optimizer = session.accelerator.prepare(optimizer)
-    params = [p for group in groups for p in group["params"]]
-    return optimizer, scheduler, fused, params
-
-
 # ---------------------------------------------------------------------- the run
 
 def _train(session: _Session, point) -> RunResult:
@@ -452,7 +419,10 @@ def _train(session: _Session, point) -> RunResult:
     length = training_length(session.data.batches_per_epoch, accumulation, cfg.training.max_train_steps,
                              cfg.training.max_train_epochs)
     steps_per_epoch, total_steps, total_epochs = length.steps_per_epoch, length.total_steps, length.epochs
-    optimizer, scheduler, fused, params = _optimizer_and_schedule(session, total_steps)
+    from engine.train.optimizer_setup import in_eval_mode, optimizer_and_schedule
+
+    optimizer, scheduler, fused, params = optimizer_and_schedule(session, total_steps)
+    eval_mode = in_eval_mode(optimizer, params)  # schedule-free: saves and samples see the averaged weights
     position = checkpoint.Position()
     if state is not None:
         (fused or optimizer).load_state_dict(state.optimizer)
@@ -468,7 +438,7 @@ def _train(session: _Session, point) -> RunResult:
                            compile_unet=cfg.precision.torch_compile),
         output_dir=session.output_dir, total_steps=total_steps, total_epochs=total_epochs,
         trainable_params=params, train_text_encoders=not cfg.network.network_train_unet_only,
-        outputs=_outputs(session, fused or optimizer, scheduler, total_steps, total_epochs),
+        outputs=_outputs(session, fused or optimizer, scheduler, total_steps, total_epochs, eval_mode),
         images_per_step=images_per_step, position=position)
     session.control.interruptible = False  # from here a stop finishes the step and saves
     emit(RunStarted(time=time.time(), output_dir=str(session.output_dir), total_steps=total_steps,
@@ -497,14 +467,16 @@ def _train(session: _Session, point) -> RunResult:
     return _finish(session, stopped=False, lora_path=position.last_lora, step=position.global_step)
 
 
-def _outputs(session: _Session, optimizer, scheduler, total_steps: int, total_epochs: int) -> RunOutputs:
-    """What the trainer saves and samples through (the optimizer whose state a save keeps)."""
+def _outputs(session: _Session, optimizer, scheduler, total_steps: int, total_epochs: int,
+             eval_mode: Callable[[Callable], Callable]) -> RunOutputs:
+    """What the trainer saves and samples through (the optimizer whose state a save keeps;
+    `eval_mode` wraps LoRA saves and samples, see engine/train/optimizer_setup.in_eval_mode)."""
     return RunOutputs(cfg=session.cfg, emit=session.emit, control=session.control, output_dir=session.output_dir,
                       accelerator=session.accelerator, model=session.model, network=session.network,
                       data=session.data, weight_dtype=session.weight_dtype, optimizer=optimizer,
                       scheduler=scheduler, total_steps=total_steps, total_epochs=total_epochs,
                       started_at=session.started_at, session_id=session.session_id,
-                      sample_prompts=session.sample_prompts)
+                      sample_prompts=session.sample_prompts, seen_weights=eval_mode)
 
 
 def _finish(session: _Session, *, stopped: bool, lora_path: str, step: int) -> RunResult:

@@ -1,82 +1,127 @@
-"""Learning-rate schedules as multipliers of each group's base lr (one LambdaLR over all groups).
+"""Learning-rate schedules, built on the libraries' own schedule functions as sd-scripts builds
+them (`library/train_util.py` get_scheduler_fix): transformers' `TYPE_TO_SCHEDULER_FUNCTION` for
+linear / cosine / cosine_with_restarts / polynomial / constant / constant_with_warmup /
+inverse_sqrt / cosine_with_min_lr / warmup_stable_decay, diffusers' piecewise_constant,
+transformers' `AdafactorSchedule` for Adafactor's own step size, and any `torch.optim.lr_scheduler`
+class (or class path) named by `lr_scheduler_type` with `lr_scheduler_args`.
 
-The multiplier at optimizer step s (0-based, the step about to be taken) follows diffusers'
-`get_scheduler` shapes: linear warm-up from 0, then constant / linear decay / cosine /
-cosine with hard restarts / polynomial decay to 0. `constant` ignores warm-up, as in
-sd-scripts; use `constant_with_warmup` for a warm-up.
+Steps are optimizer steps; the schedule is stepped once per optimizer step (so sd-scripts'
+`max_train_steps * num_processes` count, which makes up for accelerate stepping a prepared
+scheduler once per process, is `total_steps` here).
 """
 from __future__ import annotations
 
-import math
-from typing import Callable
+import ast
+import importlib
+from typing import Any, Iterable
 
+from engine.config.optimizer_names import schedule_steps
 from engine.errors import ConfigError
 
-SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
+KEY = "optimizer.lr_scheduler"
 
 
-def resolve_warmup_steps(lr_warmup_steps: float, total_steps: int) -> int:
-    """A count, or below 1 a fraction of the total steps (as sd-scripts)."""
-    if lr_warmup_steps < 1:
-        return int(lr_warmup_steps * total_steps)
-    return int(lr_warmup_steps)
+resolve_steps = resolve_warmup_steps = schedule_steps
 
 
-def lr_multiplier(name: str, *, total_steps: int, warmup_steps: int = 0, num_cycles: int = 1,
-                  power: float = 1.0) -> Callable[[int], float]:
-    """The schedule as a function of the optimizer step."""
-    if name not in SCHEDULERS:
-        raise ConfigError(f"unknown lr_scheduler '{name}'", key="optimizer.lr_scheduler", hint=", ".join(SCHEDULERS))
-    if name == "constant":
-        return lambda step: 1.0
-    warmup = max(0, warmup_steps)
-    decay_steps = max(1, total_steps - warmup)
+def parse_scheduler_args(items: Iterable[str]) -> dict[str, Any]:
+    """sd-scripts' lr_scheduler_args: "key=value", the value a Python literal (else the bare text,
+    so `step_rules=1:10,0.1` needs no quotes)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"lr_scheduler_args entry '{item}' is not key=value",
+                              key="optimizer.lr_scheduler_args", hint='write e.g. "T_max=100"')
+        try:
+            out[key.strip()] = ast.literal_eval(raw.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = raw.strip()
+    return out
 
-    def progress(step: int) -> float:
-        return min(1.0, max(0.0, (step - warmup) / decay_steps))
 
-    def after_warmup(step: int) -> float:
-        p = progress(step)
-        if name == "constant_with_warmup":
-            return 1.0
-        if name == "linear":
-            return 1.0 - p
-        if name == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * p))
-        if name == "cosine_with_restarts":
-            if p >= 1.0:
-                return 0.0
-            return 0.5 * (1.0 + math.cos(math.pi * ((num_cycles * p) % 1.0)))
-        return (1.0 - p) ** power  # polynomial, ending at 0
-
-    def multiplier(step: int) -> float:
-        if step < warmup:
-            return step / warmup
-        return after_warmup(step)
-
-    return multiplier
+def scheduler_class(type_name: str):
+    """A torch.optim.lr_scheduler class by name, or any class by `package.module.Class` path."""
+    module_name, _, class_name = type_name.rpartition(".")
+    try:
+        module = importlib.import_module(module_name or "torch.optim.lr_scheduler")
+    except ImportError as exc:
+        raise ConfigError(f"lr_scheduler_type {type_name}: cannot import {module_name} ({exc})",
+                          key="optimizer.lr_scheduler_type", hint="check the class path") from None
+    cls = getattr(module, class_name, None)
+    if not callable(cls):
+        raise ConfigError(f"lr_scheduler_type {type_name}: no such scheduler class",
+                          key="optimizer.lr_scheduler_type",
+                          hint="a torch.optim.lr_scheduler class (CosineAnnealingLR, ...) or a class path")
+    return cls
 
 
 def build_scheduler(optimizer, name: str, *, total_steps: int, lr_warmup_steps: float = 0,
-                    num_cycles: int = 1, power: float = 1.0):
-    from torch.optim.lr_scheduler import LambdaLR
+                    num_cycles: int = 1, power: float = 1.0, lr_decay_steps: float = 0,
+                    timescale: int | None = None, min_lr_ratio: float | None = None,
+                    scheduler_args: dict[str, Any] | None = None):
+    """The library schedule `name` over `total_steps` optimizer steps, with sd-scripts' arguments.
+    Raises ConfigError for an unknown name or arguments the schedule does not take."""
+    from diffusers.optimization import get_piecewise_constant_schedule
+    from transformers.optimization import TYPE_TO_SCHEDULER_FUNCTION, SchedulerType
 
-    fn = lr_multiplier(name, total_steps=total_steps,
-                       warmup_steps=resolve_warmup_steps(lr_warmup_steps, total_steps),
-                       num_cycles=num_cycles, power=power)
-    return LambdaLR(optimizer, fn)
+    extra = dict(scheduler_args or {})
+    warmup = resolve_steps(lr_warmup_steps, total_steps)
+    decay = resolve_steps(lr_decay_steps, total_steps)
+    common = dict(num_warmup_steps=warmup, num_training_steps=total_steps)
+    by_name: dict[str, dict[str, Any]] = {
+        "constant": {},
+        "constant_with_warmup": dict(num_warmup_steps=warmup),
+        "inverse_sqrt": dict(num_warmup_steps=warmup, timescale=timescale),
+        "linear": common,
+        "cosine": common,
+        "cosine_with_restarts": dict(common, num_cycles=num_cycles),
+        "polynomial": dict(common, power=power),
+        "cosine_with_min_lr": dict(common, num_cycles=num_cycles / 2, min_lr_rate=min_lr_ratio),
+        "warmup_stable_decay": dict(num_warmup_steps=warmup, num_stable_steps=total_steps - warmup - decay,
+                                    num_decay_steps=decay, num_cycles=num_cycles / 2,
+                                    min_lr_ratio=min_lr_ratio if min_lr_ratio is not None else 0.0),
+    }
+    if name == "warmup_stable_decay" and warmup + decay > total_steps:
+        raise ConfigError(f"lr_scheduler warmup_stable_decay: warm-up {warmup} + decay {decay} steps are more than "
+                          f"the run's {total_steps} steps", key="optimizer.lr_decay_steps",
+                          hint="shorten lr_warmup_steps or lr_decay_steps (a ratio below 1 follows the run's length)")
+    try:
+        if name == "piecewise_constant":  # step_rules come in lr_scheduler_args, as in sd-scripts
+            return get_piecewise_constant_schedule(optimizer, **extra)
+        if name not in by_name:
+            raise ConfigError(f"unknown lr_scheduler '{name}'", key=KEY, hint=", ".join([*by_name, "piecewise_constant"]))
+        return TYPE_TO_SCHEDULER_FUNCTION[SchedulerType(name)](optimizer, **by_name[name], **extra)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"lr_scheduler {name}: {exc}", key=KEY,
+                          hint="check lr_scheduler_args and the timing options for this schedule") from None
 
 
-def build_scheduler_for(optimizer, optimizer_cfg, total_steps: int):
-    """The scheduler a RunConfig's [optimizer] section describes."""
-    return build_scheduler(optimizer, optimizer_cfg.lr_scheduler, total_steps=total_steps,
-                           lr_warmup_steps=optimizer_cfg.lr_warmup_steps,
-                           num_cycles=optimizer_cfg.lr_scheduler_num_cycles,
-                           power=optimizer_cfg.lr_scheduler_power)
+def build_scheduler_for(optimizer, optimizer_cfg, total_steps: int, *, own_step_size: bool = False):
+    """The scheduler a RunConfig's [optimizer] section describes. `own_step_size`: Adafactor with
+    relative_step, whose schedule only reports the rate the optimizer chose (sd-scripts switches
+    to transformers' AdafactorSchedule there, with learning_rate as the initial value)."""
+    o = optimizer_cfg
+    args = parse_scheduler_args(o.lr_scheduler_args)
+    if own_step_size:
+        from transformers.optimization import AdafactorSchedule
+
+        return AdafactorSchedule(getattr(optimizer, "optimizer", optimizer), o.resolved_unet_lr)
+    if o.lr_scheduler_type:
+        try:
+            return scheduler_class(o.lr_scheduler_type)(optimizer, **args)
+        except TypeError as exc:
+            raise ConfigError(f"lr_scheduler_type {o.lr_scheduler_type}: {exc}", key="optimizer.lr_scheduler_args",
+                              hint="give the scheduler's required arguments in lr_scheduler_args") from None
+    return build_scheduler(optimizer, o.lr_scheduler, total_steps=total_steps, lr_warmup_steps=o.lr_warmup_steps,
+                           num_cycles=o.lr_scheduler_num_cycles, power=o.lr_scheduler_power,
+                           lr_decay_steps=o.lr_decay_steps, timescale=o.lr_scheduler_timescale,
+                           min_lr_ratio=o.lr_scheduler_min_lr_ratio, scheduler_args=args)
 
 
 class OptimizerOwnSchedule:
-    """For optimizers that set their own step size (Adafactor relative_step): stepping is a no-op."""
+    """For schedule-free optimizers, which replace the schedule (sd-scripts uses a dummy
+    scheduler there too): stepping is a no-op."""
 
     def step(self) -> None:
         pass

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from textual.widgets import Static
 
+from engine.config.optimizer_names import OPTIMIZERS, schedule_line
 from sdxl_tui.screens.step_base import StepScreen, escape
 from sdxl_tui.widgets.fields import ConfigField
 
@@ -28,9 +29,7 @@ def length_text(cfg, outcome) -> str:
                  "default": "the default (neither limit set)"}.get(plan.limited_by, plan.limited_by)
         lines.append(f"steps per epoch: {plan.steps_per_epoch}")
         lines.append(f"total: [b]{plan.total_steps} steps[/b] over {plan.epochs} epochs (limited by {limit})")
-        if o.lr_warmup_steps:
-            warm = o.lr_warmup_steps if o.lr_warmup_steps >= 1 else o.lr_warmup_steps * plan.total_steps
-            lines.append(f"warm-up: {warm:.0f} steps")
+        lines.append(escape(schedule_line(o, plan.total_steps)))
     return "\n".join(lines)
 
 
@@ -43,7 +42,7 @@ class LearningStep(StepScreen):
         yield ConfigField("unet_lr", label="UNet lr")
         yield ConfigField("text_encoder_lr1", label="Text enc. 1 lr (CLIP-L)")
         yield ConfigField("text_encoder_lr2", label="Text enc. 2 lr (bigG)")
-        yield ConfigField("optimizer_type", label="Optimizer")
+        yield ConfigField("optimizer_type", label="Optimizer", suggestions=tuple(OPTIMIZERS))
         yield ConfigField("optimizer_args", label="Optimizer args")
         yield ConfigField("lr_scheduler", label="Scheduler")
         yield ConfigField("lr_warmup_steps", label="Warm-up")

@@ -115,7 +115,7 @@ class ConfigField(Widget):
             self.notes = notes
 
     def __init__(self, key: str, *, label: str = "", path: bool = False, help_text: str = "",
-                 id: Optional[str] = None) -> None:
+                 id: Optional[str] = None, suggestions: tuple[str, ...] = ()) -> None:
         super().__init__(id=id or f"field-{key}")
         self.section, self.key = locate(key)
         self.kind, self.choices = field_kind(self.section, self.key)
@@ -123,6 +123,7 @@ class ConfigField(Widget):
         self.label_text = label or self.key
         self.help_text = help_text or help_for(self.section, self.key)
         self.path = path
+        self.suggestions = suggestions  # completions offered while typing (any case)
 
     # -- building ----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -147,10 +148,19 @@ class ConfigField(Widget):
         if self.kind == "list":
             placeholder = "key=value, key=value"
         editor = Input(format_value(self.kind, value), placeholder=placeholder, compact=True, id=editor_id,
-                       classes="field-editor", suggester=PathSuggester() if self.path else None,
+                       classes="field-editor", suggester=self._suggester(),
                        select_on_focus=False)
         editor.cursor_blink = getattr(self.app, "cursor_blink", True)
         return editor
+
+    def _suggester(self):
+        if self.path:
+            return PathSuggester()
+        if self.suggestions:
+            from textual.suggester import SuggestFromList
+
+            return SuggestFromList(self.suggestions, case_sensitive=False)
+        return None
 
     @property
     def editor(self) -> Widget:

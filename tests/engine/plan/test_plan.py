@@ -150,3 +150,13 @@ def test_cli_plan_exit_codes(tmp_path, capsys):
     assert "t3.png" in err
     assert main(["plan", str(write_run_config(tmp_path, "bogus_key = 1"))]) == 78
     assert main(["plan", str(tmp_path / "missing.toml")]) == 78
+
+
+def test_plan_shows_the_warm_up_length_in_steps(tmp_path):
+    make_dataset(tmp_path)
+    count = make_plan(run_config(max_train_steps=50, lr_scheduler="cosine", lr_warmup_steps=5), base_dir=tmp_path)
+    assert "Schedule: cosine, warm-up 5 of 50 steps" in count.lines()
+    ratio = make_plan(run_config(max_train_steps=50, lr_scheduler="linear", lr_warmup_steps=0.1), base_dir=tmp_path)
+    assert "Schedule: linear, warm-up 5 of 50 steps (0.1 of the run)" in ratio.lines()
+    free = make_plan(run_config(max_train_steps=50, optimizer_type="SGDScheduleFree"), base_dir=tmp_path)
+    assert "Schedule: none (SGDScheduleFree replaces it)" in free.lines()

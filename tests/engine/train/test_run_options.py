@@ -10,7 +10,6 @@ import torch
 from train_helpers import one_torch_thread, tiny_config, train  # noqa: F401  (one_torch_thread: autouse fixture)
 
 from engine.events.types import RunStarted, Sample, Saved, Step
-from engine.train.schedulers import lr_multiplier
 
 # UNet only with cached text outputs: the fastest run, for options that are not about text encoders.
 FAST = dict(network_train_unet_only=True, cache_text_encoder_outputs=True)
@@ -153,10 +152,20 @@ def test_schedulers_set_the_rate_of_each_step(tmp_path, tiny_model, demo_dataset
     run = train(tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=4, lr_scheduler=scheduler,
                             lr_warmup_steps=0.5 if scheduler == "constant_with_warmup" else 0,
                             lr_scheduler_power=2.0, learning_rate=1e-3, **FAST))
-    curve = lr_multiplier(scheduler, total_steps=4, warmup_steps=2 if scheduler == "constant_with_warmup" else 0,
-                          power=2.0)
-    # a Step reports the rate the next optimizer step will use
-    assert [s.lr["unet"] for s in run.of(Step)] == pytest.approx([1e-3 * curve(s) for s in (1, 2, 3, 4)])
+    # a Step reports the rate the next optimizer step will use: transformers' own schedule after 1..4 steps
+    from transformers import get_scheduler
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1e-3)
+    library = get_scheduler(scheduler, optimizer, num_warmup_steps=2 if scheduler == "constant_with_warmup" else 0,
+                            num_training_steps=4,
+                            scheduler_specific_kwargs={"power": 2.0} if scheduler == "polynomial" else None)
+    rates = []
+    for _ in range(4):
+        optimizer.step()
+        library.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert [s.lr["unet"] for s in run.of(Step)] == pytest.approx(rates)
 
 
 @pytest.mark.e2e
