@@ -8,9 +8,12 @@ sd-scripts; use `constant_with_warmup` for a warm-up.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from engine.errors import ConfigError
+
+if TYPE_CHECKING:
+    from engine.config.schema import OptimizerSection
 
 SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 
@@ -67,7 +70,7 @@ def build_scheduler(optimizer, name: str, *, total_steps: int, lr_warmup_steps: 
     return LambdaLR(optimizer, fn)
 
 
-def build_scheduler_for(optimizer, optimizer_cfg, total_steps: int):
+def build_scheduler_for(optimizer, optimizer_cfg: OptimizerSection, total_steps: int):
     """The scheduler a RunConfig's [optimizer] section describes."""
     return build_scheduler(optimizer, optimizer_cfg.lr_scheduler, total_steps=total_steps,
                            lr_warmup_steps=optimizer_cfg.lr_warmup_steps,
