@@ -19,7 +19,6 @@ from pydantic import ValidationError
 from engine.config.schema import PATH_KEYS, RunConfig, locate
 
 
-
 @dataclass(frozen=True)
 class DatasetSubsetDraft:
     image_dir: str

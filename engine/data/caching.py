@@ -32,6 +32,8 @@ from engine.storage.atomic import atomic_save_safetensors
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from engine.model.load import SdxlModel
+
 CACHE_FORMAT = 1
 LATENT_SUFFIX = ".sdxl-tui.safetensors"
 TEXT_SUFFIX = ".te.sdxl-tui.safetensors"
@@ -436,14 +438,14 @@ class TextStore:
         return sum(t.numel() * t.element_size() for t in (self.hidden, self.pooled))
 
 
-def text_encoders_identity(model: Any) -> str:
+def text_encoders_identity(model: SdxlModel) -> str:
     parts = [module_fingerprint(model.text_encoder1), module_fingerprint(model.text_encoder2)]
     for tokenizer in (model.tokenizer1, model.tokenizer2):
         parts.append(f"{type(tokenizer).__name__}:{len(tokenizer)}:{tokenizer.pad_token}")
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
-def cache_text_outputs(captions: dict[int, str], images: dict[int, Path], model: Any, *, to_disk: bool,
+def cache_text_outputs(captions: dict[int, str], images: dict[int, Path], model: SdxlModel, *, to_disk: bool,
                        device: Any, dtype: Any, progress: Progress, batch_size: int = 16
                        ) -> tuple[Optional[TextStore], bool]:
     """Text-encoder outputs for each item's (fixed) caption; items sharing a caption share a row.

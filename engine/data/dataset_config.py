@@ -15,7 +15,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from engine.config.names import nearest
 from engine.data.dataset_keys import (
@@ -29,6 +29,9 @@ from engine.data.dataset_keys import (
     Resolution,
 )
 from engine.errors import ConfigError
+
+if TYPE_CHECKING:
+    from engine.config.schema import RunConfig
 
 # --- the resolved specs ---------------------------------------------------------------
 
@@ -349,7 +352,7 @@ def parse_dataset_toml(text: str, *, base_dir: Path, default_batch_size: int | N
                                 default_batch_size=default_batch_size)
 
 
-def load_run_dataset_config(cfg, base_dir: Path | str | None = None) -> DatasetConfig:
+def load_run_dataset_config(cfg: RunConfig, base_dir: Path | str | None = None) -> DatasetConfig:
     """The dataset config `cfg` names (relative to `base_dir`, the run config's folder), with
     `train_batch_size` as the default batch size. Raises ConfigError (missing, malformed, unknown key)."""
     return load_dataset_config(resolve_dataset_config_path(cfg, base_dir),
@@ -373,7 +376,7 @@ def _parse_json(text: str, path: str) -> dict[str, Any]:
     return data
 
 
-def resolve_dataset_config_path(cfg, base_dir: Path | str | None) -> Path:
+def resolve_dataset_config_path(cfg: RunConfig, base_dir: Path | str | None) -> Path:
     raw = cfg.dataset.dataset_config
     if not raw:
         raise ConfigError("no dataset config: [dataset] dataset_config is empty", key="dataset.dataset_config",

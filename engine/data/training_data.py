@@ -42,6 +42,9 @@ from engine.events.types import CACHING_LATENTS, CACHING_TEXT, SCANNING_DATASET,
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from engine.config.schema import RunConfig
+    from engine.model.load import SdxlModel
+
 
 @dataclass(frozen=True)
 class Batch:
@@ -57,6 +60,8 @@ class Batch:
 
 
 def sample_rng(seed: int, epoch: int, rank: int, position: int, slot: int, purpose: str) -> random.Random:
+    """A generator fixed by its arguments (no global state), so augmentations and caption shuffles
+    are the same on a resume as in the uninterrupted run."""
     return random.Random(f"{purpose}:{seed}:{epoch}:{rank}:{position}:{slot}")
 
 
@@ -103,6 +108,8 @@ class _EpochImages:
 
 @dataclass
 class TrainingData:
+    """The loop's data: the scanned dataset, cached latents / text outputs where configured, and the
+    batches of each epoch for this rank (`epoch_batches`)."""
     scanned: ScannedDataset
     seed: int
     device: Any
@@ -124,26 +131,32 @@ class TrainingData:
     # figures for the plan, events and LoRA metadata
     @property
     def batches_per_epoch(self) -> int:
+        """Batches this rank takes per epoch (engine.data.batching.batches_per_epoch)."""
         return batching.batches_per_epoch(self.scanned, self.world_size)
 
     @property
     def num_train_images(self) -> int:
+        """Training images × repeats per epoch (sd-scripts' ss_num_train_images)."""
         return self.scanned.num_train_images
 
     @property
     def num_reg_images(self) -> int:
+        """Regularisation images (sd-scripts' ss_num_reg_images)."""
         return self.scanned.num_reg_images
 
     @property
     def manifest_hash(self) -> str:
+        """ScannedDataset.manifest_hash: equal hashes mean the same training data (resume checks it)."""
         return self.scanned.manifest_hash()
 
     @property
     def bucket_info(self) -> dict:
+        """sd-scripts' ss_bucket_info: buckets (pixels) and their image counts."""
         return bucket_info(self.scanned)
 
     @property
     def tag_frequency(self) -> dict[str, dict[str, int]]:
+        """sd-scripts' ss_tag_frequency: caption tags counted per image folder."""
         return tag_frequency(self.scanned)
 
     # batches
@@ -330,7 +343,7 @@ def _free_device_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _cache_latents_for(cfg: Any, scanned: ScannedDataset, model: Any, *, emit, device, dtype, control,
+def _cache_latents_for(cfg: RunConfig, scanned: ScannedDataset, model: SdxlModel, *, emit, device, dtype, control,
                        rank: int, world_size: int) -> tuple[LatentStore, bool]:
     _refuse_changing_inputs(scanned, "cache_latents", ("random_crop", "color_aug"))
     to_disk = cfg.caching.cache_latents_to_disk
@@ -349,7 +362,7 @@ def _cache_latents_for(cfg: Any, scanned: ScannedDataset, model: Any, *, emit, d
                          num_workers=workers)
 
 
-def prepare_training_data(cfg: Any, model: Any, *, emit, device, dtype, control, rank: int = 0,
+def prepare_training_data(cfg: RunConfig, model: SdxlModel, *, emit, device, dtype, control, rank: int = 0,
                           world_size: int = 1, scanned: ScannedDataset) -> TrainingData:
     """Cache the scanned dataset as configured, and place the VAE / text encoders for the loop.
 
@@ -400,7 +413,7 @@ def prepare_training_data(cfg: Any, model: Any, *, emit, device, dtype, control,
     return data
 
 
-def _planned_steps(cfg: Any, data: TrainingData) -> int:
+def _planned_steps(cfg: RunConfig, data: TrainingData) -> int:
     """Total optimizer steps, counted as the plan counts them (token warm-up may be a fraction)."""
     return training_length(data.batches_per_epoch, data.gradient_accumulation_steps, cfg.training.max_train_steps,
                            cfg.training.max_train_epochs).total_steps

@@ -58,13 +58,16 @@ class LoRAModule(nn.Module):
 
     @property
     def org_module(self) -> nn.Module:
+        """The wrapped Linear / Conv2d (kept out of this module's state dict)."""
         return self._org[0]
 
     @property
     def applied(self) -> bool:
+        """Whether the wrapped layer's forward currently runs through this module."""
         return self._org_forward is not None
 
     def apply_to(self) -> None:
+        """Route the wrapped layer's forward through `forward` (idempotent)."""
         if self.applied:
             return
         self._patched_before = self.org_module.__dict__.get("forward")
@@ -72,6 +75,7 @@ class LoRAModule(nn.Module):
         self.org_module.forward = self.forward
 
     def remove(self) -> None:
+        """Give the wrapped layer its own forward back (idempotent)."""
         if not self.applied:
             return
         org = self.org_module
@@ -82,6 +86,7 @@ class LoRAModule(nn.Module):
         self._org_forward = self._patched_before = None
 
     def refresh_scale(self) -> None:
+        """Recompute alpha / rank after `alpha` changed (a loaded file sets it)."""
         self.scale = float(self.alpha) / self.lora_dim
 
     def delta_weight(self) -> torch.Tensor:
@@ -94,6 +99,9 @@ class LoRAModule(nn.Module):
         return torch.einsum("or,rikl->oikl", up.flatten(1), down) * self.scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """W x + multiplier · (alpha / rank) · up(dropout(down(x))), as sd-scripts' networks/lora.py;
+        `x` is the wrapped layer's input ([B, T, in] for Linear, [B, C, H, W] for Conv2d), the
+        result has its output's shape and dtype."""
         out = self._org_forward(x)
         if not torch.is_autocast_enabled(x.device.type):
             x = x.to(self.lora_down.weight.dtype)  # fp32 adapter on a bf16/fp16 base
@@ -129,22 +137,27 @@ class LoRANetwork(nn.Module):
                 self._parts[part].append(module.lora_name)
 
     def modules_by_part(self) -> dict[str, dict[str, LoRAModule]]:
+        """{"unet" | "te1" | "te2": {kohya module name: module}}."""
         return {part: {name: self._modules[name] for name in names} for part, names in self._parts.items()}
 
     def lora_modules(self) -> Iterable[LoRAModule]:
+        """Every LoRA module, UNet first, then text encoder 1 and 2."""
         for names in self._parts.values():
             for name in names:
                 yield self._modules[name]
 
     def apply(self) -> None:
+        """Inject every module into its wrapped layer."""
         for module in self.lora_modules():
             module.apply_to()
 
     def remove(self) -> None:
+        """Take every module out again; the base model runs as before."""
         for module in self.lora_modules():
             module.remove()
 
     def set_multiplier(self, multiplier: float) -> None:
+        """Strength of the whole LoRA at inference (1.0 trains; 0.0 is the base model)."""
         for module in self.lora_modules():
             module.multiplier = multiplier
 
@@ -164,6 +177,8 @@ class LoRANetwork(nn.Module):
         return groups
 
     def kohya_state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors under sd-scripts' key names (lora_unet_..., lora_te1_..., lora_te2_...: lora_down.weight
+        [rank, in(, k, k)], lora_up.weight [out, rank(, 1, 1)], alpha []), detached, in the network's dtype."""
         return {key: value.detach() for key, value in self.state_dict().items()}
 
     def load_kohya_state_dict(self, sd: Mapping[str, torch.Tensor], strict: bool = True) -> LoadReport:

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Optional
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from engine.model.load import SdxlModel
+
 MAX_TOKENS = 77
 
 
@@ -55,7 +57,7 @@ def _module_device(module: Any) -> "torch.device":
     return next(module.parameters()).device
 
 
-def encode_captions(model: Any, captions: list[str], device: Any, dtype: Optional["torch.dtype"] = None
+def encode_captions(model: SdxlModel, captions: list[str], device: Any, dtype: Optional["torch.dtype"] = None
                     ) -> tuple["torch.Tensor", "torch.Tensor"]:
     """(hidden (B, 77, w1 + w2), pooled (B, proj)) for `captions`, as SDXL's UNet expects them.
 

@@ -33,18 +33,22 @@ STATES_KEPT = 2  # newest complete states kept; older ones are removed after a n
 # ---------------------------------------------------------------- LoRA files
 
 def epoch_file_name(output_name: str, epoch: int) -> str:
+    """sd-scripts' name for an epoch save: NAME-000003.safetensors (1-based epoch)."""
     return f"{output_name}-{epoch:06d}.safetensors"
 
 
 def step_file_name(output_name: str, step: int) -> str:
+    """sd-scripts' name for a step save: NAME-step00000120.safetensors."""
     return f"{output_name}-step{step:08d}.safetensors"
 
 
 def final_file_name(output_name: str) -> str:
+    """The final LoRA: NAME.safetensors."""
     return f"{output_name}.safetensors"
 
 
 def save_lora_file(path: Path, network, metadata: dict[str, str], save_precision: str) -> Path:
+    """Write the LoRA atomically in `save_precision` (engine/lora/file.py); returns `path`."""
     from engine.lora.file import save_lora
 
     return save_lora(path, network, metadata, save_precision)
@@ -99,6 +103,8 @@ class Position:
 
 @dataclass
 class LoadedState:
+    """A state folder read back: the LoRA tensors (fp32), optimizer / scheduler / scaler state dicts,
+    RNG states and the position to continue from."""
     path: Path
     progress: Position
     lora: dict
@@ -109,14 +115,17 @@ class LoadedState:
 
 
 def state_root(output_dir: Path) -> Path:
+    """output_dir/state, where state folders live."""
     return Path(output_dir) / STATE_ROOT
 
 
 def state_dir_name(step: int) -> str:
+    """step-00000120: the folder name of the state saved after `step`."""
     return f"step-{step:08d}"
 
 
 def capture_rng() -> dict[str, Any]:
+    """Python, NumPy, torch CPU (and CUDA) generator states, so a resume draws what the run would have."""
     import numpy as np
     import torch
 
@@ -132,6 +141,7 @@ def capture_rng() -> dict[str, Any]:
 
 
 def restore_rng(rng: dict[str, Any]) -> None:
+    """Put back what `capture_rng` took."""
     import numpy as np
     import torch
 
@@ -239,6 +249,7 @@ def complete_states(output_dir: Path) -> list[Path]:
 
 
 def latest_state(output_dir: Path) -> Optional[Path]:
+    """The newest complete state folder, or None."""
     states = complete_states(output_dir)
     return states[-1] if states else None
 
@@ -263,6 +274,8 @@ def _remove_state(folder: Path) -> None:
 
 
 def load_state(path: Path) -> LoadedState:
+    """Read a complete state folder (torch.load with weights_only); a damaged folder raises what the
+    readers raise (engine/outputs/resume.py checks the folder's files before this)."""
     import torch
     from safetensors.torch import load_file
 

@@ -29,6 +29,8 @@ from engine.storage.atomic import atomic_write_bytes
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from engine.model.load import SdxlModel
+
 # sd-scripts' sample_sampler names -> (diffusers scheduler class, extra config).
 SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
     "ddim": ("DDIMScheduler", {}),
@@ -155,7 +157,7 @@ def _autocast(device: Any, dtype: Optional["torch.dtype"]) -> Any:
     return contextlib.nullcontext()
 
 
-def _conditioning(model: Any, prompt: SamplePrompt, device: Any, force_zeros: bool) -> dict[str, Any]:
+def _conditioning(model: SdxlModel, prompt: SamplePrompt, device: Any, force_zeros: bool) -> dict[str, Any]:
     import torch
 
     hidden, pooled = encode_captions(model, [prompt.prompt], device)
@@ -208,7 +210,7 @@ def _sample_dir(out_dir: Path) -> Path:
     return out_dir if out_dir.name == "sample" else out_dir / "sample"
 
 
-def generate_samples(model: Any, prompts: list[SamplePrompt], *, out_dir: str | Path, output_name: str,
+def generate_samples(model: SdxlModel, prompts: list[SamplePrompt], *, out_dir: str | Path, output_name: str,
                      step: int, epoch: Optional[int], sampler: str, device: Any,
                      dtype: Optional["torch.dtype"]) -> list[tuple[Path, str]]:
     """Generate one PNG per prompt with the live (LoRA-injected) model; returns (path, prompt).
@@ -260,6 +262,6 @@ class _TextParts:
     tokenizer2: Any
 
 
-def _text_side(model: Any, te1: Any, te2: Any) -> _TextParts:
+def _text_side(model: SdxlModel, te1: Any, te2: Any) -> _TextParts:
     """The text side of `model` with unwrapped encoders, for `encode_captions`."""
     return _TextParts(te1, te2, model.tokenizer1, model.tokenizer2)

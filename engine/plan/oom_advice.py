@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from engine.config.rules import FUSED_OPTIMIZERS
 from engine.errors import OutOfVideoMemory
 from engine.plan.vram import GB, estimate_vram
+
+if TYPE_CHECKING:
+    from engine.config.schema import RunConfig
 
 FIT_FRACTION = 0.92  # leave room for fragmentation and other processes
 
@@ -81,7 +84,7 @@ class FitAdvice:
     fits: bool
 
 
-def advise(cfg, plan=None, device_gb: Optional[float] = None) -> FitAdvice:
+def advise(cfg: RunConfig, plan=None, device_gb: Optional[float] = None) -> FitAdvice:
     """The fewest cumulative changes (in SUGGESTIONS' order) whose estimate fits `device_gb`;
     all of them when none fits. Without a device size, every applicable change is listed."""
     estimate = estimate_vram(cfg, plan).total
@@ -99,7 +102,7 @@ def advise(cfg, plan=None, device_gb: Optional[float] = None) -> FitAdvice:
     return FitAdvice(estimate, device_gb, tuple(chosen), total, bool(budget) and total <= budget)
 
 
-def oom_error(cfg, plan=None, device_gb: Optional[float] = None, *, step: int = 0,
+def oom_error(cfg: RunConfig, plan=None, device_gb: Optional[float] = None, *, step: int = 0,
               state_saved: str = "") -> OutOfVideoMemory:
     """`step`: the last step completed (the one that failed is the next)."""
     advice = advise(cfg, plan, device_gb)

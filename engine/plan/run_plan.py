@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from engine.data.batching import DEFAULT_MAX_TRAIN_STEPS, batches_per_epoch, training_length
 from engine.data.buckets import Size
@@ -15,6 +15,9 @@ from engine.data.dataset_config import DatasetConfig, load_run_dataset_config
 from engine.data.scan import ScannedDataset, SubsetStats, scan_dataset
 from engine.plan.vram import VramEstimate, estimate_vram
 from engine.units import human_bytes
+
+if TYPE_CHECKING:
+    from engine.config.schema import RunConfig
 
 LATENT_CHANNELS = 4
 TEXT_FLOATS_PER_CAPTION = 77 * 2048 + 1280  # both encoders' hidden states + pooled output
@@ -88,7 +91,7 @@ def cache_sizes(scanned: ScannedDataset) -> tuple[int, int]:
     return latents, text
 
 
-def make_plan(cfg, dataset_config: Optional[DatasetConfig] = None, *, base_dir: Path | str | None = None,
+def make_plan(cfg: RunConfig, dataset_config: Optional[DatasetConfig] = None, *, base_dir: Path | str | None = None,
               world_size: int = 1) -> Plan:
     """Scan `dataset_config` (parsed already, e.g. the wizard's draft held in memory; when None,
     the file `cfg` names is read, relative to `base_dir`, the run config's folder) and count.

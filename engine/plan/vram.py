@@ -8,8 +8,12 @@ slack ≈ 0.75). Activation memory scales with pixels × batch size; the rest is
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from engine.units import GB  # 1e9 bytes, the unit of every figure here
+
+if TYPE_CHECKING:
+    from engine.config.schema import RunConfig
 
 UNET_PARAMS = 2.567e9
 TE1_PARAMS = 123.06e6  # CLIP ViT-L/14 text model
@@ -100,7 +104,7 @@ def _largest_bucket(plan) -> tuple[tuple[int, int], int]:
     return best
 
 
-def estimate_vram(cfg, plan=None) -> VramEstimate:
+def estimate_vram(cfg: RunConfig, plan=None) -> VramEstimate:
     """GB per component for `cfg` (a RunConfig) at the plan's largest bucket × batch size."""
     half = cfg.precision.mixed_precision in ("fp16", "bf16")
     compute_bytes = 2 if half else 4

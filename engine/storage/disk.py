@@ -22,16 +22,19 @@ DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 
 @dataclass(frozen=True)
 class SpaceCheck:
+    """Free bytes at a folder against the bytes a save needs (margin included)."""
     folder: Path
     needed: int
     free: int
 
     @property
     def enough(self) -> bool:
+        """Whether the save fits."""
         return self.free >= self.needed
 
 
 def tensor_bytes(tensors: Iterable) -> int:
+    """Bytes the tensors hold (numel × element size)."""
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
@@ -70,14 +73,17 @@ def _existing_ancestor(folder: Path) -> Path:
 
 
 def free_bytes(folder: Path) -> int:
+    """Bytes free to this user on the filesystem holding `folder` (its nearest existing parent)."""
     return shutil.disk_usage(_existing_ancestor(folder)).free
 
 
 def check_space(folder: Path, needed: int) -> SpaceCheck:
+    """A SpaceCheck for writing `needed` bytes under `folder`."""
     return SpaceCheck(Path(folder), int(needed) + SAVE_MARGIN_BYTES, free_bytes(folder))
 
 
 def disk_full_error(folder: Path, what: str, needed: int | None = None, free: int | None = None) -> DiskFullError:
+    """The DiskFullError (exit 74) naming what could not be saved, where, and how much is missing."""
     if needed is not None and free is not None:
         amounts = f": it needs {human_bytes(needed)}, {human_bytes(free)} is free"
     else:

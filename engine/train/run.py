@@ -378,25 +378,11 @@ def _out_of_memory(session: _Session):
 # ---------------------------------------------------------------------- the run
 
 def _train(session: _Session, point) -> RunResult:
+    """Model -> LoRA -> data -> trainer -> final save; `point` is the state a resume starts from."""
     from accelerate.utils import set_seed
 
-    from engine.data.batching import training_length
-    from engine.train.ddp import training_unet
-    from engine.train.loop import Trainer
-
-    cfg, emit = session.cfg, session.emit
-    set_seed(cfg.training.seed)
-    if cfg.sampling.sample_prompts:  # a bad prompts file should not wait for the first sample
-        from engine.config.sample_prompts import parse_sample_prompts
-
-        session.sample_prompts = parse_sample_prompts(cfg.sampling.sample_prompts)
-    state = None
-    if point is not None:
-        from engine.outputs.resume import load_state
-
-        for note in point.notes():
-            emit(Warning_(time=time.time(), message=note))
-        state = load_state(point)
+    set_seed(session.cfg.training.seed)
+    state = _before_model(session, point)
     session.model = _load_model(session)
     if session.control.stop_requested:  # asked while a large model was loading: nothing to save yet
         return _finish(session, stopped=True, lora_path="", step=0)
@@ -415,10 +401,37 @@ def _train(session: _Session, point) -> RunResult:
 
         raise DataError("the dataset gives no batch to train on",
                         hint="add images (or repeats), or use fewer processes than batches per epoch")
+    trainer = _make_trainer(session, state)
+    return _run_trainer(session, trainer, state)
+
+
+def _before_model(session: _Session, point):
+    """Sample prompts parsed (a bad file should not wait for the first sample) and the saved
+    state read (resume), before the model loads; returns the state or None."""
+    if session.cfg.sampling.sample_prompts:
+        from engine.config.sample_prompts import parse_sample_prompts
+
+        session.sample_prompts = parse_sample_prompts(session.cfg.sampling.sample_prompts)
+    if point is None:
+        return None
+    from engine.outputs.resume import load_state
+
+    for note in point.notes():
+        session.emit(Warning_(time=time.time(), message=note))
+    return load_state(point)
+
+
+def _make_trainer(session: _Session, state):
+    """Optimizer, schedule and position (restored from `state` on resume) in a Trainer; emits RunStarted."""
+    from engine.data.batching import training_length
+    from engine.train.ddp import training_unet
+    from engine.train.loop import Trainer
+
+    cfg, accelerator = session.cfg, session.accelerator
     accumulation = cfg.training.gradient_accumulation_steps
     length = training_length(session.data.batches_per_epoch, accumulation, cfg.training.max_train_steps,
                              cfg.training.max_train_epochs)
-    steps_per_epoch, total_steps, total_epochs = length.steps_per_epoch, length.total_steps, length.epochs
+    total_steps, total_epochs = length.total_steps, length.epochs
     from engine.train.optimizer_setup import in_eval_mode, optimizer_and_schedule
 
     optimizer, scheduler, fused, params = optimizer_and_schedule(session, total_steps)
@@ -427,36 +440,41 @@ def _train(session: _Session, point) -> RunResult:
     if state is not None:
         (fused or optimizer).load_state_dict(state.optimizer)
         scheduler.load_state_dict(state.scheduler)
-        if state.scaler is not None and session.accelerator.scaler is not None:
-            session.accelerator.scaler.load_state_dict(state.scaler)
+        if state.scaler is not None and accelerator.scaler is not None:
+            accelerator.scaler.load_state_dict(state.scaler)
         position = state.progress
-    images_per_step = _batch_size(session.data, cfg) * accumulation * session.accelerator.num_processes
+    batch_size = _batch_size(session.data, cfg)
     trainer = session.trainer = Trainer(
         cfg=cfg, model=session.model, network=session.network, optimizer=optimizer, scheduler=scheduler,
-        fused=fused, accelerator=session.accelerator, data=session.data, emit=emit, control=session.control,
-        unet=training_unet(session.accelerator, session.model.unet, session.network,
+        fused=fused, accelerator=accelerator, data=session.data, emit=session.emit, control=session.control,
+        unet=training_unet(accelerator, session.model.unet, session.network,
                            compile_unet=cfg.precision.torch_compile),
         output_dir=session.output_dir, total_steps=total_steps, total_epochs=total_epochs,
         trainable_params=params, train_text_encoders=not cfg.network.network_train_unet_only,
         outputs=_outputs(session, fused or optimizer, scheduler, total_steps, total_epochs, eval_mode),
-        images_per_step=images_per_step, position=position)
+        images_per_step=batch_size * accumulation * accelerator.num_processes, position=position)
     session.control.interruptible = False  # from here a stop finishes the step and saves
-    emit(RunStarted(time=time.time(), output_dir=str(session.output_dir), total_steps=total_steps,
-                    total_epochs=total_epochs, steps_per_epoch=steps_per_epoch, batch_size=_batch_size(session.data, cfg),
-                    num_processes=session.accelerator.num_processes, resumed_from_step=position.global_step,
-                    gradient_accumulation_steps=accumulation,
-                    config_path=str(session.output_dir / "config.toml"), versions=library_versions()))
-    outputs = trainer.outputs
+    session.emit(RunStarted(time=time.time(), output_dir=str(session.output_dir), total_steps=total_steps,
+                            total_epochs=total_epochs, steps_per_epoch=length.steps_per_epoch, batch_size=batch_size,
+                            num_processes=accelerator.num_processes, resumed_from_step=position.global_step,
+                            gradient_accumulation_steps=accumulation,
+                            config_path=str(session.output_dir / "config.toml"), versions=library_versions()))
+    return trainer
+
+
+def _run_trainer(session: _Session, trainer, state) -> RunResult:
+    """Train to the end (or a stop), then the final LoRA (and state, with save_state)."""
+    cfg, emit, outputs, position = session.cfg, session.emit, trainer.outputs, trainer.position
     if cfg.sampling.sample_at_first and state is None:
         outputs.make_samples(0, None)
-    emit(Phase(time=time.time(), name=TRAINING, total=total_steps))
+    emit(Phase(time=time.time(), name=TRAINING, total=trainer.total_steps))
     if state is not None:
         checkpoint.restore_rng(state.rng)  # the next draw is the one the interrupted run would have made
     try:
         trainer.train(skip_first_batches=position.batches_done_in_epoch)
     finally:
-        if fused is not None:
-            fused.remove()
+        if trainer.fused is not None:
+            trainer.fused.remove()
     if position.stopped:
         return _finish(session, stopped=True, lora_path=position.last_lora, step=position.global_step)
     emit(Phase(time=time.time(), name=SAVING))
