@@ -31,7 +31,9 @@ class PlanReady(Message):
 
 
 def make_draft_plan(cfg: RunConfig, dataset_toml: Optional[str], base_dir: Path) -> PlanOutcome:
-    """Plan the draft (never raises: a problem comes back as `error` for the screen to show)."""
+    """Plan the draft (never raises: a problem comes back as `error` for the screen to show).
+    The rule check is left to `WizardState.issues()`, which lists the same rules' messages
+    (engine/config/rules.py, the rules `train` and `plan` check through engine/plan/checks.py)."""
     try:
         from engine.plan.run_plan import make_plan
     except ImportError:
@@ -41,9 +43,10 @@ def make_draft_plan(cfg: RunConfig, dataset_toml: Optional[str], base_dir: Path)
             with tempfile.TemporaryDirectory(prefix="sdxl-tui-plan-") as tmp:
                 path = Path(tmp) / "dataset.toml"
                 path.write_text(dataset_toml, encoding="utf-8")
-                return PlanOutcome(cfg, dataset_toml, make_plan(cfg.with_values(dataset_config=str(path)), base_dir=base_dir))
+                return PlanOutcome(cfg, dataset_toml, make_plan(cfg.with_values(dataset_config=str(path)),
+                                                                base_dir=base_dir, check=False))
         if not cfg.dataset.dataset_config:
             return PlanOutcome(cfg, dataset_toml, error="no dataset yet (step 2)")
-        return PlanOutcome(cfg, dataset_toml, make_plan(cfg, base_dir=base_dir))
+        return PlanOutcome(cfg, dataset_toml, make_plan(cfg, base_dir=base_dir, check=False))
     except Exception as exc:  # shown to the person; the wizard keeps working
         return PlanOutcome(cfg, dataset_toml, error=str(exc))

@@ -86,15 +86,16 @@ def cache_sizes(scanned: ScannedDataset) -> tuple[int, int]:
     return latents, text
 
 
-def make_plan(cfg, *, base_dir: Path | str | None = None, world_size: int = 1) -> Plan:
+def make_plan(cfg, *, base_dir: Path | str | None = None, world_size: int = 1, check: bool = True) -> Plan:
     """Load the dataset config named by `cfg` (relative to `base_dir`, the run config's folder),
     scan it, and count. File problems go into `plan.problems`; config errors raise ConfigError, from
-    the same check `train` makes (engine/plan/checks.py)."""
+    the same check `train` makes (engine/plan/checks.py). `check=False` is for the wizard, which
+    lists the same rules' issues beside the plan itself (its prompts file is not written yet)."""
     from engine.plan.checks import check_config
 
     path = resolve_dataset_config_path(cfg, base_dir)
     dataset_config = load_dataset_config(path, default_batch_size=cfg.training.train_batch_size)
-    checked = check_config(cfg, base_dir)  # the same rule check and messages as `train`
+    warnings = check_config(cfg, base_dir).warnings if check else ()  # the same rule check and messages as `train`
     scanned = scan_dataset(dataset_config, skip_bad_images=cfg.dataset.skip_bad_images, strict=False)
     buckets = tuple(BucketCount(d, bucket, n, dataset_config.datasets[d].batch_size)
                     for (d, bucket), n in scanned.bucket_histogram().items())
@@ -106,7 +107,7 @@ def make_plan(cfg, *, base_dir: Path | str | None = None, world_size: int = 1) -
     latents, text = cache_sizes(scanned)
     plan = Plan(path, scanned, buckets, world_size, accumulation, batches, steps_per_epoch, epochs, total, limit,
                 latents, text, cfg.caching.cache_latents_to_disk, cfg.caching.cache_text_encoder_outputs_to_disk)
-    return replace(plan, vram=estimate_vram(cfg, plan), config_warnings=checked.warnings)
+    return replace(plan, vram=estimate_vram(cfg, plan), config_warnings=warnings)
 
 
 # --- text ------------------------------------------------------------------------------
