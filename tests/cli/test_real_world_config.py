@@ -231,6 +231,8 @@ def test_a_file_that_could_be_either_names_both_readings_and_import_kohya(tmp_pa
     assert "read as an sdxl-tui config: unknown key 'max_train_step' in [training]" in said
     assert "read as an sd-scripts args TOML: 'max_train_step' is not an sd-scripts option" in said
     assert f"sdxl-tui import-kohya {path}" in said
+    code, said = _cli(["import-kohya", str(path), "-o", str(tmp_path / "converted.toml")], capsys)
+    assert code == 0 and "max_train_step" in said  # named as a key sdxl-tui does not know
 
 
 def test_our_file_without_schema_version_is_still_ours(tmp_path):
