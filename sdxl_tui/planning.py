@@ -31,16 +31,18 @@ class PlanReady(Message):
 
 def make_draft_plan(cfg: RunConfig, draft: Optional[DatasetDraft], base_dir: Path) -> PlanOutcome:
     """Plan the draft (never raises: a problem comes back as `error` for the screen to show).
-    A dataset the wizard is still building is planned from memory (`DatasetDraft.parsed`)."""
+    A dataset the wizard is still building is planned from memory (`DatasetDraft.parsed`). The
+    rule check is left to `WizardState.issues()`, which lists the same rules' messages
+    (engine/config/rules.py, the rules `train` and `plan` check through engine/plan/checks.py)."""
     from engine.plan.run_plan import make_plan
 
     dataset_toml = draft.to_toml() if draft is not None else None
     try:
         if draft is not None:
             parsed = draft.parsed(base_dir, cfg.training.train_batch_size)
-            return PlanOutcome(cfg, dataset_toml, make_plan(cfg, parsed))
+            return PlanOutcome(cfg, dataset_toml, make_plan(cfg, parsed, check=False))
         if not cfg.dataset.dataset_config:
             return PlanOutcome(cfg, dataset_toml, error="no dataset yet (step 2)")
-        return PlanOutcome(cfg, dataset_toml, make_plan(cfg, base_dir=base_dir))
+        return PlanOutcome(cfg, dataset_toml, make_plan(cfg, base_dir=base_dir, check=False))
     except Exception as exc:  # shown to the person; the wizard keeps working
         return PlanOutcome(cfg, dataset_toml, error=str(exc))

@@ -104,8 +104,9 @@ def changes_training(note: KeyNote) -> bool:
 
 
 def is_kohya_args(doc: Mapping[str, Any]) -> bool:
-    """True for an sd-scripts args TOML, recognised by its keys (kohya_toml.choose_reading)."""
-    return choose_reading(doc, known_args_keys()).kind == "kohya"
+    """True for a file that is, or may be, an sd-scripts args TOML, recognised by its keys
+    (kohya_toml.choose_reading); `import-kohya` converts both, noting the keys it does not know."""
+    return choose_reading(doc, known_args_keys()).kind != "ours"
 
 
 def known_args_keys() -> set[str]:

@@ -92,17 +92,19 @@ def cache_sizes(scanned: ScannedDataset) -> tuple[int, int]:
 
 
 def make_plan(cfg: RunConfig, dataset_config: Optional[DatasetConfig] = None, *, base_dir: Path | str | None = None,
-              world_size: int = 1) -> Plan:
+              world_size: int = 1, check: bool = True) -> Plan:
     """Scan `dataset_config` (parsed already, e.g. the wizard's draft held in memory; when None,
     the file `cfg` names is read, relative to `base_dir`, the run config's folder) and count.
     File problems go into `plan.problems`; config errors raise ConfigError, from the same check
-    `train` makes (engine/plan/checks.py)."""
+    `train` makes (engine/plan/checks.py). `check=False` is for the wizard, which lists the same
+    rules' issues beside the plan itself (its prompts file is not written yet)."""
     from engine.plan.checks import check_config
 
     if dataset_config is None:
         dataset_config = load_run_dataset_config(cfg, base_dir)
     path = dataset_config.path if dataset_config.path is not None else Path(cfg.dataset.dataset_config or "(draft)")
-    checked = check_config(cfg, base_dir, dataset_config)  # the same rule check and messages as `train`
+    # the same rule check and messages as `train`
+    warnings = check_config(cfg, base_dir, dataset_config).warnings if check else ()
     scanned = scan_dataset(dataset_config, skip_bad_images=cfg.dataset.skip_bad_images, strict=False)
     buckets = tuple(BucketCount(d, bucket, n, dataset_config.datasets[d].batch_size)
                     for (d, bucket), n in scanned.bucket_histogram().items())
@@ -115,7 +117,7 @@ def make_plan(cfg: RunConfig, dataset_config: Optional[DatasetConfig] = None, *,
                 latents, text, cfg.caching.cache_latents_to_disk, cfg.caching.cache_text_encoder_outputs_to_disk)
     from engine.config.optimizer_names import schedule_line
 
-    return replace(plan, vram=estimate_vram(cfg, plan), config_warnings=checked.warnings,
+    return replace(plan, vram=estimate_vram(cfg, plan), config_warnings=warnings,
                    schedule=schedule_line(cfg.optimizer, total))
 
 

@@ -120,13 +120,16 @@ def test_plan_refuses_what_train_refuses_with_the_same_message(tmp_path, tiny_mo
     assert lines["plan"] == lines["train"]
 
 
-def test_the_wizard_plan_shows_the_same_refusal(tmp_path, tiny_model, demo_dataset):
-    from sdxl_tui.planning import make_draft_plan
+def test_the_wizard_lists_the_same_refusal(tmp_path, tiny_model, demo_dataset, capsys):
+    from engine.plan.checks import check_config
+    from sdxl_tui.wizard_state import WizardState
 
     cfg = tiny_config(tmp_path, tiny_model, demo_dataset, cache_text_encoder_outputs=True,
                       network_train_unet_only=False)
-    outcome = make_draft_plan(cfg, None, tmp_path)
-    assert outcome.plan is None and "cache_text_encoder_outputs needs network_train_unet_only = true" in outcome.error
+    wizard = [i.message for i in WizardState(cfg=cfg).issues() if i.level == "error"]
+    with pytest.raises(ConfigError) as caught:
+        check_config(cfg)
+    assert wizard and all(f"  - {message}" in str(caught.value) for message in wizard)
 
 
 def test_plan_lists_the_rule_warnings_train_gives(tmp_path, tiny_model, demo_dataset, capsys):
@@ -227,6 +230,8 @@ def test_a_file_that_could_be_either_names_both_readings_and_import_kohya(tmp_pa
     assert "read as an sdxl-tui config: unknown key 'max_train_step' in [training]" in said
     assert "read as an sd-scripts args TOML: 'max_train_step' is not an sd-scripts option" in said
     assert f"sdxl-tui import-kohya {path}" in said
+    code, said = _cli(["import-kohya", str(path), "-o", str(tmp_path / "converted.toml")], capsys)
+    assert code == 0 and "max_train_step" in said  # named as a key sdxl-tui does not know
 
 
 def test_our_file_without_schema_version_is_still_ours(tmp_path):
