@@ -141,25 +141,10 @@ def _check_config(cfg: RunConfig) -> list[str]:
                                              default_batch_size=cfg.training.train_batch_size)
     issues = check_rules(cfg, dataset_config)
     raise_for_errors(issues)
-    notes = _check_model_cheaply(cfg)
+    from engine.model.hub_offline import check_model_before_loading
+
+    notes = check_model_before_loading(cfg.model.pretrained_model_name_or_path)
     return [issue.message for issue in issues if issue.level == "warning"] + notes
-
-
-def _check_model_cheaply(cfg: RunConfig) -> list[str]:
-    """Path, file type (pickle refused), SDXL shape from the header, the Hub cache and whether the
-    Hub can be reached (within seconds): a ModelError before the output folder is claimed or a
-    model loads. Returns warnings."""
-    from engine.model.source import check_sdxl_shape, detect_model_source, hub_error, hub_offline
-
-    source = detect_model_source(cfg.model.pretrained_model_name_or_path)
-    shape = check_sdxl_shape(source)
-    if source.kind != "hub" or hub_offline():
-        if source.kind == "hub" and shape is None:
-            raise hub_error(source.path, FileNotFoundError(source.path))
-        return []
-    from engine.model.hub_offline import go_offline_when_unreachable
-
-    return go_offline_when_unreachable(source.path, cached=shape is not None)
 
 
 def _prepare_resume(output_dir: Path, cfg: RunConfig):
