@@ -34,12 +34,13 @@ class OptionalPackage:
         section, key = locate(self.option)
         value = getattr(getattr(cfg, section), key)
         for candidate in value if isinstance(value, (list, tuple)) else (value,):
-            if isinstance(candidate, str) and _matches(candidate, self.values):
+            if isinstance(candidate, str) and value_matches(candidate, self.values):
                 return f"{key} = {candidate!r}"
         return None
 
 
-def _matches(value: str, patterns: Iterable[str]) -> bool:
+def value_matches(value: str, patterns: Iterable[str]) -> bool:
+    """Case-insensitive equality with one of `patterns`; "Name*" matches any value starting with Name."""
     low = value.lower()
     return any(low.startswith(p[:-1].lower()) if p.endswith("*") else low == p.lower() for p in patterns)
 

@@ -9,7 +9,29 @@ from __future__ import annotations
 
 import os
 
-from engine.model.source import hub_reachable, hub_unreachable_error
+from engine.model.source import (
+    check_sdxl_shape,
+    detect_model_source,
+    hub_error,
+    hub_offline,
+    hub_reachable,
+    hub_unreachable_error,
+)
+
+
+def check_model_before_loading(name_or_path: str) -> list[str]:
+    """Path, file type (pickle refused), SDXL shape from the header, the Hub cache, and whether the
+    Hub can be reached (within seconds): a ModelError before the output folder is claimed or a
+    model loads. Returns notes for the run's warnings."""
+    source = detect_model_source(name_or_path)
+    shape = check_sdxl_shape(source)
+    if source.kind != "hub":
+        return []
+    if hub_offline():
+        if shape is None:
+            raise hub_error(source.path, FileNotFoundError(source.path))
+        return []
+    return go_offline_when_unreachable(source.path, cached=shape is not None)
 
 
 def go_offline_when_unreachable(repo_id: str, *, cached: bool) -> list[str]:

@@ -59,6 +59,8 @@ def _load_from_pretrained(cls, location: str, subfolder: str, source: ModelSourc
 
 
 def _load_diffusers_parts(source: ModelSource, progress: Optional[LoadProgress] = None) -> dict:
+    if progress is not None:  # importing diffusers alone takes tens of seconds on a busy machine
+        progress(0, 7, "libraries (diffusers, transformers)")
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer

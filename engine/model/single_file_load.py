@@ -128,6 +128,8 @@ def _scheduler_config(config_dir: Path) -> dict:
 def load_single_file_parts(path: Path, tokenizer_cache_dir: str = "", with_vae: bool = True,
                            progress: Optional[LoadProgress] = None) -> dict:
     """Every part of an original-layout SDXL file, float32 on the CPU; raises ModelError."""
+    if progress is not None:  # importing diffusers alone takes tens of seconds on a busy machine
+        progress(0, 6, "libraries (diffusers, transformers)")
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 

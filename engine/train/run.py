@@ -169,35 +169,19 @@ def _load_dataset_config(cfg: RunConfig):
     return load_run_dataset_config(cfg)
 
 
+
 def _check_config(cfg: RunConfig, dataset_config) -> list[str]:
     """The check `plan` and the wizard make too (engine/plan/checks.py: rules over the config and
-    its parsed dataset config, sample prompts), then the model's path and shape; raises
-    ConfigError / ModelError, returns warnings."""
+    its parsed dataset config, sample prompts), the optimizer class, then the model's path and
+    shape (engine/model/hub_offline.py); raises ConfigError / ModelError, returns warnings."""
+    from engine.model.hub_offline import check_model_before_loading
     from engine.plan.checks import check_config
-
-    checked = check_config(cfg, None, dataset_config)
     from engine.train.optimizers import check_optimizer
 
+    checked = check_config(cfg, None, dataset_config)
     check_optimizer(cfg.optimizer.optimizer_type)  # a class path that does not import stops here
-    notes = _check_model_cheaply(cfg)
+    notes = check_model_before_loading(cfg.model.pretrained_model_name_or_path)
     return list(checked.warnings) + notes
-
-
-def _check_model_cheaply(cfg: RunConfig) -> list[str]:
-    """Path, file type (pickle refused), SDXL shape from the header, the Hub cache and whether the
-    Hub can be reached (within seconds): a ModelError before the output folder is claimed or a
-    model loads. Returns warnings."""
-    from engine.model.source import check_sdxl_shape, detect_model_source, hub_error, hub_offline
-
-    source = detect_model_source(cfg.model.pretrained_model_name_or_path)
-    shape = check_sdxl_shape(source)
-    if source.kind != "hub" or hub_offline():
-        if source.kind == "hub" and shape is None:
-            raise hub_error(source.path, FileNotFoundError(source.path))
-        return []
-    from engine.model.hub_offline import go_offline_when_unreachable
-
-    return go_offline_when_unreachable(source.path, cached=shape is not None)
 
 
 def _prepare_resume(output_dir: Path, cfg: RunConfig):

@@ -76,15 +76,14 @@ def test_ctrl_c_exits_130_in_watch(tmp_path):
 
 
 def test_an_unreachable_hub_fails_fast_naming_the_fixes(monkeypatch):
-    from engine.train.run import _check_model_cheaply
+    from engine.model.hub_offline import check_model_before_loading
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: refused at once
     for proxy in ("HTTPS_PROXY", "https_proxy"):
         monkeypatch.delenv(proxy, raising=False)
-    cfg = RunConfig().with_values(pretrained_model_name_or_path="nobody-here/no-such-sdxl-model")
     with pytest.raises(ModelError, match="cannot be reached") as caught:
-        _check_model_cheaply(cfg)
+        check_model_before_loading("nobody-here/no-such-sdxl-model")
     assert "HF_HUB_OFFLINE" in caught.value.hint and "tokenizer_cache_dir" in caught.value.hint
 
 

@@ -54,5 +54,6 @@ def test_model_loading_reports_each_part(tiny_model):
     load_sdxl(ModelSection(pretrained_model_name_or_path=str(tiny_model.single_file),
                            tokenizer_cache_dir=str(tiny_model.diffusers_dir)),
               lambda done, total, part: heard.append((done, total, part)))
-    assert [h[2] for h in heard] == ["tokenizers", "UNet", "VAE", "text encoder 1", "text encoder 2", "scheduler", ""]
-    assert [h[0] for h in heard] == list(range(7)) and {h[1] for h in heard} == {6}
+    assert [h[2] for h in heard] == ["libraries (diffusers, transformers)", "tokenizers", "UNet", "VAE",
+                                     "text encoder 1", "text encoder 2", "scheduler", ""]
+    assert [h[0] for h in heard] == [0, *range(7)] and {h[1] for h in heard} == {6}

@@ -41,7 +41,7 @@ def test_the_table_takes_new_rows_with_prefixes_and_lists():
 
 
 def _matches_prefix(row: OptionalPackage) -> bool:
-    return extras._matches("DAdaptAdam", row.values) and not extras._matches("AdamW", row.values)
+    return extras.value_matches("DAdaptAdam", row.values) and not extras.value_matches("AdamW", row.values)
 
 
 def test_engine_refuses_before_loading_the_model(monkeypatch, tmp_path, tiny_model, demo_dataset):
