@@ -60,13 +60,15 @@ _HARMLESS = {
 }
 # sd-scripts options that change training and have no equivalent here: reported when not "off".
 _UNSUPPORTED_OFF = {
-    "min_timestep": (None, 0), "max_timestep": (None, 1000), "multires_noise_iterations": (None, 0),
-    "multires_noise_discount": (None, 0.3), "ip_noise_gamma": (None, 0, 0.0), "scale_weight_norms": (None,),
-    "loss_type": ("l2",), "zero_terminal_snr": (False,), "debiased_estimation_loss": (False,),
-    "adaptive_noise_scale": (None,), "noise_offset_random_strength": (False,), "v_pred_like_loss": (None,),
-    "network_train_text_encoder_only": (False,), "masked_loss": (False,), "weighted_captions": (False,),
-    "full_bf16": (False,), "fp8_base": (False,), "fp8_base_unet": (False,), "cpu_offload_checkpointing": (False,),
-    "scale_v_pred_loss_like_noise_pred": (False,), "network_multiplier": (None, 1.0),
+    "scale_weight_norms": (None,),
+    "network_train_text_encoder_only": (False,),
+    "masked_loss": (False,),
+    "weighted_captions": (False,),
+    "full_bf16": (False,),
+    "fp8_base": (False,),
+    "fp8_base_unet": (False,),
+    "cpu_offload_checkpointing": (False,),
+    "network_multiplier": (None, 1.0),
 }
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from engine.errors import ModelError
+from engine.model.prediction import training_scheduler_config
 from engine.model.source import (
     ModelSource,
     check_sdxl_shape,
@@ -122,7 +123,9 @@ def load_sdxl(model) -> SdxlModel:
         unet=parts["unet"], vae=parts["vae"],
         text_encoder1=parts["text_encoder1"], text_encoder2=parts["text_encoder2"],
         tokenizer1=parts["tokenizer1"], tokenizer2=parts["tokenizer2"],
-        noise_scheduler=make_noise_scheduler(parts["scheduler_config"]), source=source,
+        noise_scheduler=make_noise_scheduler(training_scheduler_config(
+            parts["scheduler_config"], v_parameterization=model.v_parameterization,
+            zero_terminal_snr=model.zero_terminal_snr)), source=source,
     )
 
 

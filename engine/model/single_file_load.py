@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from engine.errors import ModelError
+from engine.model.prediction import declared_in_keys, with_declared
 from engine.model.sdxl_configs import (
     SCHEDULER_CONFIG,
     SDXL_TEXT_ENCODER_2_CONFIG,
@@ -145,7 +146,8 @@ def load_single_file_parts(path: Path, tokenizer_cache_dir: str = "", with_vae: 
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    shape = describe_single_file(read_header_shapes(path))
+    header = read_header_shapes(path)
+    shape = describe_single_file(header)
     if with_vae and not shape.has_vae:
         raise ModelError(f"{path.name} has no VAE inside (no first_stage_model.* tensors)",
                          hint="set the vae option to an SDXL VAE (folder, Hub id or .safetensors)")
@@ -160,7 +162,7 @@ def load_single_file_parts(path: Path, tokenizer_cache_dir: str = "", with_vae: 
                                            clip_g_from_openclip(_read_prefixed(path, TE2_PREFIX)), path),
             "tokenizer1": tokenizer1,
             "tokenizer2": tokenizer2,
-            "scheduler_config": _scheduler_config(config_dir),
+            "scheduler_config": with_declared(_scheduler_config(config_dir), declared_in_keys(header)),
         }
 
 
