@@ -23,7 +23,7 @@ FUSED_OPTIMIZERS = {"AdamW", "AdamW8bit", "PagedAdamW8bit", "Lion", "Lion8bit", 
 KNOWN_NETWORK_ARGS = {"conv_dim", "conv_alpha"}
 # sd-scripts' caption options that change the text per step, so cached text outputs would be stale.
 CAPTION_AUGMENTATIONS = ("shuffle_caption", "caption_dropout_rate", "caption_tag_dropout_rate",
-                         "token_warmup_step")
+                         "token_warmup_step", "enable_wildcard")
 IMAGE_AUGMENTATIONS = ("color_aug", "random_crop")
 
 

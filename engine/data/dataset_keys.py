@@ -129,7 +129,7 @@ SUBSET_KEYS: dict[str, KeySpec] = {
     "token_warmup_min": KeySpec(_int(1), 1),
     "token_warmup_step": KeySpec(_float(0.0), 0.0),
     # Accepted for compatibility; only their "off" values are supported.
-    "enable_wildcard": KeySpec(lambda v: _bool(v) and _unsupported("enable_wildcard = true"), False),
+    "enable_wildcard": KeySpec(_bool, False),
     "face_crop_aug_range": KeySpec(lambda v: None if v is None else _unsupported_pair(v), None),
     "cache_info": KeySpec(_bool, False),
 }

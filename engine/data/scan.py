@@ -145,14 +145,18 @@ def _jpeg_has_end_marker(path: Path) -> bool:
         return b"\xff\xd9" in fh.read()
 
 
-def read_caption_file(path: Path) -> str:
-    """First line of a UTF-8 caption file, stripped; DataError naming the file otherwise."""
+def read_caption_file(path: Path, all_lines: bool = False) -> str:
+    """First line of a UTF-8 caption file, stripped (with `all_lines`, for enable_wildcard: every
+    non-blank line, stripped, joined by newlines, as sd-scripts reads it); DataError naming the
+    file otherwise."""
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: caption is not UTF-8 text (bad byte at offset {exc.start})",
                         hint="re-save the caption file as UTF-8") from None
     lines = text.splitlines()
+    if all_lines:
+        return "\n".join(line.strip() for line in lines if line.strip())
     return lines[0].strip() if lines else ""
 
 
@@ -193,7 +197,7 @@ def _caption_for(image: Path, subset: SubsetSpec, out: _Collector, stats: dict[s
     caption = None
     if cap_path.is_file():
         try:
-            caption = read_caption_file(cap_path)
+            caption = read_caption_file(cap_path, all_lines=subset.enable_wildcard)
         except DataError as exc:
             out.problems.append(exc.message + " → " + exc.hint)
             return ""
