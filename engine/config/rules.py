@@ -171,6 +171,15 @@ def _noise_and_loss_rules(cfg: RunConfig) -> Iterable[RuleIssue]:
         yield RuleIssue(ERROR, ("v_pred_like_loss", "v_parameterization"),
                         "v_pred_like_loss adds a v-prediction-like term to an epsilon loss; it cannot be used with "
                         "v_parameterization (sd-scripts refuses it); unset one", {"v_pred_like_loss": None})
+    for key in ("masked_loss", "weighted_captions"):
+        if getattr(t, key):
+            yield RuleIssue(ERROR, (key,), f"{key} = true is not supported by sdxl-tui yet: training without it "
+                            f"would be a different run than asked for; set {key} = false", {key: False})
+    if t.max_token_length not in (None, 75):
+        yield RuleIssue(ERROR, ("max_token_length",),
+                        f"max_token_length = {t.max_token_length} is not supported by sdxl-tui yet (captions are "
+                        "encoded in one 77-token window, as with sd-scripts' default); unset it",
+                        {"max_token_length": None})
     if m.zero_terminal_snr and not m.v_parameterization:
         yield RuleIssue(WARNING, ("zero_terminal_snr", "v_parameterization"),
                         "zero_terminal_snr without v_parameterization: at the last timestep an epsilon model has "
@@ -194,6 +203,30 @@ def _dataset_rules(cfg: RunConfig, dataset_config: Any) -> Iterable[RuleIssue]:
                                 {"cache_latents": False})
     for index, ds in enumerate(dataset_config.datasets):
         yield from _bucket_rules(index, ds)
+    yield from _unsupported_dataset_keys(dataset_config)
+
+
+def _unsupported_dataset_keys(dataset_config: Any) -> Iterable[RuleIssue]:
+    """Dataset keys sd-scripts honours and sdxl-tui cannot yet: refused before any model loads."""
+    for ds in dataset_config.datasets:
+        if getattr(ds, "network_multiplier", 1.0) != 1.0:
+            yield RuleIssue(ERROR, ("network_multiplier",),
+                            f"datasets[{ds.index}]: network_multiplier = {ds.network_multiplier} is not supported by "
+                            "sdxl-tui yet (every dataset trains the LoRA at strength 1); remove it")
+    for subset in dataset_config.all_subsets():
+        if getattr(subset, "alpha_mask", False):
+            yield RuleIssue(ERROR, ("alpha_mask",),
+                            f"subset {subset.index}: alpha_mask = true is not supported by sdxl-tui yet (the loss "
+                            "would ignore the transparency); remove it, or flatten the images onto a background")
+        if getattr(subset, "conditioning_data_dir", None):
+            yield RuleIssue(ERROR, ("conditioning_data_dir",),
+                            f"subset {subset.index}: conditioning_data_dir (mask images for masked_loss) is not "
+                            "supported by sdxl-tui yet; remove it")
+        attributes = getattr(subset, "custom_attributes", None) or {}
+        if attributes.get("diff_output_preservation"):
+            yield RuleIssue(ERROR, ("custom_attributes",),
+                            f"subset {subset.index}: custom_attributes.diff_output_preservation (differential output "
+                            "preservation) is not supported by sdxl-tui yet; remove it")
 
 
 def _bucket_rules(index: int, ds: Any) -> Iterable[RuleIssue]:

@@ -170,6 +170,12 @@ class TrainingSection(Section):
         False, description="v-prediction only: scale the loss by SNR/(SNR+1) like an epsilon loss.")
     v_pred_like_loss: Optional[float] = Field(
         None, ge=0.0, description="Epsilon only: add loss x (SNR+1)/SNR x this (a v-prediction-like term); off when unset.")
+    masked_loss: bool = Field(
+        False, description="Weight the loss by alpha / conditioning-image masks (refused: not supported yet; must stay false).")
+    weighted_captions: bool = Field(
+        False, description="(word:1.2) caption weights (refused: not supported yet; must stay false).")
+    max_token_length: Optional[int] = Field(
+        None, description="Caption token limit: unset or 75 (the 77-token window); 150 and 225 are refused (not supported yet).")
 
     @property
     def limited_by(self) -> str:

@@ -41,6 +41,13 @@ def _float(lo: float | None = None, hi: float | None = None) -> Callable[[Any], 
     return check
 
 
+def _fraction_below_one(v: Any) -> float:
+    value = _float(0.0, 1.0)(v)
+    if value >= 1.0:
+        raise ValueError("a number from 0 up to (not including) 1")
+    return value
+
+
 def _str(v: Any) -> str:
     if isinstance(v, str):
         return v
@@ -103,8 +110,8 @@ DATASET_KEYS: dict[str, KeySpec] = {
     "bucket_no_upscale": KeySpec(_bool, False),
     "network_multiplier": KeySpec(_float(), 1.0),
     "resize_interpolation": KeySpec(_interpolation, None),
-    # sd-scripts validation split: accepted only when off (sdxl-tui has no validation loop yet).
-    "validation_split": KeySpec(_float(0.0, 0.0), 0.0),
+    # sd-scripts validation split: the held-out images are not trained (engine/data/validation_split.py).
+    "validation_split": KeySpec(_fraction_below_one, 0.0),
     "validation_seed": KeySpec(lambda v: None if v is None else _int(0)(v), None),
 }
 
@@ -132,6 +139,9 @@ SUBSET_KEYS: dict[str, KeySpec] = {
     "enable_wildcard": KeySpec(_bool, False),
     "face_crop_aug_range": KeySpec(lambda v: None if v is None else _unsupported_pair(v), None),
     "cache_info": KeySpec(_bool, False),
+    # sd-scripts: a subset's resize_interpolation wins over its dataset's.
+    "resize_interpolation": KeySpec(_interpolation, None),
+    "custom_attributes": KeySpec(lambda v: None if v is None else _mapping(v), None),
 }
 
 # Keys only a subset may carry.
@@ -140,7 +150,14 @@ SUBSET_ONLY_KEYS: dict[str, KeySpec] = {
     "metadata_file": KeySpec(_opt_str, None),
     "is_reg": KeySpec(_bool, False),
     "alpha_mask": KeySpec(_bool, False),
+    "conditioning_data_dir": KeySpec(_opt_str, None),
 }
+
+
+def _mapping(v: Any) -> dict:
+    if isinstance(v, dict):
+        return dict(v)
+    raise ValueError("a table of key = value pairs")
 
 
 def _unsupported(what: str) -> bool:

@@ -217,7 +217,7 @@ class TrainingData:
                 subset = self._subsets[item.subset_index]
                 batch_tasks.append(_ImageTask(
                     item.path, item.bucket, item.resized, subset.random_crop, subset.flip_aug, subset.color_aug,
-                    self.scanned.dataset(item.dataset_index).resize_interpolation,
+                    subset.resize_interpolation,
                     f"image:{self.seed}:{epoch}:{self.rank}:{position}:{slot}"))
             tasks.append(batch_tasks)
         on_cuda = torch.device(self.device).type == "cuda"
@@ -291,7 +291,7 @@ def _latent_jobs(scanned: ScannedDataset) -> list[LatentJob]:
         geometry = crop_geometry(item.size, item.bucket, resized=item.resized)
         jobs.append(LatentJob(index, item.path, item.bucket, item.resized, geometry.crop_top_left,
                               subsets[item.subset_index].flip_aug,
-                              scanned.dataset(item.dataset_index).resize_interpolation))
+                              subsets[item.subset_index].resize_interpolation))
     return jobs
 
 
@@ -365,7 +365,7 @@ def prepare_training_data(cfg: Any, model: Any, *, emit, device, dtype, control,
     if scanned is None:  # engine.train.run scans before the model loads and hands it over
         config = load_dataset_config(resolve_dataset_config_path(cfg, base_dir),
                                      default_batch_size=cfg.training.train_batch_size)
-        scanned = scan_dataset(config, skip_bad_images=cfg.dataset.skip_bad_images)
+        scanned = scan_dataset(config, skip_bad_images=cfg.dataset.skip_bad_images, seed=cfg.training.seed)
     _refuse_unsupported(scanned)
     for message in scanned.warnings:
         emit(Warning_(time=time.time(), message=message))

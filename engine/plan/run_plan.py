@@ -90,7 +90,8 @@ def make_plan(cfg, *, base_dir: Path | str | None = None, world_size: int = 1) -
     scan it, and count. File problems go into `plan.problems`; config errors raise ConfigError."""
     path = resolve_dataset_config_path(cfg, base_dir)
     dataset_config = load_dataset_config(path, default_batch_size=cfg.training.train_batch_size)
-    scanned = scan_dataset(dataset_config, skip_bad_images=cfg.dataset.skip_bad_images, strict=False)
+    scanned = scan_dataset(dataset_config, skip_bad_images=cfg.dataset.skip_bad_images, strict=False,
+                           seed=cfg.training.seed)
     buckets = tuple(BucketCount(d, bucket, n, dataset_config.datasets[d].batch_size)
                     for (d, bucket), n in scanned.bucket_histogram().items())
     batches = batches_per_epoch(scanned, world_size)

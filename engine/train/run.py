@@ -292,7 +292,7 @@ def _scan_dataset(cfg: RunConfig):
 
     config = load_dataset_config(resolve_dataset_config_path(cfg, None),
                                  default_batch_size=cfg.training.train_batch_size)
-    return scan_dataset(config, skip_bad_images=cfg.dataset.skip_bad_images)
+    return scan_dataset(config, skip_bad_images=cfg.dataset.skip_bad_images, seed=cfg.training.seed)
 
 
 def _out_of_memory(session: _Session):
