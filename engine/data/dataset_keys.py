@@ -142,6 +142,10 @@ SUBSET_KEYS: dict[str, KeySpec] = {
     # sd-scripts: a subset's resize_interpolation wins over its dataset's.
     "resize_interpolation": KeySpec(_interpolation, None),
     "custom_attributes": KeySpec(lambda v: None if v is None else _mapping(v), None),
+    # sd-scripts' --alpha_mask / --conditioning_data_dir set these for every subset, so they may sit in
+    # [general]; both are refused by engine/config/rules.py while masked loss is not supported.
+    "alpha_mask": KeySpec(_bool, False),
+    "conditioning_data_dir": KeySpec(_opt_str, None),
 }
 
 # Keys only a subset may carry.
@@ -149,8 +153,6 @@ SUBSET_ONLY_KEYS: dict[str, KeySpec] = {
     "image_dir": KeySpec(_opt_str, None),
     "metadata_file": KeySpec(_opt_str, None),
     "is_reg": KeySpec(_bool, False),
-    "alpha_mask": KeySpec(_bool, False),
-    "conditioning_data_dir": KeySpec(_opt_str, None),
 }
 
 

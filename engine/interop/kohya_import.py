@@ -44,7 +44,7 @@ _HARMLESS = {
     "xformers": "attention runs through PyTorch SDPA automatically", "sdpa": "PyTorch SDPA is always used",
     "mem_eff_attn": "PyTorch SDPA is always used", "persistent_data_loader_workers": "not needed",
     "lowram": "not needed", "highvram": "not needed", "no_metadata": "metadata is always written",
-    "training_comment": "not stored", "max_token_length": "SDXL prompts use the 77-token window",
+    "training_comment": "not stored",
     "full_fp16": "LoRA weights train in fp32 with mixed precision", "full_bf16": "LoRA weights train in fp32 with mixed precision",
     "save_n_epoch_ratio": "use save_every_n_epochs", "vae_batch_size": "chosen automatically",
     "console_log_level": "not used", "console_log_file": "not used", "console_log_simple": "not used",
@@ -62,12 +62,19 @@ _HARMLESS = {
 _UNSUPPORTED_OFF = {
     "scale_weight_norms": (None,),
     "network_train_text_encoder_only": (False,),
-    "masked_loss": (False,),
-    "weighted_captions": (False,),
     "full_bf16": (False,),
     "fp8_base": (False,),
     "fp8_base_unet": (False,),
     "cpu_offload_checkpointing": (False,),
+}
+
+# Options sdxl-tui takes under their names but refuses (engine/config/rules.py) when set to these.
+_REFUSED_UNLESS = {
+    "masked_loss": (False, None),
+    "weighted_captions": (False, None),
+    "max_token_length": (None, 75),
+    "alpha_mask": (False, None),
+    "conditioning_data_dir": (None, ""),
     "network_multiplier": (None, 1.0),
 }
 
@@ -75,7 +82,7 @@ _UNSUPPORTED_OFF = {
 @dataclass(frozen=True)
 class KeyNote:
     key: str
-    status: str  # mapped / renamed / converted / dataset / not used
+    status: str  # mapped / renamed / converted / dataset / not used / refused
     detail: str = ""
 
     def __str__(self) -> str:
@@ -133,11 +140,17 @@ class _Converter:
         self.notes: list[KeyNote] = []
         self.dataset_defaults: dict[str, Any] = {}
         self.train_data_dir: Optional[str] = None
+        self.flat: dict[str, Any] = {}
 
     def note(self, key: str, status: str, detail: str = "") -> None:
+        if status in ("mapped", "dataset") and key in self.flat and self.flat[key] not in _REFUSED_UNLESS.get(
+                key, (self.flat[key],)):
+            status, detail = "refused", (f"= {self.flat[key]!r} is not supported by sdxl-tui yet: plan and train "
+                                         "stop with a config error naming it until it is removed")
         self.notes.append(KeyNote(key, status, detail))
 
     def run(self, flat: Mapping[str, Any]) -> None:
+        self.flat = dict(flat)
         for key, value in flat.items():
             handler = getattr(self, f"_key_{key}", None)
             if handler is not None:
@@ -277,6 +290,14 @@ class _Converter:
         else:
             self.note("network_args", "mapped")
         self.values["network_args"] = args
+
+    def _key_face_crop_aug_range(self, value: Any) -> None:
+        if value is None:
+            self.note("face_crop_aug_range", "not used", "off")
+            return
+        self.dataset_defaults["face_crop_aug_range"] = _pair(value)
+        self.note("face_crop_aug_range", "refused", f"= {value!r}: face-centred crops are not supported by "
+                  "sdxl-tui; training stops with a config error naming it until it is removed")
 
     def _key_train_data_dir(self, value: Any) -> None:
         self.note("train_data_dir", "not used", "folder-style dataset: needs a dataset TOML (see below)")
