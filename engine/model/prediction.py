@@ -49,3 +49,24 @@ def training_scheduler_config(config: dict, *, v_parameterization: bool, zero_te
     if zero_terminal_snr:
         out["rescale_betas_zero_snr"] = True
     return out
+
+
+def prediction_notes(model) -> list[str]:
+    """What the run will train as, when a single-file checkpoint decides it (read from the
+    header only, before any model loads). `model` is an engine.config.schema.ModelSection."""
+    from pathlib import Path
+
+    from engine.model.source import detect_model_source, read_header_shapes
+
+    source = detect_model_source(model.pretrained_model_name_or_path)
+    if source.kind != "single_file":
+        return []
+    declared = declared_in_keys(read_header_shapes(Path(source.path)))
+    notes = []
+    if declared.v_prediction and not model.v_parameterization:
+        notes.append(f"{Path(source.path).name} declares v-prediction (a '{V_PRED_KEY}' key): it is trained as "
+                     "v-prediction (as if v_parameterization = true)")
+    if declared.zero_terminal_snr and not model.zero_terminal_snr:
+        notes.append(f"{Path(source.path).name} declares zero terminal SNR (a '{ZTSNR_KEY}' key): its noise "
+                     "schedule is rescaled (as if zero_terminal_snr = true)")
+    return notes

@@ -133,7 +133,9 @@ def _check_config(cfg: RunConfig) -> list[str]:
     issues = check_rules(cfg, dataset_config)
     raise_for_errors(issues)
     _check_model_cheaply(cfg)
-    return [issue.message for issue in issues if issue.level == "warning"]
+    from engine.model.prediction import prediction_notes
+
+    return [issue.message for issue in issues if issue.level == "warning"] + prediction_notes(cfg.model)
 
 
 def _check_model_cheaply(cfg: RunConfig) -> None:

@@ -41,3 +41,16 @@ def test_single_file_with_v_pred_key_loads_as_v_prediction(tiny_model, tmp_path)
                                    tokenizer_cache_dir=str(tiny_model.diffusers_dir)))
     assert model.noise_scheduler.config.prediction_type == "v_prediction"
     assert float(model.noise_scheduler.alphas_cumprod[-1]) == 0.0
+
+
+def test_a_marked_single_file_is_announced_before_loading(tiny_model, tmp_path):
+    from engine.model.prediction import prediction_notes
+
+    marked = tmp_path / "vpred.safetensors"
+    tensors = load_file(tiny_model.single_file)
+    tensors["v_pred"] = torch.tensor([])
+    save_file(tensors, str(marked))
+    notes = prediction_notes(ModelSection(pretrained_model_name_or_path=str(marked)))
+    assert len(notes) == 1 and "trained as v-prediction" in notes[0]
+    assert prediction_notes(ModelSection(pretrained_model_name_or_path=str(marked), v_parameterization=True)) == []
+    assert prediction_notes(ModelSection(pretrained_model_name_or_path=str(tiny_model.single_file))) == []
