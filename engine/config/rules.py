@@ -175,10 +175,9 @@ def _noise_and_loss_rules(cfg: RunConfig) -> Iterable[RuleIssue]:
         if getattr(t, key):
             yield RuleIssue(ERROR, (key,), f"{key} = true is not supported by sdxl-tui yet: training without it "
                             f"would be a different run than asked for; set {key} = false", {key: False})
-    if t.max_token_length not in (None, 75):
+    if t.max_token_length not in (None, 75, 150, 225):
         yield RuleIssue(ERROR, ("max_token_length",),
-                        f"max_token_length = {t.max_token_length} is not supported by sdxl-tui yet (captions are "
-                        "encoded in one 77-token window, as with sd-scripts' default); unset it",
+                        f"max_token_length = {t.max_token_length}: sd-scripts takes 75 (the default), 150 or 225",
                         {"max_token_length": None})
     if m.zero_terminal_snr and not m.v_parameterization:
         yield RuleIssue(WARNING, ("zero_terminal_snr", "v_parameterization"),

@@ -175,7 +175,7 @@ class TrainingSection(Section):
     weighted_captions: bool = Field(
         False, description="(word:1.2) caption weights (refused: not supported yet; must stay false).")
     max_token_length: Optional[int] = Field(
-        None, description="Caption token limit: unset or 75 (the 77-token window); 150 and 225 are refused (not supported yet).")
+        None, description="Caption token limit: unset / 75 (one 77-token window), 150 or 225 (2 or 3 windows per encoder).")
 
     @property
     def limited_by(self) -> str:

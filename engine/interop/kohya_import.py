@@ -72,7 +72,7 @@ _UNSUPPORTED_OFF = {
 _REFUSED_UNLESS = {
     "masked_loss": (False, None),
     "weighted_captions": (False, None),
-    "max_token_length": (None, 75),
+    "max_token_length": (None, 75, 150, 225),
     "alpha_mask": (False, None),
     "conditioning_data_dir": (None, ""),
     "network_multiplier": (None, 1.0),

@@ -32,6 +32,7 @@ class SdxlModel:
     tokenizer2: Any
     noise_scheduler: Any
     source: ModelSource
+    max_token_length: Optional[int] = None  # sd-scripts' option: captions past 75 tokens (engine/model/long_prompts.py)
 
 
 

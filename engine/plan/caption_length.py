@@ -1,8 +1,8 @@
 """How many captions are longer than the text encoders' window (for `sdxl-tui plan`).
 
-SDXL's text encoders see 77 tokens: a begin token, 75 caption tokens and an end token. sd-scripts
-(and sdxl-tui, which refuses `max_token_length` 150 / 225 for now) cut a longer caption there, so
-its later tags never reach the model. The count uses the model's own CLIP tokenizer (text
+SDXL's text encoders see 77 tokens: a begin token, 75 caption tokens and an end token; with
+`max_token_length` 150 or 225, two or three such windows. sd-scripts and sdxl-tui cut a longer
+caption at that limit, so its later tags never reach the model. The count uses the model's own CLIP tokenizer (text
 encoder 1's: both SDXL tokenizers split text the same way) from local files only: the model's
 diffusers folder, `tokenizer_cache_dir`, or the Hugging Face cache; without one, no count.
 """
@@ -26,7 +26,8 @@ class CaptionLengths:
         if not self.too_long:
             return f"Captions: all {self.captions} fit in {self.limit} tokens (longest {self.longest})"
         return (f"Captions: {self.too_long} of {self.captions} are longer than {self.limit} tokens (longest "
-                f"{self.longest}); the text encoders see only their first {self.limit} tokens")
+                f"{self.longest}); the text encoders see only their first {self.limit} tokens "
+                f"(max_token_length)")
 
 
 def count_long_captions(tokenizer: Any, captions: Iterable[str], limit: int = CAPTION_TOKENS) -> CaptionLengths:
@@ -81,4 +82,5 @@ def caption_lengths(cfg, scanned) -> Optional[CaptionLengths]:
         if subset.caption_suffix:
             text = f"{text} {subset.caption_suffix}"
         captions.append(text)
-    return count_long_captions(tokenizer, captions)
+    limit = cfg.training.max_token_length or CAPTION_TOKENS
+    return count_long_captions(tokenizer, captions, limit)

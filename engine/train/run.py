@@ -228,6 +228,7 @@ def _load_model(session: _Session):
     cfg, device = session.cfg, session.accelerator.device
     session.emit(Phase(time=time.time(), name=LOADING_MODEL, detail=cfg.model.pretrained_model_name_or_path))
     model = load_sdxl(cfg.model)
+    model.max_token_length = cfg.training.max_token_length
     dtype = session.weight_dtype = _weight_dtype(cfg.precision.mixed_precision)
     for part in (model.unet, model.text_encoder1, model.text_encoder2, model.vae):
         part.requires_grad_(False)

@@ -39,7 +39,7 @@ def test_every_issue_12_option_is_mapped_and_none_is_not_used():
 
 def test_options_sdxl_tui_cannot_honour_are_noted_as_refused_and_the_rules_stop_them():
     result = convert_kohya_args({"dataset_config": "d.toml", "pretrained_model_name_or_path": "m",
-                                 "masked_loss": True, "weighted_captions": True, "max_token_length": 225,
+                                 "masked_loss": True, "weighted_captions": True, "max_token_length": 300,
                                  "face_crop_aug_range": "2.0,4.0"})
     notes = {n.key: n for n in result.notes}
     for key in ("masked_loss", "weighted_captions", "max_token_length", "face_crop_aug_range"):

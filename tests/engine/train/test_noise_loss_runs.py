@@ -1,4 +1,4 @@
-"""Each noise / timestep / loss option changes the trained LoRA on the tiny model, and setting
+"""Each noise / timestep / loss option (and max_token_length) changes the trained LoRA on the tiny model, and setting
 every one of them to its sd-scripts default leaves the LoRA bit-identical."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ DEFAULTS = dict(noise_offset=0.0, noise_offset_random_strength=False, adaptive_n
                 ip_noise_gamma_random_strength=False, min_timestep=None, max_timestep=None, loss_type="l2",
                 huber_c=0.1, huber_scale=1.0, huber_schedule="snr", debiased_estimation_loss=False,
                 scale_v_pred_loss_like_noise_pred=False, v_pred_like_loss=None, v_parameterization=False,
-                zero_terminal_snr=False)
+                zero_terminal_snr=False, max_token_length=None)
 
 CHANGES = {
     "noise_offset_random_strength": dict(noise_offset=0.1, noise_offset_random_strength=True),
@@ -35,6 +35,7 @@ CHANGES = {
     "v_parameterization": dict(v_parameterization=True),
     "scale_v_pred_loss_like_noise_pred": dict(v_parameterization=True, scale_v_pred_loss_like_noise_pred=True),
     "zero_terminal_snr": dict(v_parameterization=True, zero_terminal_snr=True, min_timestep=990),
+    "max_token_length": dict(max_token_length=225),  # cached text outputs of 227 states
 }
 # Compared with a run that differs only by the option named (not the plain default run).
 BASELINES = {
@@ -84,3 +85,14 @@ def test_option_changes_the_lora(name, tmp_path, tmp_path_factory, tiny_model, d
     base = _cached_lora(tmp_path_factory, tiny_model, demo_dataset, **BASELINES.get(name, {}))
     changed = _lora(tmp_path / "changed", tiny_model, demo_dataset, **CHANGES[name])
     assert not _same(base, changed), f"{name} did not change the LoRA"
+
+
+@pytest.mark.e2e
+def test_max_token_length_trains_the_text_encoders_through_every_window(tmp_path, tiny_model, demo_dataset):
+    both = dict(max_train_steps=2)
+    short = train(tiny_config(tmp_path / "short", tiny_model, demo_dataset, **both))
+    long = train(tiny_config(tmp_path / "long", tiny_model, demo_dataset, max_token_length=150, **both))
+    assert short.result.ok and long.result.ok, long.result.error
+    a, b = short.lora(), long.lora()
+    te_keys = [k for k in a if k.startswith("lora_te") and k.endswith("lora_up.weight")]
+    assert te_keys and any(not torch.equal(a[k], b[k]) for k in te_keys)
