@@ -37,9 +37,9 @@ class ModelSection(Section):
         None, ge=1, description="Accepted for sd-scripts compatibility; SDXL always uses the penultimate layer, so it is ignored.")
     v2: bool = Field(False, description="SD 2.x flag from sd-scripts; not valid for SDXL (must stay false).")
     v_parameterization: bool = Field(
-        False, description="Train as v-prediction (for v-pred SDXL models); a checkpoint with a v_pred key is v-pred anyway.")
+        False, description="Train as v-prediction (v-pred SDXL models); a file with a v_pred key is v-pred anyway.")
     zero_terminal_snr: bool = Field(
-        False, description="Rescale the noise schedule so the last timestep has zero SNR (arXiv 2305.08891); use with v_parameterization.")
+        False, description="Rescale the noise schedule to zero SNR at the last timestep (arXiv 2305.08891); for v-pred.")
 
 
 class DatasetSection(Section):
@@ -145,11 +145,11 @@ class TrainingSection(Section):
     adaptive_noise_scale: Optional[float] = Field(
         None, description="Add |latent channel mean| x this to noise_offset (needs noise_offset); off when unset.")
     multires_noise_iterations: int = Field(
-        0, ge=0, description="Multi-resolution (pyramid) noise levels, 6-10 typical; 0 is off (sd-scripts default off).")
+        0, ge=0, description="Multi-resolution (pyramid) noise levels, 6-10 typical; 0 is off (the default).")
     multires_noise_discount: float = Field(
         0.3, ge=0.0, le=1.0, description="Weight ratio between pyramid noise levels, 0..1 (sd-scripts default 0.3).")
     ip_noise_gamma: Optional[float] = Field(
-        None, ge=0.0, description="Input-perturbation noise strength (0.1 recommended, arXiv 2301.11706); off when unset.")
+        None, ge=0.0, description="Input-perturbation noise strength (0.1 typical, arXiv 2301.11706); off when unset.")
     ip_noise_gamma_random_strength: bool = Field(
         False, description="Draw the input-perturbation strength uniformly from 0..ip_noise_gamma each step.")
     min_timestep: Optional[int] = Field(
@@ -169,13 +169,13 @@ class TrainingSection(Section):
     scale_v_pred_loss_like_noise_pred: bool = Field(
         False, description="v-prediction only: scale the loss by SNR/(SNR+1) like an epsilon loss.")
     v_pred_like_loss: Optional[float] = Field(
-        None, ge=0.0, description="Epsilon only: add loss x (SNR+1)/SNR x this (a v-prediction-like term); off when unset.")
+        None, ge=0.0, description="Epsilon only: add loss x (SNR+1)/SNR x this (v-prediction-like); off when unset.")
     masked_loss: bool = Field(
-        False, description="Weight the loss by alpha / conditioning-image masks (refused: not supported yet; must stay false).")
+        False, description="Weight the loss by alpha / conditioning masks (not supported yet: must stay false).")
     weighted_captions: bool = Field(
         False, description="(word:1.2) caption weights (refused: not supported yet; must stay false).")
     max_token_length: Optional[int] = Field(
-        None, description="Caption token limit: unset / 75 (one 77-token window), 150 or 225 (2 or 3 windows per encoder).")
+        None, description="Caption token limit: unset / 75 (one 77-token window), 150 or 225 (2 or 3 windows).")
 
     @property
     def limited_by(self) -> str:

@@ -16,8 +16,8 @@ from engine.errors import TrainingDiverged
 from engine.events.types import Saved, Step
 from engine.outputs import checkpoint
 from engine.train.loss import LossOptions, diffusion_loss, training_target
-from engine.train.noise import NoiseOptions, noise_and_timesteps
 from engine.train.memory import snapshot
+from engine.train.noise import NoiseOptions, noise_and_timesteps
 from engine.train.optimizers import group_lrs
 
 AGREED_COMMANDS = ("save_now", "sample_now")  # commands every process acts on together
