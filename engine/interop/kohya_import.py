@@ -178,7 +178,7 @@ class _Converter:
 
     def _dataset(self, key: str, value: Any) -> None:
         if value is None or (value is False and key != "enable_bucket"):
-            self.note(key, "not used", "off (the dataset default)")
+            self.note(key, "mapped", "off (the dataset default)")
             return
         if key == "resolution":
             value = _resolution(value)
@@ -293,7 +293,7 @@ class _Converter:
 
     def _key_face_crop_aug_range(self, value: Any) -> None:
         if value is None:
-            self.note("face_crop_aug_range", "not used", "off")
+            self.note("face_crop_aug_range", "mapped", "off (the default)")
             return
         self.dataset_defaults["face_crop_aug_range"] = _pair(value)
         self.note("face_crop_aug_range", "refused", f"= {value!r}: face-centred crops are not supported by "
