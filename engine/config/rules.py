@@ -171,7 +171,11 @@ def _noise_and_loss_rules(cfg: RunConfig) -> Iterable[RuleIssue]:
         yield RuleIssue(ERROR, ("v_pred_like_loss", "v_parameterization"),
                         "v_pred_like_loss adds a v-prediction-like term to an epsilon loss; it cannot be used with "
                         "v_parameterization (sd-scripts refuses it); unset one", {"v_pred_like_loss": None})
-    for key in ("masked_loss", "weighted_captions"):
+    if t.weighted_captions and t.max_token_length not in (None, 75):
+        yield RuleIssue(ERROR, ("weighted_captions", "max_token_length"),
+                        "weighted_captions with max_token_length 150 / 225 is not supported by sdxl-tui yet; "
+                        "unset max_token_length or turn weighted_captions off", {"max_token_length": None})
+    for key in ("masked_loss",):
         if getattr(t, key):
             yield RuleIssue(ERROR, (key,), f"{key} = true is not supported by sdxl-tui yet: training without it "
                             f"would be a different run than asked for; set {key} = false", {key: False})

@@ -173,7 +173,7 @@ class TrainingSection(Section):
     masked_loss: bool = Field(
         False, description="Weight the loss by alpha / conditioning masks (not supported yet: must stay false).")
     weighted_captions: bool = Field(
-        False, description="(word:1.2) caption weights (refused: not supported yet; must stay false).")
+        False, description="Read (word:1.2), (word) and [word] caption weights (A1111 syntax) as sd-scripts does.")
     max_token_length: Optional[int] = Field(
         None, description="Caption token limit: unset / 75 (one 77-token window), 150 or 225 (2 or 3 windows).")
 

@@ -71,7 +71,6 @@ _UNSUPPORTED_OFF = {
 # Options sdxl-tui takes under their names but refuses (engine/config/rules.py) when set to these.
 _REFUSED_UNLESS = {
     "masked_loss": (False, None),
-    "weighted_captions": (False, None),
     "max_token_length": (None, 75, 150, 225),
     "alpha_mask": (False, None),
     "conditioning_data_dir": (None, ""),

@@ -70,7 +70,14 @@ def encode_captions(model: Any, captions: list[str], device: Any, dtype: Optiona
     te1, te2 = model.text_encoder1, model.text_encoder2
     max_token_length = getattr(model, "max_token_length", None)
     long = bool(max_token_length and max_token_length > WINDOW_TOKENS)
-    if long:
+    weights1 = weights2 = None
+    if getattr(model, "weighted_captions", False):  # rules refuse it with long captions
+        from engine.model.weighted_captions import weighted_ids
+
+        ids1, weights1 = weighted_ids(model.tokenizer1, captions, _sequence_length(model.tokenizer1, te1))
+        ids2, weights2 = weighted_ids(model.tokenizer2, captions, _sequence_length(model.tokenizer2, te2))
+        ids1, ids2 = ids1.to(device), ids2.to(device)
+    elif long:
         from engine.model.long_prompts import window_ids
 
         ids1 = window_ids(model.tokenizer1, captions, max_token_length).to(device)
@@ -92,6 +99,9 @@ def encode_captions(model: Any, captions: list[str], device: Any, dtype: Optiona
 
         hidden1, hidden2 = join_windows(hidden1, len(captions)), join_windows(hidden2, len(captions))
         pooled = pooled[::windows_per_caption(max_token_length)]
+    if weights1 is not None:  # per-token caption weights; the pooled embedding stays unweighted
+        hidden1 = hidden1 * weights1.to(hidden1.device, hidden1.dtype).unsqueeze(-1)
+        hidden2 = hidden2 * weights2.to(hidden2.device, hidden2.dtype).unsqueeze(-1)
     if hidden1.dtype != hidden2.dtype:
         hidden1 = hidden1.to(hidden2.dtype)
     hidden = torch.cat([hidden1, hidden2], dim=-1)

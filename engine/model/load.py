@@ -33,6 +33,7 @@ class SdxlModel:
     noise_scheduler: Any
     source: ModelSource
     max_token_length: Optional[int] = None  # sd-scripts' option: captions past 75 tokens (engine/model/long_prompts.py)
+    weighted_captions: bool = False  # sd-scripts' option: (word:1.2) weights (engine/model/weighted_captions.py)
 
 
 

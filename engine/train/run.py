@@ -229,6 +229,7 @@ def _load_model(session: _Session):
     session.emit(Phase(time=time.time(), name=LOADING_MODEL, detail=cfg.model.pretrained_model_name_or_path))
     model = load_sdxl(cfg.model)
     model.max_token_length = cfg.training.max_token_length
+    model.weighted_captions = cfg.training.weighted_captions
     dtype = session.weight_dtype = _weight_dtype(cfg.precision.mixed_precision)
     for part in (model.unet, model.text_encoder1, model.text_encoder2, model.vae):
         part.requires_grad_(False)

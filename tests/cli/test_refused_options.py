@@ -42,7 +42,7 @@ def _dataset_with(tmp_path, demo_dataset, dataset_key: str = "", subset_key: str
 
 @pytest.mark.parametrize("options, dataset_key, subset_key, named", [
     (dict(masked_loss=True), "", "", "masked_loss"),
-    (dict(weighted_captions=True), "", "", "weighted_captions"),
+    (dict(weighted_captions=True, max_token_length=150), "", "", "weighted_captions"),
     ({}, "network_multiplier = 0.5", "", "network_multiplier"),
     ({}, "", "alpha_mask = true", "alpha_mask"),
     ({}, "", "face_crop_aug_range = [2.0, 4.0]", "face_crop_aug_range"),

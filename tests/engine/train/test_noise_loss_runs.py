@@ -96,3 +96,23 @@ def test_max_token_length_trains_the_text_encoders_through_every_window(tmp_path
     a, b = short.lora(), long.lora()
     te_keys = [k for k in a if k.startswith("lora_te") and k.endswith("lora_up.weight")]
     assert te_keys and any(not torch.equal(a[k], b[k]) for k in te_keys)
+
+
+@pytest.mark.e2e
+def test_weighted_captions_change_the_lora(tmp_path, tiny_model, demo_dataset):
+    import shutil
+
+    import tomlkit
+
+    doc = tomlkit.parse(demo_dataset.dataset_toml.read_text(encoding="utf-8"))
+    source = (demo_dataset.dataset_toml.parent / str(doc["datasets"][0]["subsets"][0]["image_dir"])).resolve()
+    images = shutil.copytree(source, tmp_path / "images")
+    for caption in images.glob("*.txt"):
+        caption.write_text(f"({caption.read_text(encoding='utf-8').strip()}:1.8)", encoding="utf-8")
+    doc["datasets"][0]["subsets"][0]["image_dir"] = str(images)
+    dataset = tmp_path / "dataset.toml"
+    dataset.write_text(tomlkit.dumps(doc), encoding="utf-8")
+    plain = _lora(tmp_path / "plain", tiny_model, demo_dataset, dataset_config=str(dataset))
+    weighted = _lora(tmp_path / "weighted", tiny_model, demo_dataset, dataset_config=str(dataset),
+                     weighted_captions=True)
+    assert not _same(plain, weighted)
