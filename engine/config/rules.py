@@ -24,7 +24,7 @@ FUSED_OPTIMIZERS = {"AdamW", "AdamW8bit", "PagedAdamW8bit", "Lion", "Lion8bit", 
 KNOWN_NETWORK_ARGS = {"conv_dim", "conv_alpha"}
 # sd-scripts' caption options that change the text per step, so cached text outputs would be stale.
 CAPTION_AUGMENTATIONS = ("shuffle_caption", "caption_dropout_rate", "caption_tag_dropout_rate",
-                         "token_warmup_step")
+                         "token_warmup_step", "enable_wildcard")
 IMAGE_AUGMENTATIONS = ("color_aug", "random_crop")
 
 
@@ -46,10 +46,6 @@ def _model_rules(cfg: RunConfig) -> Iterable[RuleIssue]:
                         "no base model: set pretrained_model_name_or_path to a Hub id, diffusers folder or .safetensors file")
     if m.v2:
         yield RuleIssue(ERROR, ("v2",), "v2 is for SD 2.x models; SDXL training needs v2 = false", {"v2": False})
-    if m.v_parameterization:
-        yield RuleIssue(ERROR, ("v_parameterization",),
-                        "v_parameterization is an SD 2.x flag; SDXL reads its prediction type from the model's "
-                        "scheduler config, so set v_parameterization = false", {"v_parameterization": False})
     if m.clip_skip is not None:
         yield RuleIssue(WARNING, ("clip_skip",),
                         "clip_skip is ignored for SDXL (it always uses the penultimate text-encoder layer)",
@@ -118,8 +114,10 @@ def _network_rules(cfg: RunConfig) -> Iterable[RuleIssue]:
 def _schedule_rules(cfg: RunConfig) -> Iterable[RuleIssue]:
     o, t = cfg.optimizer, cfg.training
     if o.lr_warmup_steps > 0 and o.lr_scheduler == "constant":
-        yield RuleIssue(WARNING, ("lr_warmup_steps", "lr_scheduler"),
-                        "the constant scheduler ignores lr_warmup_steps; use constant_with_warmup",
+        # sd-scripts refuses this too ("constant does not require num_warmup_steps").
+        yield RuleIssue(ERROR, ("lr_warmup_steps", "lr_scheduler"),
+                        f"lr_warmup_steps = {o.lr_warmup_steps} with lr_scheduler = constant: the constant schedule "
+                        "has no warm-up (sd-scripts refuses it); use constant_with_warmup or set lr_warmup_steps = 0",
                         {"lr_scheduler": "constant_with_warmup"})
     if t.max_train_steps is not None and t.max_train_epochs is not None:
         yield RuleIssue(WARNING, ("max_train_steps", "max_train_epochs"),
@@ -129,10 +127,67 @@ def _schedule_rules(cfg: RunConfig) -> Iterable[RuleIssue]:
         yield RuleIssue(WARNING, ("save_last_n_epochs", "save_every_n_epochs"),
                         "save_last_n_epochs only prunes epoch saves; set save_every_n_epochs too")
     sm = cfg.sampling
+    if sm.sample_every_n_steps and sm.sample_every_n_epochs:
+        yield RuleIssue(WARNING, ("sample_every_n_steps", "sample_every_n_epochs"),
+                        "both sample_every_n_steps and sample_every_n_epochs are set: as in sd-scripts, only the "
+                        "epoch schedule makes samples", {"sample_every_n_steps": None})
     wants_samples = sm.sample_every_n_steps or sm.sample_every_n_epochs or sm.sample_at_first
     if wants_samples and not sm.sample_prompts:
         yield RuleIssue(ERROR, ("sample_prompts",),
                         "sampling is scheduled but sample_prompts is empty: name a prompts file or turn sampling off")
+
+
+# --- noise, timestep and loss options (sd-scripts `verify_training_args` and what it implies) ---
+def _noise_and_loss_rules(cfg: RunConfig) -> Iterable[RuleIssue]:
+    t, m = cfg.training, cfg.model
+    if t.adaptive_noise_scale is not None and not t.noise_offset:
+        yield RuleIssue(ERROR, ("adaptive_noise_scale", "noise_offset"),
+                        f"adaptive_noise_scale = {t.adaptive_noise_scale} needs noise_offset (sd-scripts refuses it "
+                        "without one); set noise_offset, e.g. 0.0357, or unset adaptive_noise_scale",
+                        {"adaptive_noise_scale": None})
+    if t.noise_offset_random_strength and not t.noise_offset:
+        yield RuleIssue(WARNING, ("noise_offset_random_strength", "noise_offset"),
+                        "noise_offset_random_strength does nothing without noise_offset")
+    if t.ip_noise_gamma_random_strength and not t.ip_noise_gamma:
+        yield RuleIssue(WARNING, ("ip_noise_gamma_random_strength", "ip_noise_gamma"),
+                        "ip_noise_gamma_random_strength does nothing without ip_noise_gamma")
+    if t.multires_noise_discount != 0.3 and not t.multires_noise_iterations:
+        yield RuleIssue(WARNING, ("multires_noise_discount", "multires_noise_iterations"),
+                        "multires_noise_discount does nothing without multires_noise_iterations")
+    low, high = t.min_timestep or 0, 1000 if t.max_timestep is None else t.max_timestep
+    if low > high or low >= 1000 or (low == high and high >= 1000):
+        yield RuleIssue(ERROR, ("min_timestep", "max_timestep"),
+                        f"min_timestep = {t.min_timestep} and max_timestep = {t.max_timestep}: timesteps are drawn "
+                        "from min_timestep up to (not including) max_timestep, in 0..999; make min below max")
+    if t.loss_type in ("l1", "l2") and (t.huber_c != 0.1 or t.huber_scale != 1.0 or t.huber_schedule != "snr"):
+        yield RuleIssue(WARNING, ("huber_c", "huber_scale", "huber_schedule", "loss_type"),
+                        f"huber_c / huber_scale / huber_schedule only apply to loss_type huber or smooth_l1 "
+                        f"(loss_type is {t.loss_type})")
+    if t.scale_v_pred_loss_like_noise_pred and not m.v_parameterization:
+        yield RuleIssue(ERROR, ("scale_v_pred_loss_like_noise_pred", "v_parameterization"),
+                        "scale_v_pred_loss_like_noise_pred is for v-prediction models: set v_parameterization = true "
+                        "(sd-scripts refuses it otherwise) or turn it off",
+                        {"scale_v_pred_loss_like_noise_pred": False})
+    if t.v_pred_like_loss and m.v_parameterization:
+        yield RuleIssue(ERROR, ("v_pred_like_loss", "v_parameterization"),
+                        "v_pred_like_loss adds a v-prediction-like term to an epsilon loss; it cannot be used with "
+                        "v_parameterization (sd-scripts refuses it); unset one", {"v_pred_like_loss": None})
+    if t.weighted_captions and t.max_token_length not in (None, 75):
+        yield RuleIssue(ERROR, ("weighted_captions", "max_token_length"),
+                        "weighted_captions with max_token_length 150 / 225 is not supported by sdxl-tui yet; "
+                        "unset max_token_length or turn weighted_captions off", {"max_token_length": None})
+    for key in ("masked_loss",):
+        if getattr(t, key):
+            yield RuleIssue(ERROR, (key,), f"{key} = true is not supported by sdxl-tui yet: training without it "
+                            f"would be a different run than asked for; set {key} = false", {key: False})
+    if t.max_token_length not in (None, 75, 150, 225):
+        yield RuleIssue(ERROR, ("max_token_length",),
+                        f"max_token_length = {t.max_token_length}: sd-scripts takes 75 (the default), 150 or 225",
+                        {"max_token_length": None})
+    if m.zero_terminal_snr and not m.v_parameterization:
+        yield RuleIssue(WARNING, ("zero_terminal_snr", "v_parameterization"),
+                        "zero_terminal_snr without v_parameterization: at the last timestep an epsilon model has "
+                        "nothing to predict from (sd-scripts warns: training will be unexpected)")
 
 
 def _dataset_rules(cfg: RunConfig, dataset_config: Any) -> Iterable[RuleIssue]:
@@ -152,6 +207,30 @@ def _dataset_rules(cfg: RunConfig, dataset_config: Any) -> Iterable[RuleIssue]:
                                 {"cache_latents": False})
     for index, ds in enumerate(dataset_config.datasets):
         yield from _bucket_rules(index, ds)
+    yield from _unsupported_dataset_keys(dataset_config)
+
+
+def _unsupported_dataset_keys(dataset_config: Any) -> Iterable[RuleIssue]:
+    """Dataset keys sd-scripts honours and sdxl-tui cannot yet: refused before any model loads."""
+    for ds in dataset_config.datasets:
+        if getattr(ds, "network_multiplier", 1.0) != 1.0:
+            yield RuleIssue(ERROR, ("network_multiplier",),
+                            f"datasets[{ds.index}]: network_multiplier = {ds.network_multiplier} is not supported by "
+                            "sdxl-tui yet (every dataset trains the LoRA at strength 1); remove it")
+    for subset in dataset_config.all_subsets():
+        if getattr(subset, "alpha_mask", False):
+            yield RuleIssue(ERROR, ("alpha_mask",),
+                            f"subset {subset.index}: alpha_mask = true is not supported by sdxl-tui yet (the loss "
+                            "would ignore the transparency); remove it, or flatten the images onto a background")
+        if getattr(subset, "conditioning_data_dir", None):
+            yield RuleIssue(ERROR, ("conditioning_data_dir",),
+                            f"subset {subset.index}: conditioning_data_dir (mask images for masked_loss) is not "
+                            "supported by sdxl-tui yet; remove it")
+        attributes = getattr(subset, "custom_attributes", None) or {}
+        if attributes.get("diff_output_preservation"):
+            yield RuleIssue(ERROR, ("custom_attributes",),
+                            f"subset {subset.index}: custom_attributes.diff_output_preservation (differential output "
+                            "preservation) is not supported by sdxl-tui yet; remove it")
 
 
 def _bucket_rules(index: int, ds: Any) -> Iterable[RuleIssue]:
@@ -193,7 +272,7 @@ def check_rules(cfg: RunConfig, dataset_config: Optional[Any] = None) -> list[Ru
     """All issues for this config; dataset rules run when the resolved dataset config is given."""
     issues: list[RuleIssue] = []
     for rule in (_model_rules, _caching_rules, _precision_rules, _network_rules, _schedule_rules, _package_rules,
-                 _optimizer_rules):
+                 _optimizer_rules, _noise_and_loss_rules):
         issues.extend(rule(cfg))
     if dataset_config is None and not cfg.dataset.dataset_config:
         issues.append(RuleIssue(ERROR, ("dataset_config",),

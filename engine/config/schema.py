@@ -38,7 +38,9 @@ class ModelSection(Section):
         None, ge=1, description="Accepted for sd-scripts compatibility; SDXL always uses the penultimate layer, so it is ignored.")
     v2: bool = Field(False, description="SD 2.x flag from sd-scripts; not valid for SDXL (must stay false).")
     v_parameterization: bool = Field(
-        False, description="SD 2.x v-prediction flag; SDXL takes the prediction type from its scheduler config (must stay false).")
+        False, description="Train as v-prediction (v-pred SDXL models); a file with a v_pred key is v-pred anyway.")
+    zero_terminal_snr: bool = Field(
+        False, description="Rescale the noise schedule to zero SNR at the last timestep (arXiv 2305.08891); for v-pred.")
 
 
 class DatasetSection(Section):
@@ -153,6 +155,43 @@ class TrainingSection(Section):
     seed: int = Field(42, ge=0, description="Random seed: same seed, same data, same result.")
     noise_offset: float = Field(0.0, ge=0.0, description="Noise offset (helps very dark/bright images); 0 is off.")
     min_snr_gamma: Optional[float] = Field(None, gt=0.0, description="Min-SNR-γ loss weighting (5 is common); off when unset.")
+    # --- sd-scripts' noise, timestep and loss options (issue 12); formulas: engine/train/noise.py, loss_terms.py
+    noise_offset_random_strength: bool = Field(
+        False, description="Draw the noise offset uniformly from 0..noise_offset each step (sd-scripts default false).")
+    adaptive_noise_scale: Optional[float] = Field(
+        None, description="Add |latent channel mean| x this to noise_offset (needs noise_offset); off when unset.")
+    multires_noise_iterations: int = Field(
+        0, ge=0, description="Multi-resolution (pyramid) noise levels, 6-10 typical; 0 is off (the default).")
+    multires_noise_discount: float = Field(
+        0.3, ge=0.0, le=1.0, description="Weight ratio between pyramid noise levels, 0..1 (sd-scripts default 0.3).")
+    ip_noise_gamma: Optional[float] = Field(
+        None, ge=0.0, description="Input-perturbation noise strength (0.1 typical, arXiv 2301.11706); off when unset.")
+    ip_noise_gamma_random_strength: bool = Field(
+        False, description="Draw the input-perturbation strength uniformly from 0..ip_noise_gamma each step.")
+    min_timestep: Optional[int] = Field(
+        None, ge=0, le=999, description="Lowest training timestep, 0..999 (sd-scripts default 0).")
+    max_timestep: Optional[int] = Field(
+        None, ge=1, le=1000, description="Timesteps are drawn below this, 1..1000 (sd-scripts default 1000).")
+    loss_type: Literal["l1", "l2", "huber", "smooth_l1"] = Field(
+        "l2", description="Element-wise loss: l2 (MSE), l1, huber or smooth_l1 (scheduled pseudo-Huber).")
+    huber_c: float = Field(
+        0.1, gt=0.0, le=1.0, description="Huber loss threshold c, 0..1 (huber / smooth_l1 only; default 0.1).")
+    huber_scale: float = Field(
+        1.0, gt=0.0, description="Huber c scale (constant / exponential schedules only; default 1.0).")
+    huber_schedule: Literal["constant", "exponential", "snr"] = Field(
+        "snr", description="How Huber c varies with the timestep: constant, exponential or snr (default snr).")
+    debiased_estimation_loss: bool = Field(
+        False, description="Weight the loss by 1/sqrt(SNR) (1/(SNR+1) with v-prediction), arXiv 2310.08442.")
+    scale_v_pred_loss_like_noise_pred: bool = Field(
+        False, description="v-prediction only: scale the loss by SNR/(SNR+1) like an epsilon loss.")
+    v_pred_like_loss: Optional[float] = Field(
+        None, ge=0.0, description="Epsilon only: add loss x (SNR+1)/SNR x this (v-prediction-like); off when unset.")
+    masked_loss: bool = Field(
+        False, description="Weight the loss by alpha / conditioning masks (not supported yet: must stay false).")
+    weighted_captions: bool = Field(
+        False, description="Read (word:1.2), (word) and [word] caption weights (A1111 syntax) as sd-scripts does.")
+    max_token_length: Optional[int] = Field(
+        None, description="Caption token limit: unset / 75 (one 77-token window), 150 or 225 (2 or 3 windows).")
 
     @property
     def limited_by(self) -> str:

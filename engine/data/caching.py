@@ -442,6 +442,10 @@ def text_encoders_identity(model: SdxlModel) -> str:
     parts = [module_fingerprint(model.text_encoder1), module_fingerprint(model.text_encoder2)]
     for tokenizer in (model.tokenizer1, model.tokenizer2):
         parts.append(f"{type(tokenizer).__name__}:{len(tokenizer)}:{tokenizer.pad_token}")
+    if getattr(model, "max_token_length", None):  # long captions encode differently (long_prompts.py)
+        parts.append(f"max_token_length={model.max_token_length}")
+    if getattr(model, "weighted_captions", False):
+        parts.append("weighted_captions")
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 

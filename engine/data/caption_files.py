@@ -23,6 +23,7 @@ class CaptionFile:
     caption: str  # the first non-blank line, stripped ("" when the file holds no text)
     extra_lines: int = 0  # non-blank lines after it (used by enable_wildcard)
     leading_blank_lines: int = 0  # blank lines before it
+    lines: tuple[str, ...] = ()  # every non-blank line, stripped (what enable_wildcard draws from)
 
 
 def read_caption_file(path: Path) -> CaptionFile:
@@ -33,7 +34,8 @@ def read_caption_file(path: Path) -> CaptionFile:
     if not filled:
         return CaptionFile("")
     first = filled[0]
-    return CaptionFile(lines[first], extra_lines=len(filled) - 1, leading_blank_lines=first)
+    return CaptionFile(lines[first], extra_lines=len(filled) - 1, leading_blank_lines=first,
+                       lines=tuple(lines[i] for i in filled))
 
 
 def multi_line_note(subset_index: int, files: list[Path]) -> str:

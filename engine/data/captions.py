@@ -3,13 +3,22 @@
 Order (as sd-scripts): prefix/suffix are added, then whole-caption dropout is decided
 (`caption_dropout_rate`, or every n-th epoch), then the tags are split into kept and free
 ones (`keep_tokens` or `keep_tokens_separator`), token warm-up trims the free tags, the free
-tags are shuffled and tag dropout removes some, and the parts are joined with ", ".
+tags are shuffled and tag dropout removes some, and the parts are joined again.
+With `enable_wildcard`, before the tags are split, one line of a multi-line caption is drawn and
+each `{a|b|c}` is replaced by one of its choices (`{{` / `}}` stay literal braces); without it a
+multi-line caption keeps its first line (sd-scripts `BaseDataset.process_caption`).
 Random draws come only from the `rng` passed in, in that order, so a seeded run repeats.
+
+The join: sd-scripts joins the tags with ", " whatever `caption_separator` is, so with
+`caption_separator = ". "` (and a secondary separator replaced by it) one caption mixes ". " and
+", ". Here the tags are joined with the subset's own separator, followed by one space when it
+has none (`,` -> ", ", the default, identical to sd-scripts; `;` -> "; ").
 """
 from __future__ import annotations
 
 import math
 import random
+import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -28,6 +37,7 @@ class CaptionOptions:
     caption_tag_dropout_rate: float = 0.0
     token_warmup_min: int = 1
     token_warmup_step: float = 0.0
+    enable_wildcard: bool = False
 
     @classmethod
     def from_subset(cls, subset) -> "CaptionOptions":
@@ -38,7 +48,8 @@ class CaptionOptions:
     def is_static(self) -> bool:
         """True when the caption never changes between epochs (so text outputs can be cached)."""
         return not (self.shuffle_caption or self.caption_dropout_rate > 0 or self.caption_tag_dropout_rate > 0
-                    or self.caption_dropout_every_n_epochs > 0 or self.token_warmup_step > 0)
+                    or self.caption_dropout_every_n_epochs > 0 or self.token_warmup_step > 0
+                    or self.enable_wildcard)
 
 
 def _split(text: str, separator: str) -> list[str]:
@@ -65,6 +76,11 @@ def process_caption(caption: str, options: CaptionOptions, rng: random.Random, *
     if dropped or (every > 0 and epoch % every == 0):
         return ""
 
+    if options.enable_wildcard:
+        caption = expand_wildcards(caption, rng)
+    else:
+        caption = caption.split("\n")[0]
+
     warmup = _warmup_steps(options, max_train_steps)
     if options.shuffle_caption or warmup > 0 or options.caption_tag_dropout_rate > 0:
         caption = _rearrange_tags(caption, options, rng, warmup, step)
@@ -72,6 +88,25 @@ def process_caption(caption: str, options: CaptionOptions, rng: random.Random, *
     if options.secondary_separator:
         caption = caption.replace(options.secondary_separator, options.caption_separator)
     return caption
+
+
+def expand_wildcards(caption: str, rng: random.Random) -> str:
+    """One line of a multi-line caption, then `{a|b|c}` -> one of a, b, c (drawn from `rng`);
+    `{{` and `}}` are literal braces (sd-scripts `process_caption`)."""
+    if "\n" in caption:
+        caption = rng.choice(caption.split("\n"))
+    open_mark, close_mark = "\u2985", "\u2986"
+    while open_mark in caption or close_mark in caption:
+        open_mark += "\u2985"
+        close_mark += "\u2986"
+    caption = caption.replace("{{", open_mark).replace("}}", close_mark)
+    caption = re.sub(r"\{([^}]+)\}", lambda match: rng.choice(match.group(1).split("|")), caption)
+    return caption.replace(open_mark, "{").replace(close_mark, "}")
+
+
+def tag_joiner(separator: str) -> str:
+    """What re-joins split tags: the separator, with one space after it when it has none."""
+    return separator if separator.endswith(" ") else separator + " "
 
 
 def _rearrange_tags(caption: str, options: CaptionOptions, rng: random.Random, warmup: int, step: int) -> str:
@@ -98,4 +133,4 @@ def _rearrange_tags(caption: str, options: CaptionOptions, rng: random.Random, w
         rng.shuffle(free)
     if options.caption_tag_dropout_rate > 0:
         free = [t for t in free if rng.random() >= options.caption_tag_dropout_rate]
-    return ", ".join(kept + free + kept_suffix)
+    return tag_joiner(sep).join(kept + free + kept_suffix)

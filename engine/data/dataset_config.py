@@ -75,6 +75,9 @@ class SubsetSpec(_Origins):
     enable_wildcard: bool
     face_crop_aug_range: Optional[tuple[float, float]]
     cache_info: bool
+    resize_interpolation: Optional[str]  # the subset's, else its dataset's (sd-scripts' order)
+    custom_attributes: Optional[dict]
+    conditioning_data_dir: Optional[str]
     origins: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     @property

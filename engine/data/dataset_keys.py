@@ -41,6 +41,13 @@ def _float(lo: float | None = None, hi: float | None = None) -> Callable[[Any], 
     return check
 
 
+def _fraction_below_one(v: Any) -> float:
+    value = _float(0.0, 1.0)(v)
+    if value >= 1.0:
+        raise ValueError("a number from 0 up to (not including) 1")
+    return value
+
+
 def _str(v: Any) -> str:
     if isinstance(v, str):
         return v
@@ -103,8 +110,8 @@ DATASET_KEYS: dict[str, KeySpec] = {
     "bucket_no_upscale": KeySpec(_bool, False),
     "network_multiplier": KeySpec(_float(), 1.0),
     "resize_interpolation": KeySpec(_interpolation, None),
-    # sd-scripts validation split: accepted only when off (sdxl-tui has no validation loop yet).
-    "validation_split": KeySpec(_float(0.0, 0.0), 0.0),
+    # sd-scripts validation split: the held-out images are not trained (engine/data/validation_split.py).
+    "validation_split": KeySpec(_fraction_below_one, 0.0),
     "validation_seed": KeySpec(lambda v: None if v is None else _int(0)(v), None),
 }
 
@@ -129,9 +136,16 @@ SUBSET_KEYS: dict[str, KeySpec] = {
     "token_warmup_min": KeySpec(_int(1), 1),
     "token_warmup_step": KeySpec(_float(0.0), 0.0),
     # Accepted for compatibility; only their "off" values are supported.
-    "enable_wildcard": KeySpec(lambda v: _bool(v) and _unsupported("enable_wildcard = true"), False),
+    "enable_wildcard": KeySpec(_bool, False),
     "face_crop_aug_range": KeySpec(lambda v: None if v is None else _unsupported_pair(v), None),
     "cache_info": KeySpec(_bool, False),
+    # sd-scripts: a subset's resize_interpolation wins over its dataset's.
+    "resize_interpolation": KeySpec(_interpolation, None),
+    "custom_attributes": KeySpec(lambda v: None if v is None else _mapping(v), None),
+    # sd-scripts' --alpha_mask / --conditioning_data_dir set these for every subset, so they may sit in
+    # [general]; both are refused by engine/config/rules.py while masked loss is not supported.
+    "alpha_mask": KeySpec(_bool, False),
+    "conditioning_data_dir": KeySpec(_opt_str, None),
 }
 
 # Keys only a subset may carry.
@@ -139,8 +153,13 @@ SUBSET_ONLY_KEYS: dict[str, KeySpec] = {
     "image_dir": KeySpec(_opt_str, None),
     "metadata_file": KeySpec(_opt_str, None),
     "is_reg": KeySpec(_bool, False),
-    "alpha_mask": KeySpec(_bool, False),
 }
+
+
+def _mapping(v: Any) -> dict:
+    if isinstance(v, dict):
+        return dict(v)
+    raise ValueError("a table of key = value pairs")
 
 
 def _unsupported(what: str) -> bool:

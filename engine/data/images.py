@@ -3,8 +3,9 @@
 The resize/crop comes from `engine.data.buckets.crop_geometry`, so `LoadedImage.time_ids()` is
 the real one. `flip_aug` flips the cropped image and reports the crop's left edge as seen in
 the flipped picture. `color_aug` follows sd-scripts: with probability 0.33, either a hue
-shift of up to ±8 OpenCV units (±16°) or a gamma in [0.95, 1.05] (applied to values in 0..1;
-sd-scripts raises raw 0..255 values to the power, which brightens instead).
+shift of up to ±8 OpenCV units (±16°) or a gamma in [0.95, 1.05] applied, as sd-scripts does, to
+the raw 0..255 values (`clip(v ** gamma, 0, 255)`, truncated to uint8): so gamma > 1 brightens and
+saturates (200 -> 255) and gamma < 1 darkens (200 -> 153), unlike a gamma on 0..1 values.
 No torch here: the training-data module turns the array into a tensor.
 """
 from __future__ import annotations
@@ -82,7 +83,7 @@ def color_augment(array: np.ndarray, rng: random.Random) -> np.ndarray:
     if rng.random() > 0.5:
         return hue_shift(array, rng.uniform(-HUE_SHIFT_LIMIT, HUE_SHIFT_LIMIT))
     gamma = rng.uniform(0.95, 1.05)
-    return np.clip(255.0 * (array / 255.0) ** gamma + 0.5, 0, 255).astype(np.uint8)
+    return np.clip(array.astype(np.float64) ** gamma, 0, 255).astype(np.uint8)
 
 
 def hue_shift(array: np.ndarray, shift_opencv_units: float) -> np.ndarray:

@@ -30,6 +30,7 @@ from engine.data.caption_files import read_caption_file
 from engine.data.dataset_config import DatasetConfig, DatasetSpec, SubsetSpec
 from engine.data.folder_files import SubsetFiles, list_subset_files
 from engine.data.image_files import IMAGE_EXTENSIONS, BadImage, read_image_size
+from engine.data.validation_split import split_for_validation
 from engine.errors import DataError
 
 UPSCALE_WARNING = 2.0  # warn when an image must be enlarged this much (linear) to fill its bucket
@@ -73,6 +74,7 @@ class ScannedDataset:
     problems: tuple[str, ...] = ()  # each would stop training
     warnings: tuple[str, ...] = ()
     skipped: int = 0  # unreadable images left out (skip_bad_images)
+    held_out: tuple[Path, ...] = ()  # images kept out of training by validation_split
 
     def dataset(self, index: int) -> DatasetSpec:
         return self.config.datasets[index]
@@ -124,6 +126,7 @@ class _Collector:
     warnings: list[str] = field(default_factory=list)
     grouped: dict[str, list[str]] = field(default_factory=dict)
     skipped: int = 0
+    held_out: list = field(default_factory=list)
 
     def group(self, kind: str, message: str) -> None:
         self.grouped.setdefault(kind, []).append(message)
@@ -148,8 +151,9 @@ def _caption_for(image: Path, subset: SubsetSpec, files: SubsetFiles, out: _Coll
         except DataError as exc:
             out.problems.append(exc.message + " → " + exc.hint)
             return ""
-        caption = read.caption
-        if read.extra_lines:
+        # enable_wildcard draws one line per step, so it keeps them all (newline-joined, as sd-scripts)
+        caption = "\n".join(read.lines) if subset.enable_wildcard else read.caption
+        if read.extra_lines and not subset.enable_wildcard:
             notes["multi"].append(cap_path)
         if read.leading_blank_lines and caption:
             notes["leading"].append(cap_path)
@@ -293,13 +297,18 @@ def _checked_size(outcome: "Size | BadImage", out: _Collector, stats: dict[str, 
     return outcome
 
 
-def _items_for_dataset(spec: DatasetSpec, out: _Collector) -> tuple[list[ImageItem], list[SubsetStats]]:
+def _items_for_dataset(spec: DatasetSpec, out: _Collector, seed: int) -> tuple[list[ImageItem], list[SubsetStats]]:
     bucketer = Bucketer.for_dataset(spec)
     items: list[ImageItem] = []
     all_stats: list[SubsetStats] = []
     for subset in spec.subsets:
         scan = _scan_metadata_subset if subset.metadata_file is not None else _scan_folder_subset
         found, stats = scan(subset, out)
+        if not subset.is_reg and spec.validation_split > 0:
+            found, held = split_for_validation(found, spec.validation_split,
+                                               seed if spec.validation_seed is None else spec.validation_seed)
+            out.held_out.extend(path for path, _, _ in held)
+            stats["images"] = len(found)
         for path, caption, size in found:
             choice = bucketer.choose(size)
             scale = max(choice.resized[0] / size[0], choice.resized[1] / size[1])
@@ -348,22 +357,26 @@ def _balance_reg(items: list[ImageItem], stats: list[SubsetStats],
     return train + used, stats
 
 
-def scan_dataset(config: DatasetConfig, *, skip_bad_images: bool = False, strict: bool = True) -> ScannedDataset:
+def scan_dataset(config: DatasetConfig, *, skip_bad_images: bool = False, strict: bool = True,
+                 seed: int = 0) -> ScannedDataset:
     """Find every image and caption. With `strict`, any problem raises DataError listing them all;
-    with `strict=False` (the plan) they are returned in `problems`."""
+    with `strict=False` (the plan) they are returned in `problems`. `seed` (the run's) picks the
+    validation_split hold-out when a dataset has no validation_seed."""
     out = _Collector(skip_bad_images)
     out.warnings.extend(config.notes)
     items: list[ImageItem] = []
     stats: list[SubsetStats] = []
     for spec in config.datasets:
-        dataset_items, dataset_stats = _items_for_dataset(spec, out)
+        dataset_items, dataset_stats = _items_for_dataset(spec, out, seed)
         items.extend(dataset_items)
         stats.extend(dataset_stats)
     out.flush()
     if not items and not out.problems:
         out.problems.append("the dataset has no usable images")
+    if out.held_out:
+        out.warnings.append(f"{len(out.held_out)} image(s) held out of training by validation_split")
     result = ScannedDataset(config, tuple(items), tuple(stats), tuple(out.problems), tuple(out.warnings),
-                            out.skipped)
+                            out.skipped, tuple(out.held_out))
     if strict and result.problems:
         raise data_error(result)
     return result

@@ -230,7 +230,7 @@ class TrainingData:
                 subset = self._subsets[item.subset_index]
                 batch_tasks.append(_ImageTask(
                     item.path, item.bucket, item.resized, subset.random_crop, subset.flip_aug, subset.color_aug,
-                    self.scanned.dataset(item.dataset_index).resize_interpolation,
+                    subset.resize_interpolation,
                     f"image:{self.seed}:{epoch}:{self.rank}:{position}:{slot}"))
             tasks.append(batch_tasks)
         on_cuda = torch.device(self.device).type == "cuda"
@@ -304,7 +304,7 @@ def _latent_jobs(scanned: ScannedDataset) -> list[LatentJob]:
         geometry = crop_geometry(item.size, item.bucket, resized=item.resized)
         jobs.append(LatentJob(index, item.path, item.bucket, item.resized, geometry.crop_top_left,
                               subsets[item.subset_index].flip_aug,
-                              scanned.dataset(item.dataset_index).resize_interpolation))
+                              subsets[item.subset_index].resize_interpolation))
     return jobs
 
 

@@ -39,7 +39,7 @@ _HARMLESS = {
     "xformers": "attention runs through PyTorch SDPA automatically", "sdpa": "PyTorch SDPA is always used",
     "mem_eff_attn": "PyTorch SDPA is always used", "persistent_data_loader_workers": "not needed",
     "lowram": "not needed", "highvram": "not needed", "no_metadata": "metadata is always written",
-    "training_comment": "not stored", "max_token_length": "SDXL prompts use the 77-token window",
+    "training_comment": "not stored",
     "full_fp16": "LoRA weights train in fp32 with mixed precision", "full_bf16": "LoRA weights train in fp32 with mixed precision",
     "save_n_epoch_ratio": "use save_every_n_epochs", "vae_batch_size": "chosen automatically",
     "console_log_level": "not used", "console_log_file": "not used", "console_log_simple": "not used",
@@ -58,20 +58,28 @@ _HARMLESS = {
 }
 # sd-scripts options that change training and have no equivalent here: reported when not "off".
 _UNSUPPORTED_OFF = {
-    "min_timestep": (None, 0), "max_timestep": (None, 1000), "multires_noise_iterations": (None, 0),
-    "multires_noise_discount": (None, 0.3), "ip_noise_gamma": (None, 0, 0.0), "scale_weight_norms": (None,),
-    "loss_type": ("l2",), "zero_terminal_snr": (False,), "debiased_estimation_loss": (False,),
-    "adaptive_noise_scale": (None,), "noise_offset_random_strength": (False,), "v_pred_like_loss": (None,),
-    "network_train_text_encoder_only": (False,), "masked_loss": (False,), "weighted_captions": (False,),
-    "full_bf16": (False,), "fp8_base": (False,), "fp8_base_unet": (False,), "cpu_offload_checkpointing": (False,),
-    "scale_v_pred_loss_like_noise_pred": (False,), "network_multiplier": (None, 1.0),
+    "scale_weight_norms": (None,),
+    "network_train_text_encoder_only": (False,),
+    "full_bf16": (False,),
+    "fp8_base": (False,),
+    "fp8_base_unet": (False,),
+    "cpu_offload_checkpointing": (False,),
+}
+
+# Options sdxl-tui takes under their names but refuses (engine/config/rules.py) when set to these.
+_REFUSED_UNLESS = {
+    "masked_loss": (False, None),
+    "max_token_length": (None, 75, 150, 225),
+    "alpha_mask": (False, None),
+    "conditioning_data_dir": (None, ""),
+    "network_multiplier": (None, 1.0),
 }
 
 
 @dataclass(frozen=True)
 class KeyNote:
     key: str
-    status: str  # mapped / renamed / converted / dataset / not used
+    status: str  # mapped / renamed / converted / dataset / not used / refused
     detail: str = ""
 
     def __str__(self) -> str:
@@ -146,11 +154,17 @@ class _Converter:
         self.dataset_defaults: dict[str, Any] = {}
         self.train_data_dir: Optional[str] = None
         self.folders: dict[str, str] = {}  # train_data_dir / reg_data_dir / in_json, paths resolved
+        self.flat: dict[str, Any] = {}
 
     def note(self, key: str, status: str, detail: str = "") -> None:
+        if status in ("mapped", "dataset") and key in self.flat and self.flat[key] not in _REFUSED_UNLESS.get(
+                key, (self.flat[key],)):
+            status, detail = "refused", (f"= {self.flat[key]!r} is not supported by sdxl-tui yet: plan and train "
+                                         "stop with a config error naming it until it is removed")
         self.notes.append(KeyNote(key, status, detail))
 
     def run(self, flat: Mapping[str, Any]) -> None:
+        self.flat = dict(flat)
         for key, value in flat.items():
             handler = getattr(self, f"_key_{key}", None)
             if handler is not None:
@@ -178,7 +192,7 @@ class _Converter:
 
     def _dataset(self, key: str, value: Any) -> None:
         if value is None or (value is False and key != "enable_bucket"):
-            self.note(key, "not used", "off (the dataset default)")
+            self.note(key, "mapped", "off (the dataset default)")
             return
         if key == "resolution":
             value = _resolution(value)
@@ -308,6 +322,14 @@ class _Converter:
             p = (self.base_dir / p).resolve()
         self.folders[key] = str(p)
         self.note(key, "dataset", f"{what} (sd-scripts ignores it when a dataset TOML is given)")
+
+    def _key_face_crop_aug_range(self, value: Any) -> None:
+        if value is None:
+            self.note("face_crop_aug_range", "mapped", "off (the default)")
+            return
+        self.dataset_defaults["face_crop_aug_range"] = _pair(value)
+        self.note("face_crop_aug_range", "refused", f"= {value!r}: face-centred crops are not supported by "
+                  "sdxl-tui; training stops with a config error naming it until it is removed")
 
     def _key_train_data_dir(self, value: Any) -> None:
         self._folder_key("train_data_dir", value, "folder-style dataset: one subset per <repeats>_<class tokens> subfolder")

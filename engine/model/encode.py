@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from engine.model.load import SdxlModel
 
 MAX_TOKENS = 77
+WINDOW_TOKENS = 75  # caption tokens in one window; `model.max_token_length` 150 / 225 -> long_prompts.py
 
 
 def _sequence_length(tokenizer: Any, encoder: Any) -> int:
@@ -59,7 +60,8 @@ def _module_device(module: Any) -> "torch.device":
 
 def encode_captions(model: SdxlModel, captions: list[str], device: Any, dtype: Optional["torch.dtype"] = None
                     ) -> tuple["torch.Tensor", "torch.Tensor"]:
-    """(hidden (B, 77, w1 + w2), pooled (B, proj)) for `captions`, as SDXL's UNet expects them.
+    """(hidden (B, 77, w1 + w2), pooled (B, proj)) for `captions`, as SDXL's UNet expects them
+    (hidden (B, 2 + 75 n, w1 + w2) when `model.max_token_length` is 150 or 225: long_prompts.py).
 
     Runs through the encoders as they are (LoRA-injected ones included); autograd records
     the pass only when an encoder has trainable parameters and grad mode is on, so caching
@@ -68,8 +70,23 @@ def encode_captions(model: SdxlModel, captions: list[str], device: Any, dtype: O
     import torch
 
     te1, te2 = model.text_encoder1, model.text_encoder2
-    ids1 = tokenize(model.tokenizer1, te1, captions).to(device)
-    ids2 = tokenize(model.tokenizer2, te2, captions).to(device)
+    max_token_length = getattr(model, "max_token_length", None)
+    long = bool(max_token_length and max_token_length > WINDOW_TOKENS)
+    weights1 = weights2 = None
+    if getattr(model, "weighted_captions", False):  # rules refuse it with long captions
+        from engine.model.weighted_captions import weighted_ids
+
+        ids1, weights1 = weighted_ids(model.tokenizer1, captions, _sequence_length(model.tokenizer1, te1))
+        ids2, weights2 = weighted_ids(model.tokenizer2, captions, _sequence_length(model.tokenizer2, te2))
+        ids1, ids2 = ids1.to(device), ids2.to(device)
+    elif long:
+        from engine.model.long_prompts import window_ids
+
+        ids1 = window_ids(model.tokenizer1, captions, max_token_length).to(device)
+        ids2 = window_ids(model.tokenizer2, captions, max_token_length).to(device)
+    else:
+        ids1 = tokenize(model.tokenizer1, te1, captions).to(device)
+        ids2 = tokenize(model.tokenizer2, te2, captions).to(device)
 
     with torch.set_grad_enabled(_wants_grad(te1)):
         out1 = te1(ids1, output_hidden_states=True)
@@ -79,6 +96,14 @@ def encode_captions(model: SdxlModel, captions: list[str], device: Any, dtype: O
         hidden2 = out2.hidden_states[-2]
         pooled = out2.text_embeds
 
+    if long:
+        from engine.model.long_prompts import join_windows, windows_per_caption
+
+        hidden1, hidden2 = join_windows(hidden1, len(captions)), join_windows(hidden2, len(captions))
+        pooled = pooled[::windows_per_caption(max_token_length)]
+    if weights1 is not None:  # per-token caption weights; the pooled embedding stays unweighted
+        hidden1 = hidden1 * weights1.to(hidden1.device, hidden1.dtype).unsqueeze(-1)
+        hidden2 = hidden2 * weights2.to(hidden2.device, hidden2.dtype).unsqueeze(-1)
     if hidden1.dtype != hidden2.dtype:
         hidden1 = hidden1.to(hidden2.dtype)
     hidden = torch.cat([hidden1, hidden2], dim=-1)

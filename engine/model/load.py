@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 from engine.errors import ModelError
 from engine.model.parts import LoadProgress, load_parts
+from engine.model.prediction import training_scheduler_config
 from engine.model.source import (
     ModelSource,
     check_sdxl_shape,
@@ -32,6 +33,8 @@ class SdxlModel:
     tokenizer2: Any
     noise_scheduler: Any
     source: ModelSource
+    max_token_length: Optional[int] = None  # sd-scripts' option: captions past 75 tokens (engine/model/long_prompts.py)
+    weighted_captions: bool = False  # sd-scripts' option: (word:1.2) weights (engine/model/weighted_captions.py)
 
 
 
@@ -134,7 +137,9 @@ def load_sdxl(model, progress: Optional[LoadProgress] = None) -> SdxlModel:
         unet=parts["unet"], vae=parts["vae"],
         text_encoder1=parts["text_encoder1"], text_encoder2=parts["text_encoder2"],
         tokenizer1=parts["tokenizer1"], tokenizer2=parts["tokenizer2"],
-        noise_scheduler=make_noise_scheduler(parts["scheduler_config"]), source=source,
+        noise_scheduler=make_noise_scheduler(training_scheduler_config(
+            parts["scheduler_config"], v_parameterization=model.v_parameterization,
+            zero_terminal_snr=model.zero_terminal_snr)), source=source,
     )
 
 

@@ -21,6 +21,7 @@ from typing import Iterator, Optional
 
 from engine.errors import ModelError
 from engine.model.parts import LoadProgress, load_parts
+from engine.model.prediction import declared_in_keys, with_declared
 from engine.model.sdxl_configs import (
     SCHEDULER_CONFIG,
     SDXL_TEXT_ENCODER_2_CONFIG,
@@ -152,7 +153,8 @@ def load_single_file_parts(path: Path, tokenizer_cache_dir: str = "", with_vae: 
             ("text_encoder2", "text encoder 2", lambda: _text_encoder(
                 CLIPTextModelWithProjection, config_dir, "text_encoder_2",
                 clip_g_from_openclip(_read_prefixed(path, TE2_PREFIX)), path)),
-            ("scheduler_config", "scheduler", lambda: _scheduler_config(config_dir)),
+            ("scheduler_config", "scheduler",
+             lambda: with_declared(_scheduler_config(config_dir), declared_in_keys(shapes))),
         ], progress)
     parts["tokenizer1"], parts["tokenizer2"] = parts.pop("tokenizers")
     return parts

@@ -260,8 +260,9 @@ class _TextParts:
     text_encoder2: Any
     tokenizer1: Any
     tokenizer2: Any
+    max_token_length: Any = None  # sample prompts are encoded like captions (sd-scripts does the same)
 
 
 def _text_side(model: SdxlModel, te1: Any, te2: Any) -> _TextParts:
     """The text side of `model` with unwrapped encoders, for `encode_captions`."""
-    return _TextParts(te1, te2, model.tokenizer1, model.tokenizer2)
+    return _TextParts(te1, te2, model.tokenizer1, model.tokenizer2, getattr(model, "max_token_length", None))

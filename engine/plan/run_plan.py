@@ -105,7 +105,8 @@ def make_plan(cfg: RunConfig, dataset_config: Optional[DatasetConfig] = None, *,
     path = dataset_config.path if dataset_config.path is not None else Path(cfg.dataset.dataset_config or "(draft)")
     # the same rule check and messages as `train`
     warnings = check_config(cfg, base_dir, dataset_config).warnings if check else ()
-    scanned = scan_dataset(dataset_config, skip_bad_images=cfg.dataset.skip_bad_images, strict=False)
+    scanned = scan_dataset(dataset_config, skip_bad_images=cfg.dataset.skip_bad_images, strict=False,
+                           seed=cfg.training.seed)
     buckets = tuple(BucketCount(d, bucket, n, dataset_config.datasets[d].batch_size)
                     for (d, bucket), n in scanned.bucket_histogram().items())
     batches = batches_per_epoch(scanned, world_size)

@@ -16,8 +16,9 @@ from engine.errors import TrainingDiverged
 from engine.events.types import Saved, Step
 from engine.outputs import checkpoint
 from engine.outputs.checkpoint import Position
-from engine.train.loss import diffusion_loss, sample_noise, sample_timesteps, training_target
+from engine.train.loss import LossOptions, diffusion_loss, training_target
 from engine.train.memory import snapshot
+from engine.train.noise import NoiseOptions, noise_and_timesteps
 from engine.train.optimizers import group_lrs
 
 if TYPE_CHECKING:
@@ -89,9 +90,8 @@ class Trainer:
             else:
                 hidden, pooled = encode_captions(self.model, list(batch.captions), device)
             noise_scheduler = self.model.noise_scheduler
-            noise = sample_noise(latents, self.cfg.training.noise_offset)
-            timesteps = sample_timesteps(latents.shape[0], noise_scheduler.config.num_train_timesteps, device)
-            noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+            noise, noisy, timesteps = noise_and_timesteps(latents, noise_scheduler,
+                                                          NoiseOptions.from_config(self.cfg.training))
             unet_dtype = self.model.unet.dtype
             unet = self.unet if self.unet is not None else self.model.unet
             prediction = unet(
@@ -102,7 +102,7 @@ class Trainer:
         target = training_target(noise_scheduler, latents, noise, timesteps)
         weights = batch.loss_weights.to(device) if batch.loss_weights is not None else None
         return diffusion_loss(prediction, target, timesteps=timesteps, noise_scheduler=noise_scheduler,
-                              loss_weights=weights, min_snr_gamma=self.cfg.training.min_snr_gamma)
+                              loss_weights=weights, options=LossOptions.from_config(self.cfg.training))
 
     def optimizer_step(self) -> None:
         """Clip, step, clear (the fused path already stepped inside the backward pass)."""
@@ -176,7 +176,8 @@ class Trainer:
         if every and pos.global_step % every == 0 and not finished:
             self.save_step_checkpoint(with_state=cfg.saving.save_state)
         every = cfg.sampling.sample_every_n_steps
-        if every and pos.global_step % every == 0:
+        # sd-scripts: with sample_every_n_epochs set, sample_every_n_steps is ignored.
+        if every and not cfg.sampling.sample_every_n_epochs and pos.global_step % every == 0:
             self.paused(self.outputs.make_samples, pos.global_step, None)
 
     def requests(self, at_log_point: bool) -> tuple[bool, list[str]]:

@@ -181,7 +181,9 @@ def _check_config(cfg: RunConfig, dataset_config) -> list[str]:
     checked = check_config(cfg, None, dataset_config)
     check_optimizer(cfg.optimizer.optimizer_type)  # a class path that does not import stops here
     notes = check_model_before_loading(cfg.model.pretrained_model_name_or_path)
-    return list(checked.warnings) + notes
+    from engine.model.prediction import prediction_notes
+
+    return list(checked.warnings) + notes + prediction_notes(cfg.model)
 
 
 def _prepare_resume(output_dir: Path, cfg: RunConfig):
@@ -261,6 +263,8 @@ def _load_model(session: _Session):
     cfg, device = session.cfg, session.accelerator.device
     session.emit(Phase(time=time.time(), name=LOADING_MODEL, detail=cfg.model.pretrained_model_name_or_path))
     model = load_sdxl(cfg.model, loading_progress(session.emit, before=session.chatter.reroute))
+    model.max_token_length = cfg.training.max_token_length
+    model.weighted_captions = cfg.training.weighted_captions
     dtype = session.weight_dtype = _weight_dtype(cfg.precision.mixed_precision)
     for part in (model.unet, model.text_encoder1, model.text_encoder2, model.vae):
         part.requires_grad_(False)
@@ -326,7 +330,7 @@ def _scan_dataset(cfg: RunConfig, dataset_config):
     from engine.data.scan import scan_dataset
 
     config = dataset_config if dataset_config is not None else load_run_dataset_config(cfg)
-    return scan_dataset(config, skip_bad_images=cfg.dataset.skip_bad_images)
+    return scan_dataset(config, skip_bad_images=cfg.dataset.skip_bad_images, seed=cfg.training.seed)
 
 
 def _out_of_memory(session: _Session):

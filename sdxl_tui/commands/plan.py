@@ -29,6 +29,11 @@ def run(args: argparse.Namespace) -> int:
     for line in plan.lines():
         style = "red" if line.lstrip().startswith("✗") else "yellow" if line.lstrip().startswith("!") else None
         console.print(escape(line), style=style)
+    from engine.plan.caption_length import caption_lengths
+
+    lengths = caption_lengths(cfg, plan.scanned)
+    if lengths is not None:
+        console.print(escape(lengths.line()), style="yellow" if lengths.too_long else None)
     if plan.problems:
         raise data_error(plan.scanned)
     return 0

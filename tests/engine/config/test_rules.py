@@ -110,9 +110,9 @@ def test_resolution_must_lie_in_bucket_range():
     assert "resolution" in keys_of(check_rules(BASE, ds), ERROR)
 
 
-def test_v2_and_v_parameterization_are_rejected_and_clip_skip_warned():
+def test_v2_is_rejected_v_parameterization_accepted_and_clip_skip_warned():
     issues = check_rules(BASE.with_values(v2=True, v_parameterization=True, clip_skip=2))
-    assert {"v2", "v_parameterization"} <= keys_of(issues, ERROR)
+    assert "v2" in keys_of(issues, ERROR) and "v_parameterization" not in keys_of(issues, ERROR)
     assert "clip_skip" in keys_of(issues, WARNING)
 
 
@@ -126,7 +126,39 @@ def test_missing_model_and_dataset_are_errors():
 def test_sampling_without_prompts_and_warmup_with_constant():
     issues = check_rules(BASE.with_values(sample_every_n_steps=10, lr_warmup_steps=100))
     assert "sample_prompts" in keys_of(issues, ERROR)
-    assert "lr_warmup_steps" in keys_of(issues, WARNING)
+    assert "lr_warmup_steps" in keys_of(issues, ERROR)  # sd-scripts refuses a warm-up with constant
+    assert apply_fixes(BASE.with_values(lr_warmup_steps=100), issues).optimizer.lr_scheduler == "constant_with_warmup"
+
+
+def test_sampling_on_both_schedules_warns_that_only_epochs_count():
+    issues = check_rules(BASE.with_values(sample_prompts="p.txt", sample_every_n_steps=5, sample_every_n_epochs=1))
+    assert {"sample_every_n_steps", "sample_every_n_epochs"} <= keys_of(issues, WARNING)
+
+
+@pytest.mark.parametrize("values, key, level", [
+    (dict(adaptive_noise_scale=0.01), "adaptive_noise_scale", ERROR),
+    (dict(adaptive_noise_scale=0.01, noise_offset=0.05), None, None),
+    (dict(scale_v_pred_loss_like_noise_pred=True), "scale_v_pred_loss_like_noise_pred", ERROR),
+    (dict(scale_v_pred_loss_like_noise_pred=True, v_parameterization=True), None, None),
+    (dict(v_pred_like_loss=0.1, v_parameterization=True), "v_pred_like_loss", ERROR),
+    (dict(v_pred_like_loss=0.1), None, None),
+    (dict(zero_terminal_snr=True), "zero_terminal_snr", WARNING),
+    (dict(zero_terminal_snr=True, v_parameterization=True), None, None),
+    (dict(min_timestep=500, max_timestep=100), "min_timestep", ERROR),
+    (dict(min_timestep=500, max_timestep=500), None, None),
+    (dict(min_timestep=999), None, None),
+    (dict(huber_c=0.2), "huber_c", WARNING),
+    (dict(huber_c=0.2, loss_type="huber"), None, None),
+    (dict(multires_noise_discount=0.5), "multires_noise_discount", WARNING),
+    (dict(noise_offset_random_strength=True), "noise_offset_random_strength", WARNING),
+    (dict(ip_noise_gamma_random_strength=True), "ip_noise_gamma_random_strength", WARNING),
+])
+def test_noise_and_loss_option_rules(values, key, level):
+    issues = check_rules(BASE.with_values(**values))
+    if key is None:
+        assert not [i for i in issues if set(i.keys) & set(values)]
+    else:
+        assert key in keys_of(issues, level)
 
 
 def test_unknown_network_arg_warns():

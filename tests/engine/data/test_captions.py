@@ -68,9 +68,29 @@ def test_prefix_and_suffix_are_added_and_kept_by_keep_tokens():
         assert "sunset" in out and out.count(",") == TAGS.count(",")
 
 
-def test_custom_separator_splits_and_parts_join_with_comma_space():
+def test_custom_separator_splits_and_parts_join_with_that_separator():
     out = run(CaptionOptions(caption_separator=";", shuffle_caption=True), 1, "a; b; c; d")
-    assert sorted(out.split(", ")) == ["a", "b", "c", "d"]
+    assert sorted(out.split("; ")) == ["a", "b", "c", "d"] and "," not in out
+
+
+def test_shuffled_tags_rejoin_with_the_subsets_separator_not_a_mix():
+    opts = CaptionOptions(caption_separator=". ", secondary_separator="|", shuffle_caption=True)
+    out = run(opts, 3, "a photo. red|blue. a dog. grass")
+    assert "," not in out and "red. blue" in out
+    assert sorted(out.replace("red. blue", "RB").split(". ")) == ["RB", "a dog", "a photo", "grass"]
+    # the default separator rejoins exactly as before (and as sd-scripts): ", "
+    assert run(CaptionOptions(shuffle_caption=True), 0).count(", ") == TAGS.count(", ")
+
+
+def test_wildcards_pick_one_choice_and_one_line():
+    opts = CaptionOptions(enable_wildcard=True)
+    seen = {run(opts, seed, "a {red|blue|green} car, {{literal}}") for seed in range(40)}
+    assert seen == {f"a {c} car, {{literal}}" for c in ("red", "blue", "green")}
+    lines = {run(opts, seed, "first line\nsecond {x|y}") for seed in range(40)}
+    assert lines == {"first line", "second x", "second y"}
+    # without enable_wildcard: the first line, braces untouched
+    assert run(CaptionOptions(), 0, "one {a|b}\ntwo") == "one {a|b}"
+    assert not opts.is_static and CaptionOptions().is_static
 
 
 def test_secondary_separator_keeps_a_group_together():

@@ -140,7 +140,7 @@ def test_dataset_level_key_in_a_subset_is_explained(tmp_path):
     ("bucket_reso_steps = 48", "multiple of 32"),
     ("caption_dropout_rate = 1.5", "from 0.0 to 1.0"),
     ("flip_aug = 1", "true or false"),
-    ("enable_wildcard = true", "not supported"),
+    ("enable_wildcard = 1", "true or false"),
 ])
 def test_wrong_values_say_what_was_expected(tmp_path, line, expected):
     text = f'[[datasets]]\n{line}\n' + ('resolution = 1024\n' if "resolution" not in line else '')
