@@ -4,7 +4,6 @@ messages that must not contradict themselves. Everything here fails before a mod
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from train_helpers import _one_thread, tiny_config  # noqa: F401  (_one_thread: autouse fixture)
