@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Optional
 
 from engine.data.buckets import Bucketer, Size
+from engine.data import caption_files
 from engine.data.caption_files import read_caption_file
 from engine.data.dataset_config import DatasetConfig, DatasetSpec, SubsetSpec
-from engine.data.folder_files import SubsetFiles, list_subset_files
+from engine.data.folder_files import SubsetFiles, list_subset_files, normalisation_message, unsupported_message
 from engine.data.image_files import IMAGE_EXTENSIONS, BadImage, read_image_size
 from engine.data.validation_split import split_for_validation
 from engine.errors import DataError
@@ -172,8 +173,6 @@ def _caption_for(image: Path, subset: SubsetSpec, files: SubsetFiles, out: _Coll
 
 def _file_notes(subset: SubsetSpec, files: SubsetFiles, out: _Collector, stats: dict[str, int]) -> None:
     """Files beside the images that are not used as they stand, each named."""
-    from engine.data import caption_files
-    from engine.data.folder_files import normalisation_message, unsupported_message
 
     for other in files.orphans:
         stats["orphan_captions"] += 1
@@ -190,8 +189,6 @@ def _file_notes(subset: SubsetSpec, files: SubsetFiles, out: _Collector, stats: 
 
 
 def _scan_folder_subset(subset: SubsetSpec, out: _Collector) -> tuple[list[tuple[Path, str, Size]], dict]:
-    from engine.data import caption_files
-
     stats = dict(images=0, missing_captions=0, empty_captions=0, orphan_captions=0, unreadable=0)
     folder = subset.image_dir
     assert folder is not None
