@@ -49,7 +49,7 @@ def value_matches(value: str, patterns: Iterable[str]) -> bool:
 OPTIONAL_PACKAGES: tuple[OptionalPackage, ...] = (
     OptionalPackage("tensorboard", "tensorboard", "tensorboard", "log_with", ("tensorboard",), "TensorBoard logging"),
     OptionalPackage("prodigyopt", "prodigyopt", "prodigy", "optimizer_type", ("Prodigy",), "the Prodigy optimizer"),
-    OptionalPackage("pynvml", "nvidia-ml-py", "nvml", purpose="GPU name and memory in the wizard (falls back to torch)"),
+    OptionalPackage("pynvml", "nvidia-ml-py", "nvml", purpose="GPU name and memory in the wizard (else from torch)"),
 )
 
 

@@ -51,4 +51,5 @@ def write_sd_scripts_tokenizer_cache(out_dir: Path, tokenizer_cache_dir: str = "
         return target, f"tokenizers copied from {tokenizer_cache_dir} into {target} in sd-scripts' layout"
     _write_clip_tokenizer(target / SD_SCRIPTS_TOKENIZER_DIRS[0], END)
     _write_clip_tokenizer(target / SD_SCRIPTS_TOKENIZER_DIRS[1], "!")
-    return target, f"SDXL's CLIP tokenizers written to {target} (sd-scripts' layout): sd-scripts needs no network for them"
+    return target, (f"SDXL's CLIP tokenizers written to {target} (sd-scripts' layout): "
+                    "sd-scripts needs no network for them")

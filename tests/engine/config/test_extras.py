@@ -45,9 +45,10 @@ def _matches_prefix(row: OptionalPackage) -> bool:
 
 
 def test_engine_refuses_before_loading_the_model(monkeypatch, tmp_path, tiny_model, demo_dataset):
+    from train_helpers import tiny_config
+
     import engine.model.load as load
     from engine.train.run import run
-    from train_helpers import tiny_config
 
     _hide(monkeypatch, "tensorboard")
     monkeypatch.setattr(load, "load_sdxl", lambda *a, **k: pytest.fail("the model was loaded"))
