@@ -244,35 +244,9 @@ def _place(module, device, dtype) -> None:
 
 
 def _build_network(session: _Session):
-    """LoRA adapters (fp32) injected into the model; `network_weights` loaded when given."""
-    import torch
+    from engine.train.network_setup import build_network
 
-    from engine.lora.network import create_network
-
-    cfg, model = session.cfg, session.model
-    net_cfg = cfg.network
-    network = create_network(model.unet, model.text_encoder1, model.text_encoder2, dim=net_cfg.network_dim,
-                             alpha=net_cfg.network_alpha, dropout=net_cfg.network_dropout,
-                             conv_dim=net_cfg.conv_dim, conv_alpha=net_cfg.conv_alpha,
-                             train_unet_only=net_cfg.network_train_unet_only)
-    network.to(session.accelerator.device, torch.float32)
-    network.apply()
-    if net_cfg.network_weights:
-        from engine.lora.file import load_lora
-
-        tensors, _ = load_lora(net_cfg.network_weights)
-        network.load_kohya_state_dict(tensors)
-    network.train()
-    if cfg.precision.gradient_checkpointing:
-        model.unet.enable_gradient_checkpointing()
-    model.unet.train()  # diffusers checkpoints activations only in training mode
-    trains_text = not net_cfg.network_train_unet_only
-    for encoder in (model.text_encoder1, model.text_encoder2):
-        if trains_text:
-            encoder.train()
-            if cfg.precision.gradient_checkpointing:
-                encoder.gradient_checkpointing_enable()
-    return network
+    return build_network(session)
 
 
 def _prepare_data(session: _Session):
@@ -332,8 +306,9 @@ def _optimizer_and_schedule(session: _Session, total_steps: int):
 
     cfg = session.cfg
     opt = cfg.optimizer
-    groups = session.network.param_groups(opt.resolved_unet_lr, opt.resolved_text_encoder_lr1,
-                                          opt.resolved_text_encoder_lr2)
+    from engine.train.network_setup import param_groups
+
+    groups = param_groups(session.network, cfg)
     args = parse_optimizer_args(opt.optimizer_args)
     optimizer = build_optimizer(opt.optimizer_type, groups, args)
     if uses_own_lr(opt.optimizer_type, args):
