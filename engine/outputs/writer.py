@@ -31,13 +31,22 @@ def save_lora(session, path: Path, step: int, epoch: int, total_steps: int, tota
     saving.begin(what, {"lora": needed})
     saving.writing(path.parent / f".{path.name}.*.tmp")  # engine.storage.atomic's temporary name
     try:
-        with disk.write_errors(path.parent, what, needed):
+        with disk.write_errors(path.parent, what, needed), ema_weights(session):
             checkpoint.save_lora_file(path, session.network, metadata, session.cfg.saving.save_precision)
         saving.part_done("lora")
     finally:
         saving.end()
     session.emit(Saved(time=time.time(), path=str(path), step=step, epoch=epoch, kind="lora"))
     return str(path)
+
+
+def ema_weights(session):
+    """The EMA weights in the network while a LoRA file is written or samples made (ema_decay);
+    the raw weights otherwise."""
+    from contextlib import nullcontext
+
+    ema = getattr(getattr(session, "hooks", None), "ema", None)
+    return ema.swapped_in() if ema is not None else nullcontext()
 
 
 def data_info(data) -> dict:
@@ -101,7 +110,8 @@ def save_state(session, optimizer, scheduler, progress) -> str:
         with disk.write_errors(root, "the training state", lora_bytes + optimizer_bytes):
             path = checkpoint.save_state(session.output_dir, network=session.network, optimizer=optimizer,
                                          scheduler=scheduler, scaler=session.accelerator.scaler, progress=progress,
-                                         config_text=dumps_config(session.cfg), saving=saving)
+                                         config_text=dumps_config(session.cfg), saving=saving,
+                                         ema=ema.state_dict() if (ema := getattr(session.hooks, "ema", None)) else None)
     finally:
         saving.end()
     session.emit(Saved(time=time.time(), path=str(path), step=progress.global_step, epoch=progress.epoch,
@@ -118,10 +128,11 @@ def make_samples(session, step: int, epoch: Optional[int]) -> None:
     session.emit(Phase(time=time.time(), name=SAMPLING, total=len(prompts)))
     session.network.eval()
     try:
-        written = generate_samples(session.model, prompts, out_dir=session.output_dir,
-                                   output_name=cfg.saving.output_name, step=step, epoch=epoch,
-                                   sampler=cfg.sampling.sample_sampler, device=session.accelerator.device,
-                                   dtype=session.weight_dtype)
+        with ema_weights(session):
+            written = generate_samples(session.model, prompts, out_dir=session.output_dir,
+                                       output_name=cfg.saving.output_name, step=step, epoch=epoch,
+                                       sampler=cfg.sampling.sample_sampler, device=session.accelerator.device,
+                                       dtype=session.weight_dtype)
     finally:
         session.network.train()
     emit_samples(session.emit, written, step)

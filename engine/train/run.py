@@ -61,6 +61,7 @@ class _Session:
     trainer: Any = None
     sample_prompts: Optional[list] = None  # parsed once, before the model loads
     scanned: Any = None  # the dataset, scanned before the model loads (bad files fail fast)
+    hooks: Any = None  # engine.train.step_hooks.StepHooks: max-norm and EMA after each step
 
 
 def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
@@ -381,6 +382,11 @@ def _train(session: _Session, point) -> RunResult:
     total_steps, total_epochs, _ = training_length(steps_per_epoch, cfg.training.max_train_steps,
                                                    cfg.training.max_train_epochs)
     optimizer, scheduler, fused, params = _optimizer_and_schedule(session, total_steps)
+    from engine.train.step_hooks import make_step_hooks
+
+    session.hooks = make_step_hooks(session.network, cfg)
+    if state is not None and state.ema is not None and session.hooks is not None and session.hooks.ema is not None:
+        session.hooks.ema.load_state_dict(state.ema)
     position = Position()
     if state is not None:
         (fused or optimizer).load_state_dict(state.optimizer)
@@ -400,7 +406,7 @@ def _train(session: _Session, point) -> RunResult:
         save_lora=lambda path, step, epoch: outputs.save_lora(session, path, step, epoch, total_steps, total_epochs),
         save_state=lambda progress: outputs.save_state(session, fused or optimizer, scheduler, progress),
         make_samples=lambda step, epoch: outputs.make_samples(session, step, epoch),
-        images_per_step=images_per_step, position=position)
+        images_per_step=images_per_step, position=position, hooks=session.hooks)
     emit(RunStarted(time=time.time(), output_dir=str(session.output_dir), total_steps=total_steps,
                     total_epochs=total_epochs, steps_per_epoch=steps_per_epoch, batch_size=_batch_size(session.data, cfg),
                     num_processes=session.accelerator.num_processes, resumed_from_step=position.global_step,
