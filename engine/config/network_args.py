@@ -34,8 +34,8 @@ LYCORIS_KEYS = (
     "factor", "decompose_both", "use_tucker", "use_scalar", "dora_wd", "train_norm", "preset",
     "loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio",
 )
-LYCORIS_PRESETS = ("full", "full-lin", "attn-mlp", "attn-only", "unet-only", "unet-transformer-only",
-                   "unet-convblock-only", "ia3")
+# LyCORIS presets whose targets on sd-scripts' SDXL UNet we reproduce (engine/lora/lycoris_adapter.py)
+LYCORIS_PRESETS = ("full", "full-lin", "attn-mlp", "unet-only", "unet-transformer-only")
 LR_WEIGHT_PRESETS = ("cosine", "sine", "linear", "reverse_linear", "zeros")
 
 

@@ -38,6 +38,11 @@ def network_errors(cfg) -> Iterable[tuple[tuple[str, ...], str]]:
     if n.dim_from_weights and not n.network_weights:
         yield ("dim_from_weights", "network_weights"), "dim_from_weights needs network_weights (the file to read)"
     if n.network_module == "lycoris.kohya":
+        if n.network_dropout is not None:
+            # sd-scripts passes it as neuron_dropout, which lycoris.kohya never reads
+            yield (("network_dropout", "network_module"),
+                   "lycoris.kohya does not read network_dropout (with sd-scripts it is silently ignored); "
+                   "use network_args dropout=<p> for LyCORIS' neuron dropout")
         for key, value in (("dim_from_weights", n.dim_from_weights),
                            ("scale_weight_norms", n.scale_weight_norms is not None)):
             if value:
