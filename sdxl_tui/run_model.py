@@ -95,6 +95,7 @@ class RunView:
     loss_raw: tuple[float, ...] = ()
     loss_smooth: tuple[float, ...] = ()
     lr: tuple[tuple[str, float], ...] = ()
+    weight_norms: Optional[tuple[int, float, float]] = None  # scale_weight_norms: keys scaled, mean, max
     seconds_per_step: float = 0.0
     images_per_second: float = 0.0
     eta_seconds: Optional[float] = None
@@ -269,6 +270,8 @@ class RunModel:
             seconds_per_step=e.seconds_per_step, images_per_second=e.images_per_second,
             memory=e.memory,
         )
+        if e.keys_scaled is not None:
+            self._fields["weight_norms"] = (e.keys_scaled, e.mean_norm or 0.0, e.max_norm or 0.0)
         self._last_step = e
         if self._fields.get("phase") is None or self._fields["phase"].name != ev.TRAINING:
             self._fields["phase"] = PhaseView(ev.TRAINING)

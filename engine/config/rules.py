@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
+from engine.config.network_rules import network_errors
 from engine.config.schema import RunConfig
 from engine.errors import ConfigError
 
@@ -21,7 +22,6 @@ WARNING = "warning"
 FUSED_OPTIMIZERS = {"AdamW", "AdamW8bit", "PagedAdamW8bit", "Lion", "Lion8bit", "PagedLion8bit",
                     "Adafactor", "SGD",
                     "SGDNesterov", "PagedAdamW", "PagedAdamW32bit"}
-KNOWN_NETWORK_ARGS = {"conv_dim", "conv_alpha"}
 # sd-scripts' caption options that change the text per step, so cached text outputs would be stale.
 CAPTION_AUGMENTATIONS = ("shuffle_caption", "caption_dropout_rate", "caption_tag_dropout_rate",
                          "token_warmup_step", "enable_wildcard")
@@ -92,19 +92,10 @@ def _precision_rules(cfg: RunConfig) -> Iterable[RuleIssue]:
 
 def _network_rules(cfg: RunConfig) -> Iterable[RuleIssue]:
     n = cfg.network
-    for key in n.parsed_args:
-        if key not in KNOWN_NETWORK_ARGS:
-            yield RuleIssue(WARNING, ("network_args",),
-                            f"network_args key '{key}' is not used by networks.lora (known: conv_dim, conv_alpha)")
-    if "conv_alpha" in n.parsed_args and "conv_dim" not in n.parsed_args:
+    for keys, message in network_errors(cfg):
+        yield RuleIssue(ERROR, keys, message)
+    if "conv_alpha" in n.parsed_args and "conv_dim" not in n.parsed_args and n.network_module == "networks.lora":
         yield RuleIssue(WARNING, ("network_args",), "conv_alpha without conv_dim does nothing; add conv_dim=N")
-    for key in ("conv_dim", "conv_alpha"):
-        raw = n.parsed_args.get(key)
-        if raw is not None:
-            try:
-                float(raw)
-            except ValueError:
-                yield RuleIssue(ERROR, ("network_args",), f"network_args {key}={raw!r} is not a number")
     o = cfg.optimizer
     if n.network_train_unet_only and (o.text_encoder_lr1 is not None or o.text_encoder_lr2 is not None):
         yield RuleIssue(WARNING, ("text_encoder_lr1", "text_encoder_lr2", "network_train_unet_only"),

@@ -55,8 +55,9 @@ class DatasetSection(Section):
 
 
 class NetworkSection(Section):
-    network_module: Literal["networks.lora"] = Field(
-        "networks.lora", description="LoRA implementation; sd-scripts' networks.lora layout (LoCon via conv_dim).")
+    network_module: Literal["networks.lora", "lycoris.kohya"] = Field(
+        "networks.lora", description="networks.lora (sd-scripts' LoRA, LoCon via conv_dim) or lycoris.kohya "
+                                     "(LyCORIS: network_args algo=locon/loha/lokr/ia3/full, needs the lycoris extra).")
     network_dim: int = Field(16, ge=1, le=1024, description="LoRA rank: size of the low-rank update per layer.")
     network_alpha: float = Field(
         8.0, gt=0.0, description="LoRA alpha: the update is scaled by alpha / dim (e.g. 8 / 16 = 0.5).")
@@ -68,6 +69,25 @@ class NetworkSection(Section):
     network_train_unet_only: bool = Field(
         False, description="Train LoRA on the UNet only (no text-encoder modules in the file).")
     network_weights: str = Field("", description="Existing LoRA .safetensors to continue training from.")
+    # --- issue 13 (networks) ---
+    network_train_text_encoder_only: bool = Field(
+        False, description="Train LoRA on the text encoders only (no UNet modules in the file).")
+    dim_from_weights: bool = Field(
+        False, description="Take rank and alpha of every module from network_weights instead of network_dim/alpha.")
+    base_weights: list[str] = Field(
+        default_factory=list, description="LoRA files merged into the base model before training (not trained).")
+    base_weights_multiplier: list[float] = Field(
+        default_factory=list, description="Strength of each base_weights file (1.0 each when unset).")
+    scale_weight_norms: Optional[float] = Field(
+        None, gt=0.0, description="Max-norm regularisation: scale down any module whose update norm exceeds this "
+                                  "(1.0 is common); off when unset.")
+
+    @property
+    def lora_args(self):
+        """network_args parsed for networks.lora (engine.config.network_args.LoraArgs)."""
+        from engine.config.network_args import parse_lora_args
+
+        return parse_lora_args(self.parsed_args, self.network_dim, self.network_alpha)
 
     @property
     def parsed_args(self) -> dict[str, str]:
@@ -192,6 +212,11 @@ class TrainingSection(Section):
         False, description="Read (word:1.2), (word) and [word] caption weights (A1111 syntax) as sd-scripts does.")
     max_token_length: Optional[int] = Field(
         None, description="Caption token limit: unset / 75 (one 77-token window), 150 or 225 (2 or 3 windows).")
+    # --- issue 13 (EMA) ---
+    ema_decay: Optional[float] = Field(
+        None, gt=0.0, lt=1.0, description="Keep an exponential moving average of the LoRA weights with this decay "
+                                          "(e.g. 0.999) and save it instead of the raw weights; off when unset.")
+    ema_update_every: int = Field(1, ge=1, description="Update the EMA every N optimizer steps.")
 
     @property
     def limited_by(self) -> str:

@@ -94,6 +94,10 @@ class Step(Event):
     images_per_second: float = 0.0
     eta_seconds: float = 0.0
     memory: Memory = field(default_factory=Memory)
+    # scale_weight_norms (sd-scripts' "Keys Scaled" / "Average key norm", at the last step); None when off
+    keys_scaled: Optional[int] = None
+    mean_norm: Optional[float] = None
+    max_norm: Optional[float] = None
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ _TABLES = {
     "caching": "training_arguments", "saving": "saving_arguments", "sampling": "sample_prompt_arguments",
     "logging": "logging_arguments",
 }
-_OURS_ONLY = {"skip_bad_images", "log_every_n_steps"}
+_OURS_ONLY = {"skip_bad_images", "log_every_n_steps", "ema_decay", "ema_update_every"}
 _HANDLED = {"text_encoder_lr1", "text_encoder_lr2", "dataset_config", "save_precision", "lr_warmup_steps",
             "network_args", "max_train_epochs", "lr_decay_steps"}
 
@@ -88,7 +88,8 @@ def build_args_document(cfg: RunConfig, dataset_path: Optional[Path], notes: lis
         table = tables.setdefault(_TABLES[section], tomlkit.table())
         for key, value in getattr(cfg, section).model_dump().items():
             if key in _OURS_ONLY:
-                extras[key] = value
+                if value is not None:  # TOML has no null; unset is the default on import
+                    extras[key] = value
                 continue
             if key in _HANDLED:
                 continue

@@ -24,7 +24,6 @@ def _refuse_network_args(ga: GuiArgs, lora_type: str) -> None:
     plain LoRA); networks.lora here reads only the network_args keys the rules know."""
     from pydantic import ValidationError
 
-    from engine.config import rules
     from engine.config.schema import NetworkSection
 
     module = ga.args.get("network_module", "networks.lora")
@@ -35,15 +34,7 @@ def _refuse_network_args(ga: GuiArgs, lora_type: str) -> None:
                           f"({' '.join(ga.args.get('network_args', []))}), which sdxl-tui does not train",
                           key="LoRA_type", hint="choose LoRA_type Standard or Kohya LoCon, or train this config in "
                           "sd-scripts") from None
-    known = getattr(rules, "KNOWN_NETWORK_ARGS", None)  # where the rules still warn on other keys
-    if module != "networks.lora" or known is None:
-        return
-    unknown = [a for a in ga.args.get("network_args", []) if a.partition("=")[0] not in known]
-    if unknown:
-        raise ConfigError(f"network_args {' '.join(unknown)} (from {ga.source.get('network_args', 'LoRA_type')} and "
-                          "the rank/module dropout, block and LoRA+ keys): sdxl-tui's networks.lora does not "
-                          f"implement them yet (it reads {', '.join(sorted(known))})",
-                          key="network_args", hint="set those GUI values to 0 / empty, or train this config in sd-scripts")
+
 
 
 def _refuse_network_errors(result: ImportResult, lora_type: str) -> None:

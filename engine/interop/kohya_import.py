@@ -45,7 +45,7 @@ _HARMLESS = {
     "console_log_level": "not used", "console_log_file": "not used", "console_log_simple": "not used",
     "wandb_api_key": "wandb is not supported", "wandb_run_name": "wandb is not supported",
     "log_tracker_name": "not used", "log_tracker_config": "not used", "log_config": "config.toml is always written",
-    "output_config": "not used", "config_file": "not used", "dim_from_weights": "rank is read from network_weights",
+    "output_config": "not used", "config_file": "not used",
     "huggingface_repo_id": "uploading is not supported", "huggingface_token": "uploading is not supported",
     "async_upload": "uploading is not supported", "save_state_on_train_end": "use save_state",
     "ddp_timeout": "not used", "ddp_gradient_as_bucket_view": "not used", "ddp_static_graph": "not used",
@@ -58,8 +58,6 @@ _HARMLESS = {
 }
 # sd-scripts options that change training and have no equivalent here: reported when not "off".
 _UNSUPPORTED_OFF = {
-    "scale_weight_norms": (None,),
-    "network_train_text_encoder_only": (False,),
     "full_bf16": (False,),
     "fp8_base": (False,),
     "fp8_base_unet": (False,),
@@ -297,10 +295,16 @@ class _Converter:
             self.note("log_with", "converted", f"{value!r}: only tensorboard is supported")
 
     def _key_network_module(self, value: Any) -> None:
-        if value in (None, "networks.lora"):
+        from engine.config.network_args import NETWORK_MODULES
+
+        if value is None:
+            self.note("network_module", "mapped", "unset: networks.lora")
+        elif value in NETWORK_MODULES:
+            self.values["network_module"] = value
             self.note("network_module", "mapped")
         else:
-            self.note("network_module", "not used", f"{value!r} is not supported; training networks.lora instead")
+            raise ConfigError(f"network_module {value!r} is not supported", key="network_module",
+                              hint=f"use one of {', '.join(NETWORK_MODULES)}")
 
     def _key_network_args(self, value: Any) -> None:
         args = list(value or [])

@@ -35,7 +35,7 @@ class ModuleInfo:
     part: str  # unet / te1 / te2 / te (SD1) / other
     rank: Optional[int]
     alpha: Optional[float]
-    kind: str  # linear / conv1x1 / conv3x3 / ?
+    kind: str  # linear / conv1x1 / conv3x3 / ?; for a LyCORIS file, its algorithm (loha, lokr, ...)
     problem: str = ""
 
 
@@ -145,8 +145,12 @@ def _peft_modules(tensors: dict) -> list[ModuleInfo]:
     return modules
 
 
-def _layout(tensors: dict) -> str:
+def _layout(tensors: dict, metadata: Optional[dict] = None) -> str:
+    from engine.lora.lycoris_keys import is_lycoris
+
     keys = list(tensors)
+    if any(k.startswith(_KOHYA_PREFIXES) for k in keys) and is_lycoris(keys, metadata or {}):
+        return "lycoris"
     if any(k.startswith(_KOHYA_PREFIXES) for k in keys):
         unet = [k for k in keys if k.startswith("lora_unet_")]
         if unet and not any(re.match(r"lora_unet_(input_blocks|middle_block|output_blocks)_", k) for k in unet):
@@ -182,6 +186,17 @@ def _verdicts(report: InspectReport) -> list[Verdict]:
         return [Verdict(t, False, "this is an SD 1.x/2.x LoRA (single text encoder `lora_te_`), not SDXL")
                 for t in TARGETS]
     layout = report.layout
+    if layout == "lycoris":
+        algos = sorted({m.kind for m in report.modules})
+        plain = set(algos) <= {"lora/locon"}
+        return [
+            Verdict("ComfyUI", True, f"ComfyUI loads LyCORIS ({', '.join(algos)}) with lora_unet_ names"),
+            Verdict("A1111/Forge", True, "the built-in Lora extension (A1111 1.5+, Forge) loads LyCORIS"),
+            Verdict("diffusers", plain, "diffusers' kohya converter reads lora_down/lora_up" if plain else
+                    "diffusers' kohya converter reads only lora_down/lora_up, not " + ", ".join(algos)),
+            Verdict("sd-scripts", True, "as network_weights with network_module = lycoris.kohya "
+                                        "(LyCORIS installed) and the same network_args"),
+        ]
     if layout == "sd-scripts":
         return [Verdict(t, True, "sd-scripts layout with original SDXL block names") for t in TARGETS]
     if layout == "sd-scripts (diffusers block names)":
@@ -253,9 +268,14 @@ def inspect_lora(path: str | Path) -> InspectReport:
         report.verdicts = _verdicts(report)
         return report
     report.key_prefixes = Counter(_key_prefix(k) for k in tensors)
-    report.layout = _layout(tensors)
+    report.layout = _layout(tensors, report.metadata)
     report.base_model = _base_model(tensors, report.metadata)
-    if report.layout.startswith("sd-scripts"):
+    if report.layout == "lycoris":
+        from engine.lora.lycoris_keys import module_algos
+
+        report.modules = [ModuleInfo(name, _kohya_part(name), rank, alpha, algo)
+                          for name, (algo, rank, alpha) in sorted(module_algos(tensors).items())]
+    elif report.layout.startswith("sd-scripts"):
         report.modules, stray = _kohya_modules(tensors)
         if stray:
             report.warnings.append(f"{len(stray)} keys are not lora_down/lora_up/alpha (e.g. {stray[0]})")

@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping, Optional
 import torch
 from torch import nn
 
+from engine.config.network_args import LoraArgs
 from engine.errors import ConfigError
 from engine.lora.names import text_encoder_lora_name, unet_lora_name
 from engine.model.sdxl_layout import UNetBlockLayout
@@ -23,13 +24,27 @@ UNET_TARGETS = ("Transformer2DModel",)
 UNET_CONV_TARGETS = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
 TEXT_ENCODER_TARGETS = ("CLIPAttention", "CLIPMLP")
 PARTS = ("unet", "te1", "te2")
+ModuleDims = Mapping[str, tuple[int, Optional[float]]]
+
+
+def dims_from_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, Optional[float]]]:
+    """lora name -> (rank, alpha) of every module in a kohya state dict (alpha None when the
+    file has none, which means alpha = rank)."""
+    out: dict[str, tuple[int, Optional[float]]] = {}
+    for key, value in sd.items():
+        if key.endswith(".lora_down.weight"):
+            name = key[: -len(".lora_down.weight")]
+            alpha = sd.get(f"{name}.alpha")
+            out[name] = (int(value.shape[0]), None if alpha is None else float(alpha))
+    return out
 
 
 class LoRAModule(nn.Module):
     """Low-rank update of one Linear or Conv2d: y = W x + multiplier · (alpha / rank) · up(down(x))."""
 
     def __init__(self, lora_name: str, org_module: nn.Module, *, dim: int, alpha: Optional[float],
-                 dropout: Optional[float] = None, multiplier: float = 1.0) -> None:
+                 dropout: Optional[float] = None, multiplier: float = 1.0, rank_dropout: Optional[float] = None,
+                 module_dropout: Optional[float] = None) -> None:
         super().__init__()
         self.lora_name = lora_name
         self.lora_dim = dim
@@ -50,6 +65,8 @@ class LoRAModule(nn.Module):
         nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_up.weight)
         self.dropout = dropout
+        self.rank_dropout = rank_dropout
+        self.module_dropout = module_dropout
         self.multiplier = multiplier
         # A plain list keeps the wrapped layer out of this module's children and state dict.
         self._org = [org_module]
@@ -101,15 +118,27 @@ class LoRAModule(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """W x + multiplier · (alpha / rank) · up(dropout(down(x))), as sd-scripts' networks/lora.py;
         `x` is the wrapped layer's input ([B, T, in] for Linear, [B, C, H, W] for Conv2d), the
-        result has its output's shape and dtype."""
+        result has its output's shape and dtype. Module dropout skips the whole update; rank
+        dropout zeroes ranks per sample and rescales by 1 / (1 - p) (sd-scripts' LoRAModule.forward)."""
         out = self._org_forward(x)
+        if self.module_dropout is not None and self.training and torch.rand(1) < self.module_dropout:
+            return out
         if not torch.is_autocast_enabled(x.device.type):
             x = x.to(self.lora_down.weight.dtype)  # fp32 adapter on a bf16/fp16 base
         lx = self.lora_down(x)
         if self.dropout is not None and self.training:
             lx = nn.functional.dropout(lx, p=self.dropout)
+        scale = self.scale
+        if self.rank_dropout is not None and self.training:
+            mask = torch.rand((lx.size(0), self.lora_dim), device=lx.device) > self.rank_dropout
+            if lx.dim() == 3:  # text encoder: [B, tokens, rank]
+                mask = mask.unsqueeze(1)
+            elif lx.dim() == 4:  # conv: [B, rank, H, W]
+                mask = mask.unsqueeze(-1).unsqueeze(-1)
+            lx = lx * mask
+            scale = self.scale / (1.0 - self.rank_dropout)
         lx = self.lora_up(lx)
-        return out + (lx * (self.multiplier * self.scale)).to(out.dtype)
+        return out + (lx * (self.multiplier * scale)).to(out.dtype)
 
 
 @dataclass
@@ -161,19 +190,19 @@ class LoRANetwork(nn.Module):
         for module in self.lora_modules():
             module.multiplier = multiplier
 
-    def param_groups(self, unet_lr: float, te1_lr: float, te2_lr: float) -> list[dict[str, Any]]:
-        """Optimizer groups named "unet", "te1", "te2"; an empty part or a rate of 0 is left out
-        (and its parameters frozen), as sd-scripts does with a zero rate."""
+    def param_groups(self, unet_lr: float, te1_lr: float, te2_lr: float, *,
+                     block_lr_weight: Optional[tuple[float, ...]] = None, loraplus_unet_ratio: Optional[float] = None,
+                     loraplus_text_encoder_ratio: Optional[float] = None) -> list[dict[str, Any]]:
+        """Optimizer groups "unet", "te1", "te2" (per UNet block "unet_block<i>" with block lr weights,
+        and a "<name> plus" group of lora_up weights at lr x ratio with LoRA+, as sd-scripts'
+        `prepare_optimizer_params`); a group whose rate is 0 is left out and its parameters frozen."""
+        from engine.lora.block_weights import part_groups
+
         groups = []
         for part, lr in zip(PARTS, (unet_lr, te1_lr, te2_lr)):
-            params = [p for m in self.modules_by_part()[part].values() for p in m.parameters()]
-            if not params:
-                continue
-            train = bool(lr)
-            for p in params:
-                p.requires_grad_(train)
-            if train:
-                groups.append({"name": part, "params": params, "lr": float(lr)})
+            modules = list(self.modules_by_part()[part].values())
+            ratio = loraplus_unet_ratio if part == "unet" else loraplus_text_encoder_ratio
+            groups += part_groups(part, modules, float(lr), block_lr_weight if part == "unet" else None, ratio)
         return groups
 
     def kohya_state_dict(self) -> dict[str, torch.Tensor]:
@@ -242,9 +271,12 @@ def _is_conv_3x3(module: nn.Module) -> bool:
 
 
 def _unet_modules(unet: nn.Module, *, dim: int, alpha: float, dropout: Optional[float],
-                  conv_dim: Optional[int], conv_alpha: Optional[float]) -> list[LoRAModule]:
+                  args: LoraArgs, module_dims: Optional[ModuleDims]) -> list[LoRAModule]:
+    from engine.lora.block_weights import block_index
+
     layout = UNetBlockLayout.from_config(unet.config)
-    targets = UNET_TARGETS + (UNET_CONV_TARGETS if conv_dim else ())
+    conv_on = bool(args.conv_dim) or args.conv_block_dims is not None or module_dims is not None
+    targets = UNET_TARGETS + (UNET_CONV_TARGETS if conv_on else ())
     out = []
     for name, container in unet.named_modules():
         if type(container).__name__ not in targets:
@@ -252,19 +284,39 @@ def _unet_modules(unet: nn.Module, *, dim: int, alpha: float, dropout: Optional[
         for child_name, child in container.named_modules():
             if not _wrappable(child):
                 continue
-            path = f"{name}.{child_name}"
-            if _is_conv_3x3(child):
-                if not conv_dim:
-                    continue
-                rank, scale_alpha = conv_dim, (1.0 if conv_alpha is None else conv_alpha)
+            lora_name = unet_lora_name(f"{name}.{child_name}", layout)
+            if module_dims is not None:
+                rank, scale_alpha = module_dims.get(lora_name, (0, None))
             else:
-                rank, scale_alpha = dim, alpha
-            out.append(LoRAModule(unet_lora_name(path, layout), child, dim=rank, alpha=scale_alpha, dropout=dropout))
+                rank, scale_alpha = _rank_and_alpha(lora_name, _is_conv_3x3(child), dim, alpha, args, block_index)
+            if not rank:
+                continue
+            out.append(LoRAModule(lora_name, child, dim=rank, alpha=scale_alpha, dropout=dropout,
+                                  rank_dropout=args.rank_dropout, module_dropout=args.module_dropout))
     return out
 
 
+def _rank_and_alpha(lora_name: str, conv3x3: bool, dim: int, alpha: float, args: LoraArgs,
+                    block_index) -> tuple[int, Optional[float]]:
+    """sd-scripts' choice: per-block values when block_dims (or block lr weights) are set, else
+    network_dim/alpha for Linear and 1x1 convs and conv_dim/alpha for the other convs."""
+    if args.block_dims is not None:
+        index = block_index(lora_name)
+        if not conv3x3:
+            return args.block_dims[index], args.block_alphas[index]
+        if args.conv_block_dims is None:
+            return 0, None
+        return args.conv_block_dims[index], args.conv_block_alphas[index]
+    if not conv3x3:
+        return dim, alpha
+    if not args.conv_dim:
+        return 0, None
+    return args.conv_dim, (1.0 if args.conv_alpha is None else args.conv_alpha)
+
+
 def _text_encoder_modules(text_encoder: nn.Module, index: int, *, dim: int, alpha: float,
-                          dropout: Optional[float]) -> list[LoRAModule]:
+                          dropout: Optional[float], args: LoraArgs,
+                          module_dims: Optional[ModuleDims]) -> list[LoRAModule]:
     out = []
     for name, container in text_encoder.named_modules():
         if type(container).__name__ not in TEXT_ENCODER_TARGETS:
@@ -272,20 +324,32 @@ def _text_encoder_modules(text_encoder: nn.Module, index: int, *, dim: int, alph
         for child_name, child in container.named_modules():
             if _wrappable(child):
                 lora_name = text_encoder_lora_name(f"{name}.{child_name}", index)
-                out.append(LoRAModule(lora_name, child, dim=dim, alpha=alpha, dropout=dropout))
+                rank, scale_alpha = (dim, alpha) if module_dims is None else module_dims.get(lora_name, (0, None))
+                if not rank:
+                    continue
+                out.append(LoRAModule(lora_name, child, dim=rank, alpha=scale_alpha, dropout=dropout,
+                                      rank_dropout=args.rank_dropout, module_dropout=args.module_dropout))
     return out
 
 
 def create_network(unet: nn.Module, text_encoder1: Optional[nn.Module], text_encoder2: Optional[nn.Module], *,
                    dim: int, alpha: float, dropout: Optional[float] = None, conv_dim: Optional[int] = None,
-                   conv_alpha: Optional[float] = None, train_unet_only: bool = False) -> LoRANetwork:
+                   conv_alpha: Optional[float] = None, train_unet_only: bool = False,
+                   train_text_encoder_only: bool = False, args: Optional[LoraArgs] = None,
+                   module_dims: Optional[ModuleDims] = None) -> LoRANetwork:
     """Adapters on the layers sd-scripts' `networks.lora` picks for SDXL (not yet applied:
-    call `apply()`). `conv_alpha` unset means 1.0, as in sd-scripts."""
-    parts: dict[str, list[LoRAModule]] = {
-        "unet": _unet_modules(unet, dim=dim, alpha=alpha, dropout=dropout, conv_dim=conv_dim, conv_alpha=conv_alpha),
-    }
+    call `apply()`). `args` carries the parsed network_args (block dims, dropouts); without it,
+    `conv_dim` / `conv_alpha` are used, and `conv_alpha` unset means 1.0, as in sd-scripts.
+    `module_dims` (lora name -> (rank, alpha), see `dims_from_state_dict`) overrides all that:
+    exactly those modules, with those ranks (sd-scripts' `create_network_from_weights`)."""
+    if args is None:
+        args = LoraArgs(conv_dim=conv_dim, conv_alpha=conv_alpha)
+    parts: dict[str, list[LoRAModule]] = {}
+    if not train_text_encoder_only:
+        parts["unet"] = _unet_modules(unet, dim=dim, alpha=alpha, dropout=dropout, args=args, module_dims=module_dims)
     if not train_unet_only:
         for index, encoder in ((1, text_encoder1), (2, text_encoder2)):
             if encoder is not None:
-                parts[f"te{index}"] = _text_encoder_modules(encoder, index, dim=dim, alpha=alpha, dropout=dropout)
+                parts[f"te{index}"] = _text_encoder_modules(encoder, index, dim=dim, alpha=alpha, dropout=dropout,
+                                                            args=args, module_dims=module_dims)
     return LoRANetwork(parts)

@@ -9,6 +9,7 @@ A state folder `output_dir/state/step-00000120/` holds:
   rng.pt             torch CPU/CUDA generator states; rng.json: Python and NumPy states
   progress.json      global step, epoch, batches done in that epoch, format version
   config.toml        the config the state belongs to
+  ema.safetensors    EMA shadow weights (only with ema_decay; lora.safetensors stays the raw weights)
   COMPLETE           written last: a folder without it is unfinished and ignored
 It is written under a temporary name and renamed into place, so a crash never leaves a
 half-written folder under a final name.
@@ -112,6 +113,7 @@ class LoadedState:
     scheduler: dict
     scaler: Optional[dict]
     rng: dict
+    ema: Optional[dict] = None
 
 
 def state_root(output_dir: Path) -> Path:
@@ -162,7 +164,7 @@ def _to_tuple(value: Any) -> Any:
 
 
 def save_state(output_dir: Path, *, network, optimizer, scheduler, scaler, progress: Position,
-               config_text: str, saving=None) -> Path:
+               config_text: str, saving=None, ema: Optional[dict] = None) -> Path:
     """Write a complete state folder for `progress`; returns its final path. `saving`
     (engine.control.save_progress.SaveProgress) hears of each file written. On any failure the
     unfinished folder is removed and the previous states stay as they were."""
@@ -176,7 +178,7 @@ def save_state(output_dir: Path, *, network, optimizer, scheduler, scaler, progr
         saving.writing(staging)
     try:
         _write_state_files(staging, network=network, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                           progress=progress, config_text=config_text, saving=saving)
+                           progress=progress, config_text=config_text, saving=saving, ema=ema)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -191,7 +193,7 @@ def save_state(output_dir: Path, *, network, optimizer, scheduler, scaler, progr
 
 
 def _write_state_files(staging: Path, *, network, optimizer, scheduler, scaler, progress: Position,
-                       config_text: str, saving) -> None:
+                       config_text: str, saving, ema: Optional[dict] = None) -> None:
     import torch
     from safetensors.torch import save
 
@@ -205,6 +207,8 @@ def _write_state_files(staging: Path, *, network, optimizer, scheduler, scaler, 
     # OSError (ENOSPC) for the caller to report, whatever the serialiser's own error would be.
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in network.kohya_state_dict().items()}
     _write_file(staging / "lora.safetensors", save(tensors))
+    if ema is not None:
+        _write_file(staging / "ema.safetensors", save(ema))
     done("lora")
     _write_file(staging / "optimizer.pt", _torch_bytes(optimizer.state_dict()))
     done("optimizer")
@@ -284,6 +288,7 @@ def load_state(path: Path) -> LoadedState:
     rng = dict(torch.load(path / "rng.pt", weights_only=True))
     rng.update(json.loads((path / "rng.json").read_text()))
     scaler_file = path / "scaler.pt"
+    ema_file = path / "ema.safetensors"
     return LoadedState(
         path=path,
         progress=progress,
@@ -292,4 +297,5 @@ def load_state(path: Path) -> LoadedState:
         scheduler=torch.load(path / "scheduler.pt", weights_only=True),
         scaler=torch.load(scaler_file, weights_only=True) if scaler_file.exists() else None,
         rng=rng,
+        ema=load_file(str(ema_file)) if ema_file.exists() else None,
     )

@@ -51,6 +51,9 @@ class RunOutputs:
     # Wraps LoRA saves and samples: a schedule-free optimizer shows them its averaged weights
     # (engine/train/optimizer_setup.in_eval_mode); the identity for every other optimizer.
     seen_weights: Callable[[Callable], Callable] = lambda fn: fn
+    # engine.train.ema.LoraEma (ema_decay): its weights are what LoRA files and samples hold;
+    # a state keeps the raw weights plus the EMA's own state.
+    ema: Any = None
 
     def save_lora(self, path: Path, step: int, epoch: int) -> str:
         """Write the LoRA (kohya keys, sd-scripts' ss_* metadata) to `path`; returns the path.
@@ -74,7 +77,7 @@ class RunOutputs:
         saving.begin(what, {"lora": needed})
         saving.writing(path.parent / f".{path.name}.*.tmp")  # engine.storage.atomic's temporary name
         try:
-            with disk.write_errors(path.parent, what, needed):
+            with disk.write_errors(path.parent, what, needed), self.ema_weights():
                 checkpoint.save_lora_file(path, self.network, metadata, self.cfg.saving.save_precision)
             saving.part_done("lora")
         finally:
@@ -100,11 +103,13 @@ class RunOutputs:
             with disk.write_errors(root, "the training state", lora_bytes + optimizer_bytes):
                 path = checkpoint.save_state(self.output_dir, network=self.network, optimizer=self.optimizer,
                                              scheduler=self.scheduler, scaler=self.accelerator.scaler,
-                                             progress=progress, config_text=dumps_config(self.cfg), saving=saving)
+                                             progress=progress, config_text=dumps_config(self.cfg), saving=saving,
+                                             ema=self.ema.state_dict() if self.ema is not None else None)
         finally:
             saving.end()
         self.emit(Saved(time=time.time(), path=str(path), step=progress.global_step, epoch=progress.epoch,
                         kind="state"))
+        return str(path)
         return str(path)
 
     def make_samples(self, step: int, epoch: Optional[int]) -> None:
@@ -122,10 +127,11 @@ class RunOutputs:
         self.network.eval()
         written: list = []
         try:
-            written = generate_samples(self.model, prompts, out_dir=self.output_dir,
-                                       output_name=cfg.saving.output_name, step=step, epoch=epoch,
-                                       sampler=cfg.sampling.sample_sampler, device=self.accelerator.device,
-                                       dtype=self.weight_dtype)
+            with self.ema_weights():
+                written = generate_samples(self.model, prompts, out_dir=self.output_dir,
+                                           output_name=cfg.saving.output_name, step=step, epoch=epoch,
+                                           sampler=cfg.sampling.sample_sampler, device=self.accelerator.device,
+                                           dtype=self.weight_dtype)
         except Exception as exc:  # a sample is a look at the run, never a reason to lose it
             self.sample_failed(step, exc)
         finally:
@@ -134,6 +140,12 @@ class RunOutputs:
         if step > 0:
             self.emit(Phase(time=time.time(), name=TRAINING))
 
+    def ema_weights(self):
+        """A context: the EMA weights in the network while a LoRA file is written or samples are
+        made (ema_decay); nothing changes without EMA."""
+        from contextlib import nullcontext
+
+        return self.ema.swapped_in() if self.ema is not None else nullcontext()
 
     def sample_failed(self, step: int, exc: Exception) -> None:
         """A failed sample becomes a warning event; training goes on (memory it held is given back)."""
@@ -148,6 +160,15 @@ class RunOutputs:
             pass
         self.emit(Warning_(time=time.time(), message=f"sampling at step {step} failed ({type(exc).__name__}: {exc}); "
                                                      "no samples this time, training goes on"))
+
+
+def ema_weights(session):
+    """The EMA weights in the network while a LoRA file is written or samples made (ema_decay);
+    the raw weights otherwise."""
+    from contextlib import nullcontext
+
+    ema = getattr(getattr(session, "hooks", None), "ema", None)
+    return ema.swapped_in() if ema is not None else nullcontext()
 
 
 def data_info(data) -> dict:

@@ -72,6 +72,7 @@ class Trainer:
     position: Position = field(default_factory=Position)
     unet: Any = None  # what to call for the UNet forward (DDP-wrapped / compiled); model.unet when None
     meter: Meter = field(default_factory=Meter)
+    hooks: Any = None  # engine.train.step_hooks.StepHooks (max-norm, EMA) or None
 
     # ------------------------------------------------------------------ one batch
 
@@ -139,6 +140,8 @@ class Trainer:
                     continue  # accumulate more batches before the optimizer step
                 self.optimizer_step()
                 pos.global_step += 1
+                if self.hooks is not None:
+                    self.hooks.after_step(pos.global_step)
                 pos.batches_done_in_epoch = index + 1
                 meter.add(step_loss, step_paths)
                 step_loss, step_paths = None, []
@@ -268,6 +271,7 @@ class Trainer:
             seconds_per_step=seconds_per_step,
             images_per_second=self.images_per_step / seconds_per_step if seconds_per_step > 0 else 0.0,
             eta_seconds=remaining * seconds_per_step, memory=snapshot(self.accelerator.device),
+            **(self.hooks.metrics() if self.hooks is not None else {}),
         ))
         meter.losses.clear()
         meter.paths.clear()

@@ -25,8 +25,9 @@ def optimizer_and_schedule(session: Any, total_steps: int):
 
     cfg = session.cfg
     opt = cfg.optimizer
-    groups = session.network.param_groups(opt.resolved_unet_lr, opt.resolved_text_encoder_lr1,
-                                          opt.resolved_text_encoder_lr2)
+    from engine.train.network_setup import param_groups
+
+    groups = param_groups(session.network, cfg)  # the three rates, block lr weights and LoRA+ ratios
     args = parse_optimizer_args(opt.optimizer_args)
     optimizer = build_optimizer(opt.optimizer_type, groups, args)
     if is_schedule_free(opt.optimizer_type):

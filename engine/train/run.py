@@ -63,6 +63,7 @@ class _Session:
     sample_prompts: Optional[list] = None  # parsed once, before the model loads
     scanned: Any = None  # the dataset, scanned before the model loads (bad files fail fast)
     chatter: Any = None  # engine.events.library_logs.ChatterRedirect while the run holds the library loggers
+    hooks: Any = None  # engine.train.step_hooks.StepHooks: max-norm and EMA after each step
 
 
 def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
@@ -283,35 +284,9 @@ def _place(module, device, dtype) -> None:
 
 
 def _build_network(session: _Session):
-    """LoRA adapters (fp32) injected into the model; `network_weights` loaded when given."""
-    import torch
+    from engine.train.network_setup import build_network
 
-    from engine.lora.network import create_network
-
-    cfg, model = session.cfg, session.model
-    net_cfg = cfg.network
-    network = create_network(model.unet, model.text_encoder1, model.text_encoder2, dim=net_cfg.network_dim,
-                             alpha=net_cfg.network_alpha, dropout=net_cfg.network_dropout,
-                             conv_dim=net_cfg.conv_dim, conv_alpha=net_cfg.conv_alpha,
-                             train_unet_only=net_cfg.network_train_unet_only)
-    network.to(session.accelerator.device, torch.float32)
-    network.apply()
-    if net_cfg.network_weights:
-        from engine.lora.file import load_lora
-
-        tensors, _ = load_lora(net_cfg.network_weights)
-        network.load_kohya_state_dict(tensors)
-    network.train()
-    if cfg.precision.gradient_checkpointing:
-        model.unet.enable_gradient_checkpointing()
-    model.unet.train()  # diffusers checkpoints activations only in training mode
-    trains_text = not net_cfg.network_train_unet_only
-    for encoder in (model.text_encoder1, model.text_encoder2):
-        if trains_text:
-            encoder.train()
-            if cfg.precision.gradient_checkpointing:
-                encoder.gradient_checkpointing_enable()
-    return network
+    return build_network(session)
 
 
 def _prepare_data(session: _Session):
@@ -424,6 +399,11 @@ def _make_trainer(session: _Session, state):
 
     optimizer, scheduler, fused, params = optimizer_and_schedule(session, total_steps)
     eval_mode = in_eval_mode(optimizer, params)  # schedule-free: saves and samples see the averaged weights
+    from engine.train.step_hooks import make_step_hooks
+
+    session.hooks = make_step_hooks(session.network, cfg)  # max-norm and EMA after each step
+    if state is not None and state.ema is not None and session.hooks is not None and session.hooks.ema is not None:
+        session.hooks.ema.load_state_dict(state.ema)
     position = checkpoint.Position()
     if state is not None:
         (fused or optimizer).load_state_dict(state.optimizer)
@@ -440,6 +420,7 @@ def _make_trainer(session: _Session, state):
         output_dir=session.output_dir, total_steps=total_steps, total_epochs=total_epochs,
         trainable_params=params, train_text_encoders=not cfg.network.network_train_unet_only,
         outputs=_outputs(session, fused or optimizer, scheduler, total_steps, total_epochs, eval_mode),
+        hooks=session.hooks,
         images_per_step=batch_size * accumulation * accelerator.num_processes, position=position)
     session.control.interruptible = False  # from here a stop finishes the step and saves
     session.emit(RunStarted(time=time.time(), output_dir=str(session.output_dir), total_steps=total_steps,
@@ -482,7 +463,8 @@ def _outputs(session: _Session, optimizer, scheduler, total_steps: int, total_ep
                       data=session.data, weight_dtype=session.weight_dtype, optimizer=optimizer,
                       scheduler=scheduler, total_steps=total_steps, total_epochs=total_epochs,
                       started_at=session.started_at, session_id=session.session_id,
-                      sample_prompts=session.sample_prompts, seen_weights=eval_mode)
+                      sample_prompts=session.sample_prompts, seen_weights=eval_mode,
+                      ema=session.hooks.ema if session.hooks is not None else None)
 
 
 def _finish(session: _Session, *, stopped: bool, lora_path: str, step: int) -> RunResult:

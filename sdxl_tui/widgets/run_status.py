@@ -54,6 +54,9 @@ def status_table(view: RunView, bar_width: int = 24) -> Table:
     table.add_row("Loss", Text(f"{format_loss(view.loss)}  (smoothed {format_loss(view.smoothed_loss)})"
                                if view.loss is not None else "–"))
     lr = "  ".join(f"{group} {format_lr(value)}" for group, value in view.lr)
+    if view.weight_norms is not None:  # sd-scripts' "Keys Scaled" / "Average key norm"
+        scaled, mean, _ = view.weight_norms
+        lr = f"{lr or '–'}  · keys scaled {scaled}, mean norm {mean:.3f}"
     table.add_row("LR", Text(lr or "–"))
     return table
 

@@ -1,0 +1,100 @@
+"""Whole tiny-model trainings with issue 13's networks.lora options: the run trains (loss falls),
+the file loads back, and each option shows in what was trained or reported. EMA: the saved
+file holds the average, the state the raw weights, and a resume is bit-identical."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from train_helpers import _one_thread, tiny_config, train  # noqa: F401  (_one_thread: autouse fixture)
+
+from engine.control.run_control import RunControl
+from engine.events.types import Step
+
+
+def _falls(losses: list[float]) -> tuple[float, float]:
+    quarter = max(1, len(losses) // 4)
+    first, last = sum(losses[:quarter]) / quarter, sum(losses[-quarter:]) / quarter
+    assert last < first, (first, last)
+    return first, last
+
+
+BLOCK_DIMS = ",".join(["4"] * 5 + ["2"] * 5 + ["0", "4", "0"] + ["4"] * 10)  # middle_block 0 and 2 off
+
+
+@pytest.mark.e2e
+def test_lora_options_train_and_show_their_effect(tmp_path, tiny_model, demo_dataset):
+    from engine.lora.block_weights import block_index
+    from engine.lora.file import load_lora
+
+    cfg = tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=24, learning_rate=1e-2,
+                      network_args=[f"block_dims={BLOCK_DIMS}", "rank_dropout=0.1", "module_dropout=0.1",
+                                    "loraplus_lr_ratio=4", "up_lr_weight=zeros+0.5"],
+                      scale_weight_norms=1.0)
+    run = train(cfg)
+    assert run.result.ok, run.result.error
+    print("lora options: loss %.4f -> %.4f" % _falls(run.losses))
+    tensors, metadata = load_lora(run.result.lora_path)
+    downs = {k: v for k, v in tensors.items() if k.startswith("lora_unet") and k.endswith("lora_down.weight")}
+    for key, value in downs.items():
+        assert value.shape[0] == int(BLOCK_DIMS.split(",")[block_index(key.split(".")[0])])
+    step = run.of(Step)[-1]
+    assert step.keys_scaled is not None and step.mean_norm > 0 and step.max_norm <= 1.0 + 1e-4
+    assert step.lr["unet_block13 plus"] == pytest.approx(4 * step.lr["unet_block13"])
+    assert step.lr["unet_block13"] == pytest.approx(0.5 * step.lr["unet_block5"])
+    assert '"loraplus_lr_ratio": "4"' in metadata["ss_network_args"]
+
+
+@pytest.mark.e2e
+def test_text_encoder_only_with_base_weights_and_dim_from_weights(tmp_path, tiny_model, demo_dataset):
+    first = train(tiny_config(tmp_path / "a", tiny_model, demo_dataset, max_train_steps=2, network_dim=2,
+                              network_alpha=1.0, network_train_text_encoder_only=True))
+    assert first.result.ok, first.result.error
+    cfg = tiny_config(tmp_path / "b", tiny_model, demo_dataset, max_train_steps=16, learning_rate=1e-2,
+                      network_train_text_encoder_only=True, network_weights=first.result.lora_path,
+                      dim_from_weights=True, network_dim=8, base_weights=[first.result.lora_path],
+                      base_weights_multiplier=[0.5])
+    run = train(cfg)
+    assert run.result.ok, run.result.error
+    tensors = run.lora()
+    assert tensors and all(k.startswith("lora_te") for k in tensors)  # no UNet module
+    assert {v.shape[0] for k, v in tensors.items() if k.endswith("lora_down.weight")} == {2}  # rank from the file
+    assert set(run.of(Step)[-1].lr) == {"te1", "te2"}
+
+
+def _stop_at(step: int):
+    control = RunControl()
+
+    def on_event(event):
+        if isinstance(event, Step) and event.step == step:
+            control.request_stop("test")
+
+    return control, on_event
+
+
+@pytest.mark.e2e
+def test_ema_saves_the_average_and_resumes_bit_identically(tmp_path, tiny_model, demo_dataset):
+    options = dict(max_train_steps=8, learning_rate=1e-2, ema_decay=0.8, ema_update_every=2, save_state=True)
+    whole = train(tiny_config(tmp_path / "whole", tiny_model, demo_dataset, **options))
+    assert whole.result.ok, whole.result.error
+    plain = train(tiny_config(tmp_path / "plain", tiny_model, demo_dataset, **{**options, "ema_decay": None}))
+    assert whole.losses == plain.losses  # EMA never touches the trained weights
+    saved, raw = whole.lora(), plain.lora()
+    assert any(not torch.equal(saved[k], raw[k]) for k in saved if k.endswith("weight"))
+    state = Path(whole.result.output_dir) / "state"
+    from safetensors.torch import load_file
+
+    newest = sorted(state.glob("step-*"))[-1]
+    assert all(torch.equal(v, raw[k]) for k, v in load_file(str(newest / "lora.safetensors")).items())
+    assert (newest / "ema.safetensors").is_file()
+
+    cfg = tiny_config(tmp_path / "split", tiny_model, demo_dataset, **options)
+    control, on_event = _stop_at(3)
+    first = train(cfg, control, on_event=on_event)
+    assert first.result.stopped and first.result.step == 3
+    resumed = train(cfg, resume=True)
+    assert resumed.result.ok, resumed.result.error
+    assert first.losses + resumed.losses == whole.losses
+    final = resumed.lora()
+    assert all(torch.equal(final[k], saved[k]) for k in saved)
