@@ -173,6 +173,30 @@ class SavingSection(Section):
     save_every_n_steps: Optional[int] = Field(None, ge=1, description="Save a LoRA every N steps.")
     save_last_n_epochs: Optional[int] = Field(None, ge=1, description="Keep only the newest N epoch saves.")
     save_state: bool = Field(False, description="Also save optimizer/scheduler/RNG state with each save, for exact resume.")
+    # --- issue 14: keeping saves, metadata (sd-scripts' names and meanings) ---
+    save_last_n_steps: Optional[int] = Field(
+        None, ge=1, description="Remove step saves older than N steps (sd-scripts: keep saves until N steps have passed).")
+    save_last_n_epochs_state: Optional[int] = Field(
+        None, ge=1, description="Keep only the newest N epoch states (defaults to save_last_n_epochs).")
+    save_last_n_steps_state: Optional[int] = Field(
+        None, ge=1, description="Remove states older than N steps (defaults to save_last_n_steps).")
+    save_state_on_train_end: bool = Field(False, description="Save the training state at the end of training.")
+    save_n_epoch_ratio: Optional[int] = Field(
+        None, ge=1, description="Save about N epoch LoRAs in all: save_every_n_epochs = floor(epochs / N), at least 1.")
+    no_metadata: bool = Field(
+        False, description="Write only sd-scripts' minimum metadata (network shape, base model, modelspec.*).")
+    training_comment: str = Field("", description="Free text stored in the LoRA as ss_training_comment.")
+    metadata_title: str = Field("", description="modelspec.title (defaults to output_name).")
+    metadata_author: str = Field("", description="modelspec.author.")
+    metadata_description: str = Field("", description="modelspec.description.")
+    metadata_license: str = Field("", description="modelspec.license.")
+    metadata_tags: str = Field("", description="modelspec.tags (comma separated).")
+    metadata_usage_hint: str = Field("", description="modelspec.usage_hint.")
+    metadata_thumbnail: str = Field(
+        "", description="modelspec.thumbnail: an image file (stored as a data: URL) or a data: URL.")
+    metadata_merged_from: str = Field("", description="modelspec.merged_from.")
+    metadata_trigger_phrase: str = Field("", description="modelspec.trigger_phrase.")
+    metadata_preprocessor: str = Field("", description="modelspec.preprocessor.")
 
 
 class SamplingSection(Section):

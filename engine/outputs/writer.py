@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from engine.events.types import SAMPLING, TRAINING, Phase, Sample
-from engine.outputs import checkpoint
+from engine.outputs import checkpoint, retention
 from engine.storage import disk
 
 
@@ -24,6 +24,9 @@ def save_lora(session, path: Path, step: int, epoch: int, total_steps: int, tota
                         num_batches_per_epoch=session.data.batches_per_epoch,
                         **data_info(session.data))
     metadata = build_metadata(session.cfg, training_info=info)
+    from engine.outputs.metadata import apply_saving_options
+
+    metadata = apply_saving_options(metadata, session.cfg.saving)
     needed = disk.lora_file_bytes(session.network, session.cfg.saving.save_precision)
     what = f"the LoRA {path.name}"
     disk.ensure_space(path.parent, needed, what)
@@ -101,9 +104,11 @@ def save_state(session, optimizer, scheduler, progress) -> str:
         with disk.write_errors(root, "the training state", lora_bytes + optimizer_bytes):
             path = checkpoint.save_state(session.output_dir, network=session.network, optimizer=optimizer,
                                          scheduler=scheduler, scaler=session.accelerator.scaler, progress=progress,
-                                         config_text=dumps_config(session.cfg), saving=saving)
+                                         config_text=dumps_config(session.cfg), saving=saving,
+                                         keep=retention.state_keep_count(session.cfg.saving))
     finally:
         saving.end()
+    retention.prune_states_by_step(session.output_dir, session.cfg.saving, progress.global_step)
     session.emit(Saved(time=time.time(), path=str(path), step=progress.global_step, epoch=progress.epoch,
                        kind="state"))
     return str(path)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 
 from engine.errors import TrainingDiverged
 from engine.events.types import Saved, Step
-from engine.outputs import checkpoint
+from engine.outputs import checkpoint, retention
 from engine.train.loss import diffusion_loss, sample_noise, sample_timesteps, training_target
 from engine.train.memory import snapshot
 from engine.train.optimizers import group_lrs
@@ -180,6 +180,9 @@ class Trainer:
         every = cfg.saving.save_every_n_steps
         if every and pos.global_step % every == 0 and not finished:
             self.save_step_checkpoint(with_state=cfg.saving.save_state)
+            if cfg.saving.save_last_n_steps:
+                retention.prune_step_files(self.output_dir, cfg.saving.output_name, pos.global_step,
+                                           cfg.saving.save_last_n_steps)
         every = cfg.sampling.sample_every_n_steps
         if every and pos.global_step % every == 0:
             self.paused(self.make_samples, pos.global_step, None)
@@ -208,7 +211,7 @@ class Trainer:
         """`epoch` is the number of epochs completed (1-based, as in file names)."""
         cfg, pos = self.cfg, self.position
         finished = pos.global_step >= self.total_steps or epoch >= self.total_epochs
-        every = cfg.saving.save_every_n_epochs
+        every = retention.epoch_save_interval(cfg.saving, self.total_epochs)
         if every and epoch % every == 0 and not finished:
             self.log()  # never save weights from an interval whose loss went NaN
             path = self.output_dir / checkpoint.epoch_file_name(cfg.saving.output_name, epoch)

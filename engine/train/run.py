@@ -445,9 +445,13 @@ def _train(session: _Session, point) -> RunResult:
         return _finish(session, stopped=True, lora_path=position.last_lora, step=position.global_step)
     emit(Phase(time=time.time(), name=SAVING))
     final = session.output_dir / checkpoint.final_file_name(cfg.saving.output_name)
+    if point is not None:  # an earlier end's LoRA stays, under its step-numbered name
+        from engine.outputs.retention import keep_previous_final
+
+        keep_previous_final(session.output_dir, cfg.saving.output_name)
     position.last_lora = outputs.save_lora(session, final, position.global_step, position.current_epoch, total_steps,
                                    total_epochs)
-    if cfg.saving.save_state:
+    if cfg.saving.save_state or cfg.saving.save_state_on_train_end:
         outputs.save_state(session, fused or optimizer, scheduler, trainer.progress())
     return _finish(session, stopped=False, lora_path=position.last_lora, step=position.global_step)
 
