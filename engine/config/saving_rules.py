@@ -1,5 +1,6 @@
-"""Cross-option rules for the saving options of issue 14 (keeping saves, metadata), kept apart
-from rules.py so the shared file only lists them."""
+"""Cross-option rules for the options of issue 14 (keeping saves, metadata, starting part-way),
+kept apart from rules.py so the shared file only lists them. The `resume` folder is checked by
+engine/outputs/resume_option.py (before any model loads)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,3 +25,12 @@ def saving_rules(cfg: RunConfig) -> Iterable[RuleIssue]:
     if thumb and not thumb.startswith("data:") and not Path(thumb).expanduser().is_file():
         yield RuleIssue(ERROR, ("metadata_thumbnail",),
                         f"metadata_thumbnail: {thumb} is not a file; give an image file or a data: URL")
+    t = cfg.training
+    if t.initial_step is not None and t.initial_epoch is not None:
+        yield RuleIssue(WARNING, ("initial_step", "initial_epoch"), "initial_step wins over initial_epoch (as in sd-scripts)")
+    if t.initial_step is not None and t.max_train_steps is not None and t.initial_step >= t.max_train_steps:
+        yield RuleIssue(ERROR, ("initial_step", "max_train_steps"),
+                        f"initial_step {t.initial_step} must be below max_train_steps {t.max_train_steps}")
+    if t.skip_until_initial_step and t.initial_step is None and t.initial_epoch is None:
+        yield RuleIssue(WARNING, ("skip_until_initial_step",),
+                        "skip_until_initial_step does nothing without initial_step or initial_epoch")

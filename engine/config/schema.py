@@ -137,6 +137,13 @@ class TrainingSection(Section):
     seed: int = Field(42, ge=0, description="Random seed: same seed, same data, same result.")
     noise_offset: float = Field(0.0, ge=0.0, description="Noise offset (helps very dark/bright images); 0 is off.")
     min_snr_gamma: Optional[float] = Field(None, gt=0.0, description="Min-SNR-γ loss weighting (5 is common); off when unset.")
+    # --- issue 14: starting part-way (sd-scripts' names and meanings) ---
+    initial_epoch: Optional[int] = Field(
+        None, ge=1, description="Start counting at this epoch (1 = the first); initial_step = (N - 1) x steps per epoch.")
+    initial_step: Optional[int] = Field(
+        None, ge=0, description="Start at this step: with skip_until_initial_step its data is skipped, else only epochs.")
+    skip_until_initial_step: bool = Field(
+        False, description="Skip the data of the first initial_step steps and continue the step count from there.")
 
     @property
     def limited_by(self) -> str:
@@ -197,6 +204,8 @@ class SavingSection(Section):
     metadata_merged_from: str = Field("", description="modelspec.merged_from.")
     metadata_trigger_phrase: str = Field("", description="modelspec.trigger_phrase.")
     metadata_preprocessor: str = Field("", description="modelspec.preprocessor.")
+    resume: str = Field(
+        "", description="A saved state folder (OUTPUT_DIR/state/step-N) to continue from; sd-scripts' are refused.")
 
 
 class SamplingSection(Section):
@@ -277,7 +286,7 @@ def help_for(section: str, key: str) -> str:
 PATH_OPTIONS = (
     ("model", "pretrained_model_name_or_path"), ("model", "vae"), ("model", "tokenizer_cache_dir"),
     ("dataset", "dataset_config"), ("network", "network_weights"), ("saving", "output_dir"),
-    ("sampling", "sample_prompts"), ("logging", "logging_dir"),
+    ("sampling", "sample_prompts"), ("logging", "logging_dir"), ("saving", "resume"),
 )
 
 

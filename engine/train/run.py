@@ -75,7 +75,8 @@ def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
     stop_poller = None
     try:
         warnings = _check_config(cfg)
-        point = _prepare_resume(output_dir, cfg) if resume else None
+        point = _prepare_resume(output_dir, cfg, resume)
+        resume = point is not None
         session.scanned = _scan_dataset(cfg)
         accelerator = session.accelerator = _make_accelerator(cfg)
         if accelerator.is_main_process:
@@ -150,10 +151,24 @@ def _check_model_cheaply(cfg: RunConfig) -> None:
         raise hub_error(source.path, FileNotFoundError(source.path))
 
 
-def _prepare_resume(output_dir: Path, cfg: RunConfig):
-    from engine.outputs.resume import prepare_resume
+def _prepare_resume(output_dir: Path, cfg: RunConfig, resume: bool):
+    """The state to continue from: the newest in output_dir (`sdxl-tui resume`), the folder the
+    `resume` option names, or None for a fresh run."""
+    if resume:
+        from engine.outputs.resume import prepare_resume
 
-    return prepare_resume(output_dir, cfg)
+        if cfg.saving.resume:
+            from engine.errors import ConfigError
+
+            raise ConfigError(f"resume = {cfg.saving.resume} names a state, but this run resumes from the newest "
+                              f"state in {output_dir}", key="resume", hint="set resume = \"\" or run it as a new run")
+
+        return prepare_resume(output_dir, cfg)
+    if cfg.saving.resume:
+        from engine.outputs.resume_option import prepare_resume_from
+
+        return prepare_resume_from(Path(cfg.saving.resume), output_dir, cfg)
+    return None
 
 
 def _reusable_output_dir_notes(output_dir: Path) -> list[str]:
@@ -414,26 +429,27 @@ def _train(session: _Session, point) -> RunResult:
             session.accelerator.scaler.load_state_dict(state.scaler)
         position = Position(global_step=state.progress.global_step, epoch=state.progress.epoch,
                             batches_done_in_epoch=state.progress.batches_done_in_epoch)
+    position, loop_steps = _initial_position(session, position, steps_per_epoch, total_steps, total_epochs)
     images_per_step = _batch_size(session.data, cfg) * accumulation * session.accelerator.num_processes
     trainer = session.trainer = Trainer(
         cfg=cfg, model=session.model, network=session.network, optimizer=optimizer, scheduler=scheduler,
         fused=fused, accelerator=session.accelerator, data=session.data, emit=emit, control=session.control,
         unet=training_unet(session.accelerator, session.model.unet, session.network,
                            compile_unet=cfg.precision.torch_compile),
-        output_dir=session.output_dir, total_steps=total_steps, total_epochs=total_epochs,
+        output_dir=session.output_dir, total_steps=loop_steps, total_epochs=total_epochs,
         trainable_params=params, train_text_encoders=not cfg.network.network_train_unet_only,
         save_lora=lambda path, step, epoch: outputs.save_lora(session, path, step, epoch, total_steps, total_epochs),
         save_state=lambda progress: outputs.save_state(session, fused or optimizer, scheduler, progress),
         make_samples=lambda step, epoch: outputs.make_samples(session, step, epoch),
         images_per_step=images_per_step, position=position)
-    emit(RunStarted(time=time.time(), output_dir=str(session.output_dir), total_steps=total_steps,
+    emit(RunStarted(time=time.time(), output_dir=str(session.output_dir), total_steps=loop_steps,
                     total_epochs=total_epochs, steps_per_epoch=steps_per_epoch, batch_size=_batch_size(session.data, cfg),
                     num_processes=session.accelerator.num_processes, resumed_from_step=position.global_step,
                     gradient_accumulation_steps=accumulation,
                     config_path=str(session.output_dir / "config.toml")))
     if cfg.sampling.sample_at_first and state is None:
         outputs.make_samples(session, 0, None)
-    emit(Phase(time=time.time(), name=TRAINING, total=total_steps))
+    emit(Phase(time=time.time(), name=TRAINING, total=loop_steps))
     if state is not None:
         checkpoint.restore_rng(state.rng)  # the next draw is the one the interrupted run would have made
     try:
@@ -454,6 +470,21 @@ def _train(session: _Session, point) -> RunResult:
     if cfg.saving.save_state or cfg.saving.save_state_on_train_end:
         outputs.save_state(session, fused or optimizer, scheduler, trainer.progress())
     return _finish(session, stopped=False, lora_path=position.last_lora, step=position.global_step)
+
+
+def _initial_position(session: _Session, position, steps_per_epoch: int, total_steps: int, total_epochs: int):
+    """(position, the step the loop stops at) with initial_epoch / initial_step applied."""
+    from engine.train.initial_step import initial_start
+    from engine.train.loop import Position
+
+    start = initial_start(session.cfg.training, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                          batches_per_epoch=session.data.batches_per_epoch, total_epochs=total_epochs)
+    if start is None:
+        return position, total_steps
+    note = start.note + (" (the saved state's step is not used, as in sd-scripts)" if position.global_step else "")
+    session.emit(Warning_(time=time.time(), message=note))
+    return Position(global_step=start.global_step, epoch=start.epoch,
+                    batches_done_in_epoch=start.batches_done_in_epoch), start.loop_steps
 
 
 def _finish(session: _Session, *, stopped: bool, lora_path: str, step: int) -> RunResult:
