@@ -168,6 +168,8 @@ class CachingSection(Section):
         False, description="Encode captions once (needs network_train_unet_only; no caption shuffle/dropout).")
     cache_text_encoder_outputs_to_disk: bool = Field(
         False, description="Keep cached text-encoder outputs on disk, reused by later runs.")
+    vae_batch_size: int = Field(
+        4, ge=1, description="Images per VAE call while caching latents (speed/memory only: each image keeps its own noise).")
 
 
 class SavingSection(Section):
