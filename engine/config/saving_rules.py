@@ -34,3 +34,8 @@ def saving_rules(cfg: RunConfig) -> Iterable[RuleIssue]:
     if t.skip_until_initial_step and t.initial_step is None and t.initial_epoch is None:
         yield RuleIssue(WARNING, ("skip_until_initial_step",),
                         "skip_until_initial_step does nothing without initial_step or initial_epoch")
+    if cfg.precision.full_fp16 and cfg.optimizer.optimizer_type in ("AdamW", "Prodigy"):
+        yield RuleIssue(WARNING, ("full_fp16", "optimizer_type"),
+                        "full_fp16 with torch's AdamW keeps the optimizer state in fp16, where its eps (1e-8) is 0: "
+                        "steps with a zero gradient turn to NaN; use AdamW8bit (its state math is fp32)",
+                        {"optimizer_type": "AdamW8bit"})

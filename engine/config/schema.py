@@ -159,6 +159,15 @@ class PrecisionSection(Section):
     fused_backward_pass: bool = Field(
         False, description="Step each LoRA parameter in its gradient hook so full gradients never coexist.")
     torch_compile: bool = Field(False, description="Compile the UNet with torch.compile (slower start, faster steps).")
+    # --- issue 14: half-precision LoRA, fp8 base weights (sd-scripts' names and meanings) ---
+    full_fp16: bool = Field(
+        False, description="LoRA weights and gradients in fp16 too (needs mixed_precision = fp16): less memory, less exact.")
+    full_bf16: bool = Field(
+        False, description="LoRA weights and gradients in bf16 too (needs mixed_precision = bf16): less memory, less exact.")
+    fp8_base: bool = Field(
+        False, description="Store the frozen UNet and text-encoder weights as float8_e4m3fn (computed in the mixed precision).")
+    fp8_base_unet: bool = Field(
+        False, description="Store only the frozen UNet weights as float8_e4m3fn (computed in the mixed precision).")
 
 
 class CachingSection(Section):

@@ -76,10 +76,6 @@ _REFUSED = {
     "save_state_to_huggingface": ((None, False), "Hub upload is not done by sdxl-tui; use `huggingface-cli upload` after training"),
     "resume_from_huggingface": ((None, False), "resuming from the Hub is not done by sdxl-tui; download the state and use `sdxl-tui resume`"),
     "async_upload": ((None, False), "Hub upload is not done by sdxl-tui; use `huggingface-cli upload` after training"),
-    "full_fp16": ((None, False), "LoRA weights and gradients in fp16 are not implemented; mixed_precision = fp16 keeps them fp32 (more exact, a few MB more)"),
-    "full_bf16": ((None, False), "LoRA weights and gradients in bf16 are not implemented; mixed_precision = bf16 keeps them fp32 (more exact, a few MB more)"),
-    "fp8_base": ((None, False), "fp8 base weights are not implemented"),
-    "fp8_base_unet": ((None, False), "fp8 base weights are not implemented"),
     "cpu_offload_checkpointing": ((None, False), "offloading checkpointed activations to the CPU is not implemented (diffusers' SDXL UNet has no such switch)"),
 }
 # sd-scripts options that change training and have no equivalent here: reported when not "off".

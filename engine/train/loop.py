@@ -18,6 +18,7 @@ from engine.outputs import checkpoint, retention
 from engine.train.loss import diffusion_loss, sample_noise, sample_timesteps, training_target
 from engine.train.memory import snapshot
 from engine.train.optimizers import group_lrs
+from engine.train.precision import compute_dtype_of
 
 AGREED_COMMANDS = ("save_now", "sample_now")  # commands every process acts on together
 
@@ -97,7 +98,7 @@ class Trainer:
             noise = sample_noise(latents, self.cfg.training.noise_offset)
             timesteps = sample_timesteps(latents.shape[0], noise_scheduler.config.num_train_timesteps, device)
             noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-            unet_dtype = self.model.unet.dtype
+            unet_dtype = compute_dtype_of(self.model.unet, torch.float32)  # not float8 with fp8_base
             unet = self.unet if self.unet is not None else self.model.unet
             prediction = unet(
                 noisy.to(unet_dtype), timesteps, encoder_hidden_states=hidden.to(unet_dtype),

@@ -133,6 +133,9 @@ def _check_config(cfg: RunConfig) -> list[str]:
                                              default_batch_size=cfg.training.train_batch_size)
     issues = check_rules(cfg, dataset_config)
     raise_for_errors(issues)
+    from engine.train.precision import check_precision_options
+
+    check_precision_options(cfg)
     _check_model_cheaply(cfg)
     return [issue.message for issue in issues if issue.level == "warning"]
 
@@ -270,8 +273,12 @@ def _build_network(session: _Session):
                              alpha=net_cfg.network_alpha, dropout=net_cfg.network_dropout,
                              conv_dim=net_cfg.conv_dim, conv_alpha=net_cfg.conv_alpha,
                              train_unet_only=net_cfg.network_train_unet_only)
-    network.to(session.accelerator.device, torch.float32)
+    from engine.train.precision import fp8_parts, lora_dtype, store_weights_fp8
+
+    network.to(session.accelerator.device, lora_dtype(cfg))  # fp32 unless full_fp16 / full_bf16
     network.apply()
+    for part in fp8_parts(cfg):  # fp8_base / fp8_base_unet: frozen weights stored in 8 bits
+        store_weights_fp8(getattr(model, part), session.weight_dtype)
     if net_cfg.network_weights:
         from engine.lora.file import load_lora
 
@@ -372,6 +379,10 @@ def _optimizer_and_schedule(session: _Session, total_steps: int):
         fused = FusedBackward(optimizer, max_grad_norm=opt.max_grad_norm)
     else:
         optimizer = session.accelerator.prepare(optimizer)
+    if cfg.precision.full_fp16:
+        from engine.train.precision import allow_fp16_gradients
+
+        allow_fp16_gradients(session.accelerator.scaler)
     params = [p for group in groups for p in group["params"]]
     return optimizer, scheduler, fused, params
 

@@ -14,7 +14,7 @@ MAPPED = {
     "metadata_title": "T", "metadata_author": "A", "metadata_description": "D", "metadata_license": "L",
     "metadata_tags": "a,b", "metadata_usage_hint": "U", "metadata_merged_from": "M",
     "metadata_trigger_phrase": "P", "metadata_preprocessor": "none", "initial_epoch": 2, "initial_step": 5,
-    "skip_until_initial_step": True, "vae_batch_size": 8,
+    "skip_until_initial_step": True, "vae_batch_size": 8, "full_bf16": True, "fp8_base": True, "fp8_base_unet": True,
 }
 
 
@@ -27,7 +27,7 @@ def test_issue14_options_map_one_to_one():
     notes, cfg = _notes(result), result.config
     for key, value in MAPPED.items():
         assert notes[key].status == "mapped", key
-        section = next(s for s in ("saving", "training", "caching") if hasattr(getattr(cfg, s), key))
+        section = next(s for s in ("saving", "training", "caching", "precision") if hasattr(getattr(cfg, s), key))
         assert getattr(getattr(cfg, section), key) == value
 
 
@@ -52,8 +52,7 @@ def test_memory_options_are_noted_as_no_ops_with_a_reason(key):
 
 @pytest.mark.parametrize("key,value,words", [
     ("deepspeed", True, "plain DDP"), ("huggingface_repo_id", "me/lora", "huggingface-cli upload"),
-    ("async_upload", True, "huggingface-cli"), ("full_bf16", True, "full_bf16"),
-    ("fp8_base", True, "fp8_base"), ("cpu_offload_checkpointing", True, "cpu_offload_checkpointing"),
+    ("async_upload", True, "huggingface-cli"), ("cpu_offload_checkpointing", True, "cpu_offload_checkpointing"),
     ("dynamo_backend", "cudagraphs", "inductor"),
 ])
 def test_refused_options_raise_a_config_error_naming_them(key, value, words):
@@ -63,7 +62,7 @@ def test_refused_options_raise_a_config_error_naming_them(key, value, words):
 
 
 def test_refused_options_left_off_and_inductor_pass():
-    result = convert_kohya_args({**BASE, "deepspeed": False, "zero_stage": 2, "full_bf16": False,
+    result = convert_kohya_args({**BASE, "deepspeed": False, "zero_stage": 2, "async_upload": False,
                                  "huggingface_repo_id": None, "dynamo_backend": "inductor"})
     notes = _notes(result)
     assert notes["deepspeed"].status == "not used" and "deepspeed" in notes["zero_stage"].detail
