@@ -231,10 +231,17 @@ class SamplingSection(Section):
 
 class LoggingSection(Section):
     logging_dir: str = Field("", description="TensorBoard folder (defaults to output_dir/logs when log_with is set).")
-    log_with: Literal["", "tensorboard"] = Field("", description='Extra metrics sink: "" (events.jsonl only) or "tensorboard".')
+    log_with: Literal["", "tensorboard", "wandb", "all"] = Field(
+        "", description='Trackers through accelerate: "" (events.jsonl only), "tensorboard", "wandb" or "all".')
     log_prefix: str = Field("", description="Prefix for the TensorBoard run folder name.")
     log_every_n_steps: int = Field(
         10, ge=1, description="Read loss from the device and emit metrics every N steps (a GPU sync).")
+    # --- issue 14: trackers (sd-scripts' names and meanings) ---
+    log_tracker_name: str = Field("", description='Tracker project / run name (default "network_train", as sd-scripts).')
+    log_tracker_config: str = Field(
+        "", description="TOML file of per-tracker init arguments, e.g. [wandb] entity = ...; replaces the defaults.")
+    wandb_run_name: str = Field("", description="wandb run name (the key comes from WANDB_API_KEY, never from a file).")
+    log_config: bool = Field(False, description="Send the run config to the trackers.")
 
 
 class RunConfig(Section):
@@ -298,6 +305,7 @@ PATH_OPTIONS = (
     ("model", "pretrained_model_name_or_path"), ("model", "vae"), ("model", "tokenizer_cache_dir"),
     ("dataset", "dataset_config"), ("network", "network_weights"), ("saving", "output_dir"),
     ("sampling", "sample_prompts"), ("logging", "logging_dir"), ("saving", "resume"),
+    ("logging", "log_tracker_config"),
 )
 
 

@@ -51,8 +51,6 @@ _HARMLESS = {
     "skip_cache_check": "caches are always checked here; a check can only catch a stale cache, never change a fresh one",
     "max_token_length": "SDXL prompts use the 77-token window",
     "console_log_level": "not used", "console_log_file": "not used", "console_log_simple": "not used",
-    "wandb_api_key": "wandb is not supported", "wandb_run_name": "wandb is not supported",
-    "log_tracker_name": "not used", "log_tracker_config": "not used", "log_config": "config.toml is always written",
     "output_config": "not used", "config_file": "not used", "dim_from_weights": "rank is read from network_weights",
     "ddp_timeout": "not used", "ddp_gradient_as_bucket_view": "not used", "ddp_static_graph": "not used",
     "use_safetensors": "always safetensors",
@@ -67,6 +65,7 @@ _HARMLESS = {
 }
 # sd-scripts options refused by name when set (ConfigError before anything loads): option -> (off values, why).
 _REFUSED = {
+    "wandb_api_key": ((None, ""), "a key in a config file would be copied into config.toml and the LoRA's metadata; set the environment variable WANDB_API_KEY (wandb reads it) or run `wandb login`"),
     "deepspeed": ((None, False), "DeepSpeed is not used: a LoRA's trainable weights and optimizer state are a few MB, so ZeRO's sharding saves almost nothing while its engine takes over precision and gradients; plain DDP (several processes via `accelerate launch` or torchrun) is the faster choice for LoRA"),
     "huggingface_repo_id": ((None, ""), "uploading to the Hugging Face Hub is not done by sdxl-tui (it cannot be tested offline here); upload the finished LoRA with `huggingface-cli upload REPO OUTPUT_DIR`"),
     "huggingface_repo_type": ((None, ""), "Hub upload is not done by sdxl-tui; use `huggingface-cli upload` after training"),
@@ -281,11 +280,7 @@ class _Converter:
             self.values["sample_sampler"] = "euler_a"
 
     def _key_log_with(self, value: Any) -> None:
-        if value in (None, "", "tensorboard"):
-            self._direct("log_with", value or "")
-        else:
-            self.values["log_with"] = "tensorboard" if value == "all" else ""
-            self.note("log_with", "converted", f"{value!r}: only tensorboard is supported")
+        self._direct("log_with", value or "")
 
     def _key_dynamo_backend(self, value: Any) -> None:
         # sd-scripts passes dynamo_backend to accelerate only with torch_compile; ours compiles with inductor

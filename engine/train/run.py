@@ -72,6 +72,7 @@ def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
     output_dir = Path(cfg.saving.output_dir).expanduser().resolve()
     session = _Session(cfg, emit, control, output_dir, time.time(), secrets.randbelow(2**31))
     log = None
+    trackers = None
     stop_poller = None
     try:
         warnings = _check_config(cfg)
@@ -83,8 +84,10 @@ def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
             warnings += _reusable_output_dir_notes(output_dir) if not resume else []
             log = _claim_output_dir(cfg, output_dir, resume)
             from engine.events.log import tee
+            from engine.train.trackers import start_trackers
 
-            session.emit = tee(log, emit)
+            trackers = start_trackers(cfg, output_dir)  # log_with: accelerate's TensorBoard / wandb trackers
+            session.emit = tee(log, *([trackers] if trackers else []), emit)
             # `sdxl-tui watch` in another terminal: stop / save now / sample now via control.jsonl
             from engine.control.command_file import start_control_poller
 
@@ -108,6 +111,8 @@ def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
             stop_poller()
         if log is not None:
             log.close()
+        if trackers is not None:
+            trackers.close()
 
 
 def _failed(session: _Session, exc: BaseException) -> RunResult:
@@ -136,6 +141,9 @@ def _check_config(cfg: RunConfig) -> list[str]:
     from engine.train.precision import check_precision_options
 
     check_precision_options(cfg)
+    from engine.train.trackers import check_trackers
+
+    check_trackers(cfg.logging)
     _check_model_cheaply(cfg)
     return [issue.message for issue in issues if issue.level == "warning"]
 
@@ -211,7 +219,7 @@ def _make_accelerator(cfg: RunConfig):
 
 def _claim_output_dir(cfg: RunConfig, output_dir: Path, resume: bool):
     from engine.config.toml_file import save_config
-    from engine.events.log import EventLog, tensorboard_dir
+    from engine.events.log import EventLog
 
     existing = [name for name in EXISTING_RUN_MARKERS if (output_dir / name).exists()]
     if existing and not resume:
@@ -225,8 +233,7 @@ def _claim_output_dir(cfg: RunConfig, output_dir: Path, resume: bool):
     except OSError as exc:
         raise OutputError(f"cannot write to {output_dir}: {exc.strerror or exc}",
                           hint="choose an output_dir you can write to") from None
-    stamp = time.strftime("%Y%m%d%H%M%S")
-    return EventLog(output_dir, tensorboard_dir(cfg.logging, output_dir, stamp))
+    return EventLog(output_dir)  # TensorBoard goes through accelerate's tracker (engine/train/trackers.py)
 
 
 def _weight_dtype(mixed_precision: str):
