@@ -39,3 +39,8 @@ def saving_rules(cfg: RunConfig) -> Iterable[RuleIssue]:
                         "full_fp16 with torch's AdamW keeps the optimizer state in fp16, where its eps (1e-8) is 0: "
                         "steps with a zero gradient turn to NaN; use AdamW8bit (its state math is fp32)",
                         {"optimizer_type": "AdamW8bit"})
+    if (cfg.precision.fp8_base or cfg.precision.fp8_base_unet) and not cfg.precision.gradient_checkpointing:
+        yield RuleIssue(WARNING, ("fp8_base", "gradient_checkpointing"),
+                        "fp8_base without gradient_checkpointing saves little at the peak: each layer's bf16 copy "
+                        "of its weight is kept for the backward pass; turn gradient_checkpointing on",
+                        {"gradient_checkpointing": True})
