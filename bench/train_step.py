@@ -58,13 +58,14 @@ class Case:
     warmup: int = 2
     threads: int = 0  # 0: torch's default
     device: str = "auto"
+    fp8_base: bool = False  # frozen Linear/Conv weights stored float8_e4m3fn (engine/train/precision.py)
 
     @property
     def label(self) -> str:
         parts = [self.model, f"{self.resolution}²", self.precision, "ckpt" if self.checkpointing else "no-ckpt",
                  f"r{self.rank}", f"b{self.batch}"]
         parts += [name for name, on in (("fused", self.fused), ("compile", self.compile),
-                                        ("channels-last", self.channels_last)) if on]
+                                        ("channels-last", self.channels_last), ("fp8-base", self.fp8_base)) if on]
         if self.optimizer != "AdamW":
             parts.append(self.optimizer)
         return " ".join(parts)
@@ -85,20 +86,27 @@ def _build_unet(case: Case, dtype, device):
 
     with torch.device("meta"):
         unet = UNet2DConditionModel(**SDXL_UNET_CONFIG)
-    unet = unet.to(dtype).to_empty(device=device)
+    unet = unet.to(dtype)
     # Random weights scaled by fan-in keep activations finite; values do not change the timing.
+    # Materialised one layer at a time, so with fp8_base the bf16 UNet never exists whole.
+    from engine.train.precision import store_weights_fp8
+
     generator = torch.Generator(device=device).manual_seed(0)
     with torch.no_grad():
-        for name, param in unet.named_parameters():
-            if param.dim() >= 2:
-                fan_in = param[0].numel()
-                param.normal_(0.0, fan_in ** -0.5, generator=generator)
-            elif "norm" in name and name.endswith("weight"):
-                param.fill_(1.0)
-            else:
-                param.zero_()
-        for buffer in unet.buffers():
-            buffer.zero_()
+        for module_name, module in unet.named_modules():
+            module.to_empty(device=device, recurse=False)
+            for name, param in module.named_parameters(recurse=False):
+                if param.dim() >= 2:
+                    fan_in = param[0].numel()
+                    param.normal_(0.0, fan_in ** -0.5, generator=generator)
+                elif "norm" in module_name and name == "weight":
+                    param.fill_(1.0)
+                else:
+                    param.zero_()
+            for buffer in module.buffers(recurse=False):
+                buffer.zero_()
+            if case.fp8_base and isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+                store_weights_fp8(module, dtype)
     return unet
 
 
@@ -223,6 +231,7 @@ def run_case(case: Case) -> dict:
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "lora_parameters": sum(p.numel() for p in network.parameters()),
         "unet_parameters": sum(p.numel() for p in unet.parameters()),
+        "unet_weight_bytes": sum(p.numel() * p.element_size() for p in unet.parameters()),
         "setup_s": round(setup_seconds, 2), "warmup_s": round(warmup_seconds, 2),
         "step_times_s": [round(t, 4) for t in times], "s_per_step": seconds,
         "images_per_s": case.batch / seconds, "loss_finite": bool(torch.isfinite(torch.stack(losses)).all()),

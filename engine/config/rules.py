@@ -265,6 +265,9 @@ def check_rules(cfg: RunConfig, dataset_config: Optional[Any] = None) -> list[Ru
     for rule in (_model_rules, _caching_rules, _precision_rules, _network_rules, _schedule_rules, _package_rules,
                  _optimizer_rules, _noise_and_loss_rules):
         issues.extend(rule(cfg))
+    from engine.config.saving_rules import saving_rules  # issue 14; imported late: it imports this module
+
+    issues.extend(saving_rules(cfg))
     if dataset_config is None and not cfg.dataset.dataset_config:
         issues.append(RuleIssue(ERROR, ("dataset_config",),
                                 "no dataset: set dataset_config to an sd-scripts dataset TOML"))

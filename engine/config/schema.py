@@ -217,6 +217,13 @@ class TrainingSection(Section):
         None, gt=0.0, lt=1.0, description="Keep an exponential moving average of the LoRA weights with this decay "
                                           "(e.g. 0.999) and save it instead of the raw weights; off when unset.")
     ema_update_every: int = Field(1, ge=1, description="Update the EMA every N optimizer steps.")
+    # --- issue 14: starting part-way (sd-scripts' names and meanings) ---
+    initial_epoch: Optional[int] = Field(
+        None, ge=1, description="Start counting at this epoch (1 = the first); initial_step = (N - 1) x steps per epoch.")
+    initial_step: Optional[int] = Field(
+        None, ge=0, description="Start at this step: with skip_until_initial_step its data is skipped, else only epochs.")
+    skip_until_initial_step: bool = Field(
+        False, description="Skip the data of the first initial_step steps and continue the step count from there.")
 
     @property
     def limited_by(self) -> str:
@@ -232,6 +239,15 @@ class PrecisionSection(Section):
     fused_backward_pass: bool = Field(
         False, description="Step each LoRA parameter in its gradient hook so full gradients never coexist.")
     torch_compile: bool = Field(False, description="Compile the UNet with torch.compile (slower start, faster steps).")
+    # --- issue 14: half-precision LoRA, fp8 base weights (sd-scripts' names and meanings) ---
+    full_fp16: bool = Field(
+        False, description="LoRA weights and gradients in fp16 too (needs mixed_precision = fp16): less memory, less exact.")
+    full_bf16: bool = Field(
+        False, description="LoRA weights and gradients in bf16 too (needs mixed_precision = bf16): less memory, less exact.")
+    fp8_base: bool = Field(
+        False, description="Store the frozen UNet and text-encoder weights as float8_e4m3fn (computed in the mixed precision).")
+    fp8_base_unet: bool = Field(
+        False, description="Store only the frozen UNet weights as float8_e4m3fn (computed in the mixed precision).")
 
 
 class CachingSection(Section):
@@ -241,6 +257,8 @@ class CachingSection(Section):
         False, description="Encode captions once (needs network_train_unet_only; no caption shuffle/dropout).")
     cache_text_encoder_outputs_to_disk: bool = Field(
         False, description="Keep cached text-encoder outputs on disk, reused by later runs.")
+    vae_batch_size: int = Field(
+        4, ge=1, description="Images per VAE call while caching latents (speed/memory only: each image keeps its own noise).")
 
 
 class SavingSection(Section):
@@ -253,6 +271,32 @@ class SavingSection(Section):
     save_every_n_steps: Optional[int] = Field(None, ge=1, description="Save a LoRA every N steps.")
     save_last_n_epochs: Optional[int] = Field(None, ge=1, description="Keep only the newest N epoch saves.")
     save_state: bool = Field(False, description="Also save optimizer/scheduler/RNG state with each save, for exact resume.")
+    # --- issue 14: keeping saves, metadata (sd-scripts' names and meanings) ---
+    save_last_n_steps: Optional[int] = Field(
+        None, ge=1, description="Remove step saves older than N steps (sd-scripts: keep saves until N steps have passed).")
+    save_last_n_epochs_state: Optional[int] = Field(
+        None, ge=1, description="Keep only the newest N epoch states (defaults to save_last_n_epochs).")
+    save_last_n_steps_state: Optional[int] = Field(
+        None, ge=1, description="Remove states older than N steps (defaults to save_last_n_steps).")
+    save_state_on_train_end: bool = Field(False, description="Save the training state at the end of training.")
+    save_n_epoch_ratio: Optional[int] = Field(
+        None, ge=1, description="Save about N epoch LoRAs in all: save_every_n_epochs = floor(epochs / N), at least 1.")
+    no_metadata: bool = Field(
+        False, description="Write only sd-scripts' minimum metadata (network shape, base model, modelspec.*).")
+    training_comment: str = Field("", description="Free text stored in the LoRA as ss_training_comment.")
+    metadata_title: str = Field("", description="modelspec.title (defaults to output_name).")
+    metadata_author: str = Field("", description="modelspec.author.")
+    metadata_description: str = Field("", description="modelspec.description.")
+    metadata_license: str = Field("", description="modelspec.license.")
+    metadata_tags: str = Field("", description="modelspec.tags (comma separated).")
+    metadata_usage_hint: str = Field("", description="modelspec.usage_hint.")
+    metadata_thumbnail: str = Field(
+        "", description="modelspec.thumbnail: an image file (stored as a data: URL) or a data: URL.")
+    metadata_merged_from: str = Field("", description="modelspec.merged_from.")
+    metadata_trigger_phrase: str = Field("", description="modelspec.trigger_phrase.")
+    metadata_preprocessor: str = Field("", description="modelspec.preprocessor.")
+    resume: str = Field(
+        "", description="A saved state folder (OUTPUT_DIR/state/step-N) to continue from; sd-scripts' are refused.")
 
 
 class SamplingSection(Section):
@@ -267,10 +311,17 @@ class SamplingSection(Section):
 
 class LoggingSection(Section):
     logging_dir: str = Field("", description="TensorBoard folder (defaults to output_dir/logs when log_with is set).")
-    log_with: Literal["", "tensorboard"] = Field("", description='Extra metrics sink: "" (events.jsonl only) or "tensorboard".')
+    log_with: Literal["", "tensorboard", "wandb", "all"] = Field(
+        "", description='Trackers through accelerate: "" (events.jsonl only), "tensorboard", "wandb" or "all".')
     log_prefix: str = Field("", description="Prefix for the TensorBoard run folder name.")
     log_every_n_steps: int = Field(
         10, ge=1, description="Read loss from the device and emit metrics every N steps (a GPU sync).")
+    # --- issue 14: trackers (sd-scripts' names and meanings) ---
+    log_tracker_name: str = Field("", description='Tracker project / run name (default "network_train", as sd-scripts).')
+    log_tracker_config: str = Field(
+        "", description="TOML file of per-tracker init arguments, e.g. [wandb] entity = ...; replaces the defaults.")
+    wandb_run_name: str = Field("", description="wandb run name (the key comes from WANDB_API_KEY, never from a file).")
+    log_config: bool = Field(False, description="Send the run config to the trackers.")
 
 
 class RunConfig(Section):
@@ -333,7 +384,8 @@ def help_for(section: str, key: str) -> str:
 PATH_OPTIONS = (
     ("model", "pretrained_model_name_or_path"), ("model", "vae"), ("model", "tokenizer_cache_dir"),
     ("dataset", "dataset_config"), ("network", "network_weights"), ("saving", "output_dir"),
-    ("sampling", "sample_prompts"), ("logging", "logging_dir"),
+    ("sampling", "sample_prompts"), ("logging", "logging_dir"), ("saving", "resume"),
+    ("logging", "log_tracker_config"),
 )
 PATH_KEYS = tuple(key for _, key in PATH_OPTIONS)  # the same options by their sd-scripts names
 

@@ -353,13 +353,13 @@ def _cache_latents_for(cfg: RunConfig, scanned: ScannedDataset, model: SdxlModel
     if to_disk and world_size > 1:  # each rank writes its share, then everyone reads them all
         share = Progress(emit, CACHING_LATENTS, 0, control)
         _, complete = cache_latents(jobs[rank::world_size], model.vae, to_disk=True, device="cpu", dtype=dtype,
-                                    progress=share, num_workers=workers)
+                                    progress=share, num_workers=workers, vae_batch_size=cfg.caching.vae_batch_size)
         _barrier(world_size)
         if not complete:
             return LatentStore(), False
     progress = Progress(emit, CACHING_LATENTS, len(jobs), control)
     return cache_latents(jobs, model.vae, to_disk=to_disk, device=device, dtype=dtype, progress=progress,
-                         num_workers=workers)
+                         num_workers=workers, vae_batch_size=cfg.caching.vae_batch_size)
 
 
 def prepare_training_data(cfg: RunConfig, model: SdxlModel, *, emit, device, dtype, control, rank: int = 0,

@@ -36,33 +36,44 @@ _SAVE_PRECISION = {"float": "fp32", "fp32": "fp32", "fp16": "fp16", "bf16": "bf1
 
 # sd-scripts options with no effect on what is learned, or handled automatically here.
 _HARMLESS = {
-    "xformers": "attention runs through PyTorch SDPA automatically", "sdpa": "PyTorch SDPA is always used",
-    "mem_eff_attn": "PyTorch SDPA is always used", "persistent_data_loader_workers": "not needed",
-    "lowram": "not needed", "highvram": "not needed", "no_metadata": "metadata is always written",
-    "training_comment": "not stored",
-    "full_fp16": "LoRA weights train in fp32 with mixed precision", "full_bf16": "LoRA weights train in fp32 with mixed precision",
-    "save_n_epoch_ratio": "use save_every_n_epochs", "vae_batch_size": "chosen automatically",
+    "xformers": "attention always runs through PyTorch's scaled_dot_product_attention (diffusers' AttnProcessor2_0), which picks a flash or memory-efficient kernel itself; the same maths as xformers",
+    "sdpa": "PyTorch's scaled_dot_product_attention is always used (diffusers' AttnProcessor2_0)",
+    "mem_eff_attn": "PyTorch's scaled_dot_product_attention is always used; it picks a memory-efficient kernel itself",
+    "persistent_data_loader_workers": "only keeps DataLoader workers alive between epochs (start-up time); images come from per-sample seeded generators, so the batches are the same",
+    "lowram": "only where weights sit while loading (sd-scripts loads to the GPU first); the trained LoRA is the same",
+    "highvram": "only skips emptying the CUDA cache after caching latents (speed); the trained LoRA is the same",
+    "disable_mmap_load_safetensors": "only how the model file is read (a WSL speed setting); the same tensors are loaded",
+    "skip_cache_check": "caches are always checked here; a check can only catch a stale cache, never change a fresh one",
     "console_log_level": "not used", "console_log_file": "not used", "console_log_simple": "not used",
-    "wandb_api_key": "wandb is not supported", "wandb_run_name": "wandb is not supported",
-    "log_tracker_name": "not used", "log_tracker_config": "not used", "log_config": "config.toml is always written",
     "output_config": "not used", "config_file": "not used",
-    "huggingface_repo_id": "uploading is not supported", "huggingface_token": "uploading is not supported",
-    "async_upload": "uploading is not supported", "save_state_on_train_end": "use save_state",
     "ddp_timeout": "not used", "ddp_gradient_as_bucket_view": "not used", "ddp_static_graph": "not used",
-    "use_safetensors": "always safetensors", "skip_cache_check": "caches are checked",
-    "resume": "continue a stopped run with `sdxl-tui resume`", "initial_epoch": "use `sdxl-tui resume`",
-    "initial_step": "use `sdxl-tui resume`", "skip_until_initial_step": "use `sdxl-tui resume`",
-    "save_last_n_steps": "older step saves are kept, not deleted; the LoRA is the same",
-    "save_last_n_steps_state": "older step states are kept, not deleted; the LoRA is the same",
-    "save_last_n_epochs_state": "older epoch states are kept, not deleted; the LoRA is the same",
+    "use_safetensors": "always safetensors",
+    "zero_stage": "only used with deepspeed (refused)",
+    "offload_optimizer_device": "only used with deepspeed (refused)",
+    "offload_optimizer_nvme_path": "only used with deepspeed (refused)",
+    "offload_param_device": "only used with deepspeed (refused)",
+    "offload_param_nvme_path": "only used with deepspeed (refused)",
+    "zero3_init_flag": "only used with deepspeed (refused)",
+    "zero3_save_16bit_model": "only used with deepspeed (refused)",
+    "fp16_master_weights_and_gradients": "only used with deepspeed (refused)",
 }
-# sd-scripts options that change training and have no equivalent here: reported when not "off".
-_UNSUPPORTED_OFF = {
-    "full_bf16": (False,),
-    "fp8_base": (False,),
-    "fp8_base_unet": (False,),
-    "cpu_offload_checkpointing": (False,),
+# sd-scripts options refused by name when set (ConfigError before anything loads): option -> (off values, why).
+_REFUSED = {
+    "wandb_api_key": ((None, ""), "a key in a config file would be copied into config.toml and the LoRA's metadata; set the environment variable WANDB_API_KEY (wandb reads it) or run `wandb login`"),
+    "deepspeed": ((None, False), "DeepSpeed is not used: a LoRA's trainable weights and optimizer state are a few MB, so ZeRO's sharding saves almost nothing while its engine takes over precision and gradients; plain DDP (several processes via `accelerate launch` or torchrun) is the faster choice for LoRA"),
+    "huggingface_repo_id": ((None, ""), "uploading to the Hugging Face Hub is not done by sdxl-tui (it cannot be tested offline here); upload the finished LoRA with `huggingface-cli upload REPO OUTPUT_DIR`"),
+    "huggingface_repo_type": ((None, ""), "Hub upload is not done by sdxl-tui; use `huggingface-cli upload` after training"),
+    "huggingface_path_in_repo": ((None, ""), "Hub upload is not done by sdxl-tui; use `huggingface-cli upload` after training"),
+    "huggingface_token": ((None, ""), "Hub upload is not done by sdxl-tui; use `huggingface-cli upload` after training"),
+    "huggingface_repo_visibility": ((None, ""), "Hub upload is not done by sdxl-tui; use `huggingface-cli upload` after training"),
+    "save_state_to_huggingface": ((None, False), "Hub upload is not done by sdxl-tui; use `huggingface-cli upload` after training"),
+    "resume_from_huggingface": ((None, False), "resuming from the Hub is not done by sdxl-tui; download the state and use `sdxl-tui resume`"),
+    "async_upload": ((None, False), "Hub upload is not done by sdxl-tui; use `huggingface-cli upload` after training"),
+    "cpu_offload_checkpointing": ((None, False), "offloading checkpointed activations to the CPU is not implemented (diffusers' SDXL UNet has no such switch)"),
 }
+# sd-scripts options that change training and have no equivalent here: reported when not "off"
+# (every one of them is implemented or refused by name today).
+_UNSUPPORTED_OFF: dict[str, tuple] = {}
 
 # Options sdxl-tui takes under their names but refuses (engine/config/rules.py) when set to these.
 _REFUSED_UNLESS = {
@@ -118,7 +129,7 @@ def is_kohya_args(doc: Mapping[str, Any]) -> bool:
 def known_args_keys() -> set[str]:
     """Every key the args import recognises: mapped, converted, a dataset default, or named as unused."""
     handlers = {name[len("_key_"):] for name in dir(_Converter) if name.startswith("_key_")}
-    return set(option_index()) | set(_HARMLESS) | set(_UNSUPPORTED_OFF) | _dataset_level_keys() | handlers
+    return set(option_index()) | set(_HARMLESS) | set(_REFUSED) | _dataset_level_keys() | handlers
 
 
 def _dataset_level_keys() -> set[str]:
@@ -153,6 +164,7 @@ class _Converter:
         self.train_data_dir: Optional[str] = None
         self.folders: dict[str, str] = {}  # train_data_dir / reg_data_dir / in_json, paths resolved
         self.flat: dict[str, Any] = {}
+        self.refused: list[str] = []  # options set that sdxl-tui refuses (ConfigError after the pass)
 
     def note(self, key: str, status: str, detail: str = "") -> None:
         if status in ("mapped", "dataset") and key in self.flat and self.flat[key] not in _REFUSED_UNLESS.get(
@@ -200,7 +212,14 @@ class _Converter:
         self.note(key, "dataset", "a dataset default: goes into the dataset TOML's [general] table")
 
     def _unknown(self, key: str, value: Any) -> None:
-        if key in _UNSUPPORTED_OFF:
+        if key in _REFUSED:
+            off, why = _REFUSED[key]
+            if value in off:
+                self.note(key, "not used", "off")
+            else:
+                self.note(key, "refused", why)
+                self.refused.append(f"{key} = {value!r}: {why}")
+        elif key in _UNSUPPORTED_OFF:
             if value in _UNSUPPORTED_OFF[key]:
                 self.note(key, "not used", "off")
             else:
@@ -288,11 +307,16 @@ class _Converter:
             self.values["sample_sampler"] = "euler_a"
 
     def _key_log_with(self, value: Any) -> None:
-        if value in (None, "", "tensorboard"):
-            self._direct("log_with", value or "")
+        self._direct("log_with", value or "")
+
+    def _key_dynamo_backend(self, value: Any) -> None:
+        # sd-scripts passes dynamo_backend to accelerate only with torch_compile; ours compiles with inductor
+        if value in (None, "", "inductor", "no", "NO"):
+            self.note("dynamo_backend", "mapped", "torch_compile compiles with the inductor backend")
         else:
-            self.values["log_with"] = "tensorboard" if value == "all" else ""
-            self.note("log_with", "converted", f"{value!r}: only tensorboard is supported")
+            why = f"torch_compile compiles with the inductor backend only; {value!r} cannot be chosen"
+            self.note("dynamo_backend", "refused", why)
+            self.refused.append(f"dynamo_backend = {value!r}: {why}")
 
     def _key_network_module(self, value: Any) -> None:
         from engine.config.network_args import NETWORK_MODULES
@@ -372,6 +396,9 @@ def convert_kohya_args(doc: Mapping[str, Any], *, dataset_config: Optional[str] 
 
     conv = _Converter(Path(base_dir) if base_dir else Path.cwd())
     conv.run(flatten_args(doc))
+    if conv.refused:
+        raise ConfigError("the args file sets options sdxl-tui refuses:\n" + "\n".join(f"  - {r}" for r in conv.refused),
+                          key=conv.refused[0].split(" ", 1)[0], hint="remove them (or set them off) and try again")
     if dataset_config:
         conv.values["dataset_config"] = dataset_config
         conv.note("--dataset-config", "mapped", f"dataset_config = {dataset_config}")

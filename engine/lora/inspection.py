@@ -22,6 +22,10 @@ KEY_METADATA = (
     "ss_network_alpha", "ss_network_args", "ss_output_name", "ss_sd_model_name", "ss_steps", "ss_epoch",
     "ss_learning_rate", "ss_unet_lr", "ss_text_encoder_lr", "ss_optimizer", "ss_resolution",
     "ss_mixed_precision", "ss_seed", "ss_training_finished_at", "sshs_model_hash", MANIFEST_HASH_KEY,
+    # what the metadata_* options and training_comment write (issue 14)
+    "modelspec.author", "modelspec.description", "modelspec.license", "modelspec.tags", "modelspec.usage_hint",
+    "modelspec.trigger_phrase", "modelspec.merged_from", "modelspec.preprocessor", "modelspec.thumbnail",
+    "ss_training_comment",
 )
 _KOHYA_PREFIXES = ("lora_unet_", "lora_te1_", "lora_te2_", "lora_te_")
 _PEFT_PREFIXES = {"unet.": "unet", "text_encoder.": "te1", "text_encoder_2.": "te2"}

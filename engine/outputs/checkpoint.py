@@ -164,8 +164,9 @@ def _to_tuple(value: Any) -> Any:
 
 
 def save_state(output_dir: Path, *, network, optimizer, scheduler, scaler, progress: Position,
-               config_text: str, saving=None, ema: Optional[dict] = None) -> Path:
-    """Write a complete state folder for `progress`; returns its final path. `saving`
+               config_text: str, saving=None, ema: Optional[dict] = None, keep: Optional[int] = STATES_KEPT) -> Path:
+    """Write a complete state folder for `progress`; returns its final path. `keep`: newest
+    complete states kept (None: none removed by count; engine/outputs/retention.py). `saving`
     (engine.control.save_progress.SaveProgress) hears of each file written. On any failure the
     unfinished folder is removed and the previous states stay as they were."""
     root = state_root(output_dir)
@@ -183,12 +184,12 @@ def save_state(output_dir: Path, *, network, optimizer, scheduler, scaler, progr
         shutil.rmtree(staging, ignore_errors=True)
         raise
     if final.exists():  # a save at the same step (e.g. stop right after a periodic save)
-        _remove_state(final)
+        remove_state(final)
     os.replace(staging, final)
     from engine.storage.atomic import fsync_dir
 
     fsync_dir(root)
-    _prune_states(root, STATES_KEPT)
+    _prune_states(root, keep)
     return final
 
 
@@ -258,17 +259,17 @@ def latest_state(output_dir: Path) -> Optional[Path]:
     return states[-1] if states else None
 
 
-def _prune_states(root: Path, keep: int) -> None:
+def _prune_states(root: Path, keep: Optional[int]) -> None:
     """Keep the newest `keep` states; also clear what a killed process left (one save runs at
     a time, so any other unfinished folder is stale)."""
     states = complete_states(root.parent)
-    for old in states[:-keep]:
-        _remove_state(old)
+    for old in states[:-keep] if keep else []:
+        remove_state(old)
     for stale in list(root.glob(".step-*.tmp")) + list(root.glob(".step-*.deleting")):
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def _remove_state(folder: Path) -> None:
+def remove_state(folder: Path) -> None:
     """Rename out of the way first: a kill during the removal must not leave a folder under its
     final name with COMPLETE still in it but files gone."""
     doomed = folder.with_name(f".{folder.name}.deleting")

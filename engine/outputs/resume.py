@@ -51,7 +51,7 @@ FIXED_OPTIONS: dict[str, str] = {
     "dataset.dataset_config": "the saved data position belongs to this dataset",
 }
 # Options that do not matter once a run is under way, so they are neither refused nor listed.
-IGNORED_OPTIONS = {"saving.output_dir", "schema_version"}
+IGNORED_OPTIONS = {"saving.output_dir", "schema_version", "saving.resume"}
 IGNORED_NOTES = {
     "network.network_weights": "ignored on resume: the saved state's weights are used",
 }

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from engine.events.types import SAMPLING, TRAINING, Phase, Sample, Saved
-from engine.outputs import checkpoint
+from engine.outputs import checkpoint, retention
 from engine.storage import disk
 
 if TYPE_CHECKING:
@@ -70,6 +70,9 @@ class RunOutputs:
                             max_train_steps=self.total_steps, num_batches_per_epoch=self.data.batches_per_epoch,
                             **data_info(self.data))
         metadata = build_metadata(self.cfg, training_info=info)
+        from engine.outputs.metadata import apply_saving_options
+
+        metadata = apply_saving_options(metadata, self.cfg.saving)
         needed = disk.lora_file_bytes(self.network, self.cfg.saving.save_precision)
         what = f"the LoRA {path.name}"
         disk.ensure_space(path.parent, needed, what)
@@ -104,9 +107,11 @@ class RunOutputs:
                 path = checkpoint.save_state(self.output_dir, network=self.network, optimizer=self.optimizer,
                                              scheduler=self.scheduler, scaler=self.accelerator.scaler,
                                              progress=progress, config_text=dumps_config(self.cfg), saving=saving,
-                                             ema=self.ema.state_dict() if self.ema is not None else None)
+                                             ema=self.ema.state_dict() if self.ema is not None else None,
+                                             keep=retention.state_keep_count(self.cfg.saving))
         finally:
             saving.end()
+        retention.prune_states_by_step(self.output_dir, self.cfg.saving, progress.global_step)
         self.emit(Saved(time=time.time(), path=str(path), step=progress.global_step, epoch=progress.epoch,
                         kind="state"))
         return str(path)

@@ -116,13 +116,18 @@ def estimate_vram(cfg: RunConfig, plan=None) -> VramEstimate:
     train_te = not cfg.network.network_train_unet_only
     if train_te:
         lora += text_encoder_lora_params(rank)
-    grad_bytes = 0 if cfg.precision.fused_backward_pass else 4
+    p = cfg.precision
+    lora_bytes = 2 if (p.full_fp16 or p.full_bf16) else 4  # full_fp16 / full_bf16: half-precision LoRA
+    grad_bytes = 0 if p.fused_backward_pass else lora_bytes
     state = OPTIMIZER_STATE_BYTES.get(cfg.optimizer.optimizer_type, 8)
-    lora_gb = lora * (4 + grad_bytes + state) / GB
+    lora_gb = lora * (lora_bytes + grad_bytes + state) / GB
+    # fp8_base / fp8_base_unet: frozen Linear/Conv weights (nearly all of them) stored in one byte
+    unet_bytes = 1 if (p.fp8_base or p.fp8_base_unet) and half else compute_bytes
+    te_bytes = 1 if p.fp8_base and half else compute_bytes
 
     text_gb = 0.0
     if not cfg.caching.cache_text_encoder_outputs:
-        text_gb = (TE1_PARAMS + TE2_PARAMS) * compute_bytes / GB
+        text_gb = (TE1_PARAMS + TE2_PARAMS) * te_bytes / GB
         if train_te:
             text_gb += TE_TRAIN_ACTIVATIONS * batch
     vae_gb = 0.0
@@ -134,6 +139,6 @@ def estimate_vram(cfg: RunConfig, plan=None) -> VramEstimate:
     per_mpixel = ACTIVATIONS_PER_MPIXEL_CHECKPOINTED if cfg.precision.gradient_checkpointing else ACTIVATIONS_PER_MPIXEL_FULL
     activations = per_mpixel * mpixels * batch * (1 if half else 2)
     return VramEstimate(
-        unet_weights=UNET_PARAMS * compute_bytes / GB, lora_and_optimizer=lora_gb, text_encoders=text_gb,
+        unet_weights=UNET_PARAMS * unet_bytes / GB, lora_and_optimizer=lora_gb, text_encoders=text_gb,
         vae=vae_gb, activations=activations, context_and_slack=CONTEXT_AND_SLACK, lora_params=lora,
         resolution=(w, h), batch_size=batch)

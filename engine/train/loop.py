@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from engine.errors import TrainingDiverged
 from engine.events.types import Saved, Step
-from engine.outputs import checkpoint
+from engine.outputs import checkpoint, retention
 from engine.outputs.checkpoint import Position
 from engine.train.loss import LossOptions, diffusion_loss, training_target
 from engine.train.memory import snapshot
 from engine.train.noise import NoiseOptions, noise_and_timesteps
 from engine.train.optimizers import group_lrs
+from engine.train.precision import compute_dtype_of
 
 if TYPE_CHECKING:
     from engine.config.schema import RunConfig
@@ -93,7 +94,7 @@ class Trainer:
             noise_scheduler = self.model.noise_scheduler
             noise, noisy, timesteps = noise_and_timesteps(latents, noise_scheduler,
                                                           NoiseOptions.from_config(self.cfg.training))
-            unet_dtype = self.model.unet.dtype
+            unet_dtype = compute_dtype_of(self.model.unet, torch.float32)  # not float8 with fp8_base
             unet = self.unet if self.unet is not None else self.model.unet
             prediction = unet(
                 noisy.to(unet_dtype), timesteps, encoder_hidden_states=hidden.to(unet_dtype),
@@ -178,6 +179,9 @@ class Trainer:
         every = cfg.saving.save_every_n_steps
         if every and pos.global_step % every == 0 and not finished:
             self.save_step_checkpoint(with_state=cfg.saving.save_state)
+            if cfg.saving.save_last_n_steps:
+                retention.prune_step_files(self.output_dir, cfg.saving.output_name, pos.global_step,
+                                           cfg.saving.save_last_n_steps)
         every = cfg.sampling.sample_every_n_steps
         # sd-scripts: with sample_every_n_epochs set, sample_every_n_steps is ignored.
         if every and not cfg.sampling.sample_every_n_epochs and pos.global_step % every == 0:
@@ -207,7 +211,7 @@ class Trainer:
         """`epoch` is the number of epochs completed (1-based, as in file names)."""
         cfg, pos = self.cfg, self.position
         finished = pos.global_step >= self.total_steps or epoch >= self.total_epochs
-        every = cfg.saving.save_every_n_epochs
+        every = retention.epoch_save_interval(cfg.saving, self.total_epochs)
         if every and epoch % every == 0 and not finished:
             self.log()  # never save weights from an interval whose loss went NaN
             path = self.output_dir / checkpoint.epoch_file_name(cfg.saving.output_name, epoch)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 def build_network(session):
     """LoRA / LyCORIS adapters (fp32) injected into `session.model`; `network_weights` loaded."""
-    import torch
 
     cfg, model = session.cfg, session.model
     net_cfg = cfg.network
@@ -32,8 +31,12 @@ def build_network(session):
                                  train_unet_only=net_cfg.network_train_unet_only,
                                  train_text_encoder_only=net_cfg.network_train_text_encoder_only,
                                  args=net_cfg.lora_args, module_dims=module_dims)
-    network.to(session.accelerator.device, torch.float32)
+    from engine.train.precision import fp8_parts, lora_dtype, store_weights_fp8
+
+    network.to(session.accelerator.device, lora_dtype(cfg))  # fp32 unless full_fp16 / full_bf16
     network.apply()
+    for part in fp8_parts(cfg):  # fp8_base / fp8_base_unet: frozen weights stored in 8 bits
+        store_weights_fp8(getattr(model, part), session.weight_dtype)
     if weights is not None:
         network.load_kohya_state_dict(weights)
     network.train()

@@ -48,6 +48,10 @@ def optimizer_and_schedule(session: Any, total_steps: int):
         fused = FusedBackward(optimizer, max_grad_norm=opt.max_grad_norm)
     else:
         optimizer = session.accelerator.prepare(optimizer)
+    if cfg.precision.full_fp16:
+        from engine.train.precision import allow_fp16_gradients
+
+        allow_fp16_gradients(session.accelerator.scaler)
     params = [p for group in groups for p in group["params"]]
     return optimizer, scheduler, fused, params
 

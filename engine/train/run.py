@@ -64,6 +64,7 @@ class _Session:
     scanned: Any = None  # the dataset, scanned before the model loads (bad files fail fast)
     chatter: Any = None  # engine.events.library_logs.ChatterRedirect while the run holds the library loggers
     hooks: Any = None  # engine.train.step_hooks.StepHooks: max-norm and EMA after each step
+    resumed: bool = False  # continues from a saved state (sdxl-tui resume, or the resume option)
 
 
 def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
@@ -75,20 +76,24 @@ def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
     output_dir = Path(cfg.saving.output_dir).expanduser().resolve()
     session = _Session(cfg, emit, control, output_dir, time.time(), secrets.randbelow(2**31))
     log = None
+    trackers = None
     stop_poller = None
     control.interruptible = True  # until the first step: a stop signal ends at once (signals.py)
     try:
         dataset_config = _load_dataset_config(cfg)  # parsed once: the rules and the scan share it
         warnings = _check_config(cfg, dataset_config)
-        point = _prepare_resume(output_dir, cfg) if resume else None
+        point = _prepare_resume(output_dir, cfg, resume)
+        resume = session.resumed = point is not None
         session.scanned = _scan_dataset(cfg, dataset_config)
         accelerator = session.accelerator = _make_accelerator(cfg)
         if accelerator.is_main_process:
             warnings += _reusable_output_dir_notes(output_dir) if not resume else []
             log = _claim_output_dir(cfg, output_dir, resume)
             from engine.events.log import tee
+            from engine.train.trackers import start_trackers
 
-            session.emit = tee(log, emit)
+            trackers = start_trackers(cfg, output_dir)  # log_with: accelerate's TensorBoard / wandb trackers
+            session.emit = tee(log, *([trackers] if trackers else []), emit)
             # `sdxl-tui watch` in another terminal: stop / save now / sample now via control.jsonl
             from engine.control.command_file import start_control_poller
 
@@ -118,6 +123,8 @@ def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
             stop_poller()
         if log is not None:
             log.close()
+        if trackers is not None:
+            trackers.close()
 
 
 def _failed(session: _Session, exc: BaseException) -> RunResult:
@@ -181,16 +188,35 @@ def _check_config(cfg: RunConfig, dataset_config) -> list[str]:
 
     checked = check_config(cfg, None, dataset_config)
     check_optimizer(cfg.optimizer.optimizer_type)  # a class path that does not import stops here
+    from engine.train.precision import check_precision_options
+    from engine.train.trackers import check_trackers
+
+    check_precision_options(cfg)
+    check_trackers(cfg.logging)
     notes = check_model_before_loading(cfg.model.pretrained_model_name_or_path)
     from engine.model.prediction import prediction_notes
 
     return list(checked.warnings) + notes + prediction_notes(cfg.model)
 
 
-def _prepare_resume(output_dir: Path, cfg: RunConfig):
-    from engine.outputs.resume import prepare_resume
+def _prepare_resume(output_dir: Path, cfg: RunConfig, resume: bool):
+    """The state to continue from: the newest in output_dir (`sdxl-tui resume`), the folder the
+    `resume` option names, or None for a fresh run."""
+    if resume:
+        from engine.outputs.resume import prepare_resume
 
-    return prepare_resume(output_dir, cfg)
+        if cfg.saving.resume:
+            from engine.errors import ConfigError
+
+            raise ConfigError(f"resume = {cfg.saving.resume} names a state, but this run resumes from the newest "
+                              f"state in {output_dir}", key="resume", hint="set resume = \"\" or run it as a new run")
+
+        return prepare_resume(output_dir, cfg)
+    if cfg.saving.resume:
+        from engine.outputs.resume_option import prepare_resume_from
+
+        return prepare_resume_from(Path(cfg.saving.resume), output_dir, cfg)
+    return None
 
 
 def _reusable_output_dir_notes(output_dir: Path) -> list[str]:
@@ -230,7 +256,7 @@ def _make_accelerator(cfg: RunConfig):
 
 def _claim_output_dir(cfg: RunConfig, output_dir: Path, resume: bool):
     from engine.config.toml_file import save_config
-    from engine.events.log import EventLog, tensorboard_dir
+    from engine.events.log import EventLog
 
     existing = [name for name in EXISTING_RUN_MARKERS if (output_dir / name).exists()]
     if existing and not resume:
@@ -244,8 +270,7 @@ def _claim_output_dir(cfg: RunConfig, output_dir: Path, resume: bool):
     except OSError as exc:
         raise OutputError(f"cannot write to {output_dir}: {exc.strerror or exc}",
                           hint="choose an output_dir you can write to") from None
-    stamp = time.strftime("%Y%m%d%H%M%S")
-    return EventLog(output_dir, tensorboard_dir(cfg.logging, output_dir, stamp))
+    return EventLog(output_dir)  # TensorBoard goes through accelerate's tracker (engine/train/trackers.py)
 
 
 def _weight_dtype(mixed_precision: str):
@@ -411,19 +436,20 @@ def _make_trainer(session: _Session, state):
         if state.scaler is not None and accelerator.scaler is not None:
             accelerator.scaler.load_state_dict(state.scaler)
         position = state.progress
+    position, loop_steps = _initial_position(session, position, length.steps_per_epoch, total_steps, total_epochs)
     batch_size = _batch_size(session.data, cfg)
     trainer = session.trainer = Trainer(
         cfg=cfg, model=session.model, network=session.network, optimizer=optimizer, scheduler=scheduler,
         fused=fused, accelerator=accelerator, data=session.data, emit=session.emit, control=session.control,
         unet=training_unet(accelerator, session.model.unet, session.network,
                            compile_unet=cfg.precision.torch_compile),
-        output_dir=session.output_dir, total_steps=total_steps, total_epochs=total_epochs,
+        output_dir=session.output_dir, total_steps=loop_steps, total_epochs=total_epochs,
         trainable_params=params, train_text_encoders=not cfg.network.network_train_unet_only,
         outputs=_outputs(session, fused or optimizer, scheduler, total_steps, total_epochs, eval_mode),
         hooks=session.hooks,
         images_per_step=batch_size * accumulation * accelerator.num_processes, position=position)
     session.control.interruptible = False  # from here a stop finishes the step and saves
-    session.emit(RunStarted(time=time.time(), output_dir=str(session.output_dir), total_steps=total_steps,
+    session.emit(RunStarted(time=time.time(), output_dir=str(session.output_dir), total_steps=loop_steps,
                             total_epochs=total_epochs, steps_per_epoch=length.steps_per_epoch, batch_size=batch_size,
                             num_processes=accelerator.num_processes, resumed_from_step=position.global_step,
                             gradient_accumulation_steps=accumulation,
@@ -448,8 +474,12 @@ def _run_trainer(session: _Session, trainer, state) -> RunResult:
         return _finish(session, stopped=True, lora_path=position.last_lora, step=position.global_step)
     emit(Phase(time=time.time(), name=SAVING))
     final = session.output_dir / checkpoint.final_file_name(cfg.saving.output_name)
+    if session.resumed:  # an earlier end's LoRA stays, under its step-numbered name
+        from engine.outputs.retention import keep_previous_final
+
+        keep_previous_final(session.output_dir, cfg.saving.output_name)
     position.last_lora = outputs.save_lora(final, position.global_step, position.current_epoch)
-    if cfg.saving.save_state:
+    if cfg.saving.save_state or cfg.saving.save_state_on_train_end:
         outputs.save_state(position)
     return _finish(session, stopped=False, lora_path=position.last_lora, step=position.global_step)
 
@@ -465,6 +495,21 @@ def _outputs(session: _Session, optimizer, scheduler, total_steps: int, total_ep
                       started_at=session.started_at, session_id=session.session_id,
                       sample_prompts=session.sample_prompts, seen_weights=eval_mode,
                       ema=session.hooks.ema if session.hooks is not None else None)
+
+
+def _initial_position(session: _Session, position, steps_per_epoch: int, total_steps: int, total_epochs: int):
+    """(position, the step the loop stops at) with initial_epoch / initial_step applied."""
+    from engine.train.initial_step import initial_start
+    from engine.outputs.checkpoint import Position
+
+    start = initial_start(session.cfg.training, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                          batches_per_epoch=session.data.batches_per_epoch, total_epochs=total_epochs)
+    if start is None:
+        return position, total_steps
+    note = start.note + (" (the saved state's step is not used, as in sd-scripts)" if position.global_step else "")
+    session.emit(Warning_(time=time.time(), message=note))
+    return Position(global_step=start.global_step, epoch=start.epoch,
+                    batches_done_in_epoch=start.batches_done_in_epoch), start.loop_steps
 
 
 def _finish(session: _Session, *, stopped: bool, lora_path: str, step: int) -> RunResult:

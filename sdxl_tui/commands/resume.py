@@ -26,5 +26,6 @@ def run(args: argparse.Namespace) -> int:
                           hint="pass the output_dir of a run started with `sdxl-tui train` or the wizard")
     cfg = load_run_config(str(config), args.sets)
     # the run lives where its config lives, wherever the folder was moved to
-    cfg = cfg.with_values(output_dir=str(config.parent.resolve()))
+    # ...and from its newest state: a `resume` folder the run once started from is history now
+    cfg = cfg.with_values(output_dir=str(config.parent.resolve()), resume="")
     return train_headless(cfg, resume=True, plain=args.plain)

@@ -120,7 +120,7 @@ def test_flattening_detection_and_every_key_noted(files):
     assert cfg.saving.save_precision == "fp32" and cfg.sampling.sample_sampler == "euler_a"
     assert cfg.training.max_train_epochs == 10 and cfg.training.max_train_steps is None
     assert cfg.training.seed == 1234 and cfg.training.min_snr_gamma == 5.0
-    assert notes["xformers"].status == "not used" and notes["no_metadata"].status == "not used"
+    assert notes["xformers"].status == "not used" and notes["no_metadata"].status == "mapped"
     assert notes["noise_ofset"].status == "not used" and "did you mean 'noise_offset'" in notes["noise_ofset"].detail
     assert cfg.logging.log_with == "tensorboard"
     assert not is_kohya_args(tomlkit.parse(Path(save_config(RunConfig(), args.parent / "ours.toml")).read_text()).unwrap())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from train_helpers import _one_thread, tiny_config, train  # noqa: F401  (_one_thread: autouse fixture)
+from train_helpers import one_torch_thread, tiny_config, train  # noqa: F401  (one_torch_thread: autouse fixture)
 
 from engine.control.run_control import RunControl
 from engine.events.types import Step

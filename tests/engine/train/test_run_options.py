@@ -240,7 +240,7 @@ def test_optimizers_train_in_the_loop(tmp_path, tiny_model, demo_dataset, optimi
 def test_tensorboard_scalars_are_written(tmp_path, tiny_model, demo_dataset):
     run = train(tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=2, log_with="tensorboard",
                             log_prefix="demo-", **FAST))
-    files = list((Path(run.result.output_dir) / "logs").glob("demo-*/events.out.tfevents*"))
+    files = list((Path(run.result.output_dir) / "logs").glob("demo-*/network_train/events.out.tfevents*"))
     assert files
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
