@@ -7,15 +7,12 @@ Most rules come from sd-scripts' own checks; the messages say what to change.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
 from engine.config.network_rules import network_errors
+from engine.config.rule_issue import ERROR, WARNING, RuleIssue
 from engine.config.schema import RunConfig
 from engine.errors import ConfigError
-
-ERROR = "error"
-WARNING = "warning"
 
 # Optimizers whose update is per parameter, so stepping each one inside its gradient hook
 # is the same algorithm. Prodigy estimates one step size from all parameters together.
@@ -26,17 +23,6 @@ FUSED_OPTIMIZERS = {"AdamW", "AdamW8bit", "PagedAdamW8bit", "Lion", "Lion8bit", 
 CAPTION_AUGMENTATIONS = ("shuffle_caption", "caption_dropout_rate", "caption_tag_dropout_rate",
                          "token_warmup_step", "enable_wildcard")
 IMAGE_AUGMENTATIONS = ("color_aug", "random_crop")
-
-
-@dataclass(frozen=True)
-class RuleIssue:
-    level: str
-    keys: tuple[str, ...]
-    message: str
-    fix: dict[str, Any] = field(default_factory=dict)
-
-    def __str__(self) -> str:
-        return f"{self.level}: {self.message}"
 
 
 def _model_rules(cfg: RunConfig) -> Iterable[RuleIssue]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from engine.config.rules import ERROR, WARNING, RuleIssue
+from engine.config.rule_issue import ERROR, WARNING, RuleIssue
 from engine.config.schema import RunConfig
 
 

@@ -11,9 +11,8 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from engine.config.optimizer_names import canonical_optimizer_name, unknown_name_message
-
 from engine.config.key_value import parse_pairs
+from engine.config.optimizer_names import canonical_optimizer_name, unknown_name_message
 
 SCHEMA_VERSION = 1
 
