@@ -33,6 +33,14 @@ LYCORIS_KEYS = (
     "algo", "conv_dim", "conv_alpha", "dropout", "rank_dropout", "module_dropout",
     "factor", "decompose_both", "use_tucker", "use_scalar", "dora_wd", "train_norm", "preset",
     "loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio",
+    # handed to lycoris.kohya.create_network as they are, which reads them as it does for sd-scripts
+    # (the kohya_ss GUI passes them): Tucker/CP aliases, LoKr block size, OFT constraint/rescale,
+    # bypass forward, rank-stabilised scale, DoRA on the output axis, full matrices, factorisation
+    "use_cp", "use_conv_cp", "disable_conv_cp", "block_size", "constraint", "rescaled", "bypass_mode", "rs_lora",
+    "wd_on_output", "full_matrix", "unbalanced_factorization",
+    # a module option that lycoris.kohya.create_network does not read (lycoris-lora 4.1): a no-op
+    # under sd-scripts as here
+    "rank_dropout_scale",
 )
 # LyCORIS presets whose targets on sd-scripts' SDXL UNet we reproduce (engine/lora/lycoris_adapter.py)
 LYCORIS_PRESETS = ("full", "full-lin", "attn-mlp", "unet-only", "unet-transformer-only")

@@ -133,9 +133,9 @@ def test_the_wizard_lists_the_same_refusal(tmp_path, tiny_model, demo_dataset, c
 
 
 def test_plan_lists_the_rule_warnings_train_gives(tmp_path, tiny_model, demo_dataset, capsys):
-    cfg = tiny_config(tmp_path, tiny_model, demo_dataset, lr_warmup_steps=5, lr_scheduler="constant")
+    cfg = tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=5, max_train_epochs=2)
     code, said = _cli(["plan", str(save_config(cfg, tmp_path / "run.toml"))], capsys)
-    assert code == 0 and "! the constant scheduler ignores lr_warmup_steps; use constant_with_warmup" in said
+    assert code == 0 and "! both max_train_steps and max_train_epochs are set: max_train_steps limits the run" in said
 
 
 # --- item 8: Windows paths ---------------------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from train_helpers import one_torch_thread  # noqa: E402,F401  (autouse)
+from train_helpers import one_torch_thread, scan_for  # noqa: E402,F401  (one_torch_thread: autouse)
 
 from engine.config.schema import RunConfig  # noqa: E402
 from engine.control.run_control import RunControl  # noqa: E402
@@ -19,7 +19,7 @@ def _cache(model, demo_dataset, vae_batch_size: int):
     try:
         cfg = RunConfig().with_values(dataset_config=str(demo_dataset.dataset_toml), vae_batch_size=vae_batch_size)
         data = prepare_training_data(cfg, model, emit=lambda e: None, device="cpu", dtype=torch.float32,
-                                     control=RunControl())
+                                     control=RunControl(), scanned=scan_for(cfg))
     finally:
         handle.remove()
     latents = {}
