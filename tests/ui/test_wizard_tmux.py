@@ -90,6 +90,7 @@ def test_real_app_in_tmux_through_the_first_two_steps(tmp_path, demo_dataset):
         tmux.wait_for("Step 2/7 · Dataset")
         tmux.keys("Tab")
         tmux.type(str(images))
+        tmux.wait_for("12 images × 1", 60)  # the folder is read (and checked for sd-scripts' layout) as typed
         tmux.keys("Tab", "C-e", "C-u")
         tmux.type("3")
         tmux.keys("Tab", "Tab", "Tab", "C-e", "C-u")
