@@ -1,6 +1,6 @@
 """Each optimizer family and each lr_scheduler end to end on the tiny model: training runs, the
-loss falls, the saved LoRA loads back, and a run stopped at step 3 and resumed equals the
-uninterrupted run bit for bit (losses and tensors).
+loss falls, the saved LoRA loads back, and (for the cases in RESUMED) a run stopped at step 3 and
+resumed equals the uninterrupted run bit for bit (losses and tensors).
 
 "The loss falls" is measured paired: every run has the same seed, so each step sees the same
 batch, noise and timesteps; a reference run at a learning rate too small to change anything gives
@@ -41,6 +41,14 @@ CASES = {
     "AdamW-piecewise_constant": ({"optimizer_type": "AdamW"},
                                  {"lr_scheduler": "piecewise_constant", "lr_scheduler_args": ["step_rules=1:3,0.5"]}),
 }
+
+# Stopped at step 3 and resumed (bit-identical): one case per kind of optimizer state that a
+# state folder must carry: bitsandbytes' 8-bit buffers with a warm-up schedule, D-Adaptation's d
+# estimate, Prodigy's, schedule-free's averaged weights, Adafactor's factored moments with its own
+# step size, and a torch class path with a torch scheduler. The other cases train and save only, to
+# keep the suite's time (each resume is two more trainings).
+RESUMED = ("AdamW8bit-linear", "DAdaptAdam-polynomial", "Prodigy-constant_with_warmup",
+           "AdamWScheduleFree-constant", "Adafactor-adafactor", "RAdam-path-StepLR")
 
 
 def _config(tmp_path, tiny_model, demo_dataset, options: dict):
@@ -91,6 +99,8 @@ def test_family_and_schedule_train_lower_the_loss_save_a_loadable_lora_and_resum
     state_dict, alphas = StableDiffusionXLPipeline.lora_state_dict(whole.result.lora_path)
     assert state_dict and len(state_dict) >= len([k for k in lora if not k.endswith(".alpha")])
 
+    if case not in RESUMED:
+        return  # exactness of a resume is the optimizer state's and the schedule's, covered by RESUMED
     cfg = _config(tmp_path / "split", tiny_model, demo_dataset, options)
     first = _stopped_at(cfg, 3)
     resumed = train(cfg, resume=True)
