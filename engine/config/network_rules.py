@@ -43,7 +43,6 @@ def network_errors(cfg) -> Iterable[tuple[tuple[str, ...], str]]:
             yield (("network_dropout", "network_module"),
                    "lycoris.kohya does not read network_dropout (with sd-scripts it is silently ignored); "
                    "use network_args dropout=<p> for LyCORIS' neuron dropout")
-        for key, value in (("dim_from_weights", n.dim_from_weights),
-                           ("scale_weight_norms", n.scale_weight_norms is not None)):
+        for key, value in (("dim_from_weights", n.dim_from_weights),):
             if value:
                 yield (key, "network_module"), f"{key} is implemented for networks.lora only, not lycoris.kohya"

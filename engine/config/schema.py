@@ -57,7 +57,9 @@ class NetworkSection(Section):
     network_module: Literal["networks.lora", "lycoris.kohya"] = Field(
         "networks.lora", description="networks.lora (sd-scripts' LoRA, LoCon via conv_dim) or lycoris.kohya "
                                      "(LyCORIS: network_args algo=locon/loha/lokr/ia3/full, needs the lycoris extra).")
-    network_dim: int = Field(16, ge=1, le=1024, description="LoRA rank: size of the low-rank update per layer.")
+    network_dim: int = Field(16, ge=1, le=100_000, description=(
+        "LoRA rank: size of the low-rank update per layer (LyCORIS LoKr reads a very large value, e.g. 100000, "
+        "as a full-size w2)."))
     network_alpha: float = Field(
         8.0, gt=0.0, description="LoRA alpha: the update is scaled by alpha / dim (e.g. 8 / 16 = 0.5).")
     network_dropout: Optional[float] = Field(

@@ -26,8 +26,16 @@ class MaxNormResult:
 
 
 def apply_max_norm(network, max_norm_value: float) -> MaxNormResult:
-    """Scale every module whose update norm exceeds `max_norm_value` (in place, no grad)."""
+    """Scale every module whose update norm exceeds `max_norm_value` (in place, no grad).
+    A LyCORIS network (engine/lora/lycoris_adapter.py) is scaled by the library's own
+    `apply_max_norm_regularization`, the method sd-scripts' train_network.py calls for it."""
     import torch
+
+    inner = getattr(network, "inner", None)
+    if inner is not None and hasattr(inner, "apply_max_norm_regularization"):
+        device = next(network.parameters()).device
+        scaled, mean, largest = inner.apply_max_norm_regularization(max_norm_value, device)
+        return MaxNormResult(torch.tensor(scaled), torch.tensor(float(mean)), torch.tensor(float(largest)))
 
     scaled, norms = [], []
     with torch.no_grad():

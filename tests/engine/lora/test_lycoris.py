@@ -130,3 +130,20 @@ def test_configs_that_cannot_work_are_refused_before_loading(monkeypatch):
 
     with pytest.raises(ValidationError):  # unknown modules never silently become plain LoRA
         RunConfig().with_values(network_module="networks.oft")
+
+
+def test_scale_weight_norms_scales_lycoris_modules_through_the_library(small_model):
+    """sd-scripts calls LyCORIS' own apply_max_norm_regularization for scale_weight_norms; so do we:
+    every module's update norm ends at or below the limit, and the figures are reported."""
+    from engine.lora.max_norm import apply_max_norm
+
+    net_cfg = NetworkSection(network_module="lycoris.kohya", network_dim=4, network_alpha=4,
+                             network_args=["algo=loha"], scale_weight_norms=0.01)
+    network = create_lycoris_network(small_model, net_cfg)
+    with torch.no_grad():
+        for p in network.parameters():
+            p.add_(torch.randn_like(p))  # every update far above the limit
+    result = apply_max_norm(network, 0.01).as_numbers()
+    assert result["keys_scaled"] == len(network.lora_modules()) and result["max_norm"] > 0.01
+    again = apply_max_norm(network, 0.01).as_numbers()  # now every update norm is at the limit
+    assert again["max_norm"] <= 0.01 * 1.001, again
