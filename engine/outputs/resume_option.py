@@ -47,7 +47,7 @@ def resume_point_at(folder: Path) -> ResumePoint:
         raise ConfigError(problem, key="resume", path=str(folder))
     folder = Path(folder).expanduser().resolve()
     try:
-        progress = checkpoint.Progress(**json.loads((folder / "progress.json").read_text()))
+        progress = checkpoint.Position.from_record(json.loads((folder / "progress.json").read_text()))
         saved = None
         if (folder / "config.toml").is_file():
             from engine.config.toml_file import loads_config
