@@ -77,3 +77,18 @@ def _whole_trainings_are_marked_e2e(request, monkeypatch):
             log.write(request.node.nodeid + "\n")
     elif ran:
         pytest.fail(f"{request.node.nodeid} runs a whole training: mark it @pytest.mark.e2e", pytrace=False)
+
+
+@pytest.fixture()
+def no_model_load(monkeypatch):
+    """Fail the test if anything loads a model (the checks must come first); the calls made."""
+    import engine.model.load
+
+    calls = []
+
+    def refuse(*args, **kwargs):
+        calls.append(args)
+        raise AssertionError("a model was loaded before the bad input was reported")
+
+    monkeypatch.setattr(engine.model.load, "load_sdxl", refuse)
+    return calls

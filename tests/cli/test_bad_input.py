@@ -17,21 +17,6 @@ from engine.config.toml_file import save_config
 from engine.events.types import Failed, Finished, Warning_
 
 
-@pytest.fixture()
-def no_model_load(monkeypatch):
-    """Fail the test if anything loads a model (the checks must come first)."""
-    import engine.model.load
-
-    calls = []
-
-    def refuse(*args, **kwargs):
-        calls.append(args)
-        raise AssertionError("a model was loaded before the bad input was reported")
-
-    monkeypatch.setattr(engine.model.load, "load_sdxl", refuse)
-    return calls
-
-
 def _cli(argv: list[str], capsys) -> tuple[int, str]:
     from sdxl_tui.cli import main
 

@@ -14,16 +14,6 @@ from engine.errors import ConfigError
 from engine.config.sample_prompts import read_sample_prompts
 
 
-@pytest.fixture()
-def no_model_load(monkeypatch):
-    import engine.model.load
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a model was loaded before the bad input was reported")
-
-    monkeypatch.setattr(engine.model.load, "load_sdxl", refuse)
-
-
 def _cli(argv: list[str], capsys) -> tuple[int, str]:
     from sdxl_tui.cli import main
 

@@ -9,20 +9,6 @@ from train_helpers import one_torch_thread, tiny_config  # noqa: F401  (one_torc
 from engine.config.toml_file import save_config
 
 
-@pytest.fixture
-def no_model_load(monkeypatch):
-    import engine.model.load
-
-    calls = []
-
-    def refuse(*args, **kwargs):
-        calls.append(args)
-        raise AssertionError("a model was loaded before the refusal")
-
-    monkeypatch.setattr(engine.model.load, "load_sdxl", refuse)
-    return calls
-
-
 def _dataset_with(tmp_path, demo_dataset, dataset_key: str = "", subset_key: str = ""):
     doc = tomlkit.parse(demo_dataset.dataset_toml.read_text(encoding="utf-8"))
     dataset = doc["datasets"][0]

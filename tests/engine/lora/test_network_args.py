@@ -12,27 +12,6 @@ from engine.lora.block_weights import block_index
 from engine.lora.network import LoRAModule, create_network, dims_from_state_dict
 
 
-@pytest.fixture(scope="module")
-def meta_sdxl():
-    from engine.model.sdxl_configs import build_sdxl_on_meta
-
-    return build_sdxl_on_meta(with_vae=False)
-
-
-@pytest.fixture()
-def small_parts():
-    from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
-
-    from engine.demo.tiny_model import text_encoder_config, unet_config
-
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(**unet_config())
-    te1 = CLIPTextModel(text_encoder_config(32, 12, 4, "quick_gelu", 32, 100, 99))
-    te2 = CLIPTextModelWithProjection(text_encoder_config(48, 10, 4, "gelu", 40, 100, 0))
-    return unet, te1, te2
-
-
 def _args(**kw):
     return parse_lora_args({k: str(v) for k, v in kw.items()}, 8, 4.0)
 
