@@ -10,6 +10,7 @@ from train_helpers import one_torch_thread, tiny_config, train  # noqa: F401  (o
 from engine.config.schema import RunConfig
 from engine.errors import ConfigError
 from engine.plan.vram import estimate_vram
+from engine.train import network_setup
 from engine.train.precision import check_precision_options, compute_dtype_of, store_weights_fp8
 
 FAST = dict(network_train_unet_only=True, cache_text_encoder_outputs=True)
@@ -51,25 +52,22 @@ def test_vram_estimate_counts_fp8_base_and_half_precision_lora():
 
 
 @pytest.mark.e2e
-def test_fp8_base_stores_float8_and_training_lowers_the_loss(tmp_path, tiny_model, demo_dataset):
+def test_fp8_base_stores_float8_and_training_lowers_the_loss(tmp_path, tiny_model, demo_dataset, monkeypatch):
     seen = {}
+    build = network_setup.build_network
 
-    def on_event(event):
-        from engine.events.types import RunStarted
+    def recording_build(session):  # this run's model, as the trainer will use it
+        network = build(session)
+        model = session.model
+        seen["unet"] = {p.dtype for n, p in model.unet.named_parameters() if n.endswith(".original")}
+        seen["te"] = {p.dtype for n, p in model.text_encoder2.named_parameters() if n.endswith(".original")}
+        return network
 
-        if isinstance(event, RunStarted):
-            import gc
-
-            from engine.model.load import SdxlModel
-
-            model = next(o for o in gc.get_objects() if isinstance(o, SdxlModel))
-            seen["unet"] = {p.dtype for n, p in model.unet.named_parameters() if n.endswith(".original")}
-            seen["te"] = {p.dtype for n, p in model.text_encoder2.named_parameters() if n.endswith(".original")}
-
+    monkeypatch.setattr(network_setup, "build_network", recording_build)
     # the overfit recipe of test_train_loop (conv LoRA, high rate), UNet-only with cached text outputs
     run = train(tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=40, mixed_precision="bf16",
                             fp8_base=True, learning_rate=1e-2, network_dim=8, network_alpha=8.0,
-                            network_args=["conv_dim=8", "conv_alpha=8"], **FAST), on_event=on_event)
+                            network_args=["conv_dim=8", "conv_alpha=8"], **FAST))
     assert run.result.ok, run.result.error
     assert seen["unet"] == {torch.float8_e4m3fn} and seen["te"] == {torch.float8_e4m3fn}
     losses = run.losses
@@ -80,22 +78,19 @@ def test_fp8_base_stores_float8_and_training_lowers_the_loss(tmp_path, tiny_mode
 
 
 @pytest.mark.e2e
-def test_full_bf16_trains_a_bf16_lora(tmp_path, tiny_model, demo_dataset):
+def test_full_bf16_trains_a_bf16_lora(tmp_path, tiny_model, demo_dataset, monkeypatch):
     dtypes = {}
+    build = network_setup.build_network
 
-    def on_event(event):
-        from engine.events.types import RunStarted
+    def recording_build(session):
+        network = build(session)
+        dtypes["lora"] = {p.dtype for p in network.parameters()}
+        return network
 
-        if isinstance(event, RunStarted):
-            import gc
-
-            from engine.lora.network import LoRANetwork
-
-            net = next(o for o in gc.get_objects() if isinstance(o, LoRANetwork))
-            dtypes["lora"] = {p.dtype for p in net.parameters()}
+    monkeypatch.setattr(network_setup, "build_network", recording_build)
 
     run = train(tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=2, mixed_precision="bf16",
-                            full_bf16=True, **FAST), on_event=on_event)
+                            full_bf16=True, **FAST))
     assert run.result.ok, run.result.error
     assert dtypes["lora"] == {torch.bfloat16}
     assert any(t.abs().max() > 0 for k, t in run.lora().items() if k.endswith("lora_up.weight"))
