@@ -185,6 +185,18 @@ def _dataset_rules(cfg: RunConfig, dataset_config: Any) -> Iterable[RuleIssue]:
     for index, ds in enumerate(dataset_config.datasets):
         yield from _bucket_rules(index, ds)
     yield from _unsupported_dataset_keys(dataset_config)
+    yield from _validation_rules(cfg, dataset_config)
+
+
+def _validation_rules(cfg: RunConfig, dataset_config: Any) -> Iterable[RuleIssue]:
+    """Validation options without held-out images do nothing, in sd-scripts too: say so."""
+    keys = tuple(k for k in ("validate_every_n_steps", "validate_every_n_epochs", "max_validation_steps")
+                 if getattr(cfg.logging, k) is not None)
+    if keys and not any(getattr(ds, "validation_split", 0) > 0 for ds in dataset_config.datasets):
+        yield RuleIssue(WARNING, keys,
+                        f"{', '.join(keys)} set, but the dataset config holds out no images, so no validation loss "
+                        "is computed (as in sd-scripts): add validation_split = 0.1 (for example) to its [general] "
+                        "table, or remove the option")
 
 
 def _unsupported_dataset_keys(dataset_config: Any) -> Iterable[RuleIssue]:

@@ -323,6 +323,16 @@ class LoggingSection(Section):
         "", description="TOML file of per-tracker init arguments, e.g. [wandb] entity = ...; replaces the defaults.")
     wandb_run_name: str = Field("", description="wandb run name (the key comes from WANDB_API_KEY, never from a file).")
     log_config: bool = Field(False, description="Send the run config to the trackers.")
+    # --- issue 14: validation loss on the dataset's validation_split images (sd-scripts' names) ---
+    validate_every_n_steps: Optional[int] = Field(
+        None, ge=1, description="Validation loss every N steps, besides the per-epoch one (needs validation_split "
+                                "in the dataset config).")
+    validate_every_n_epochs: Optional[int] = Field(
+        None, ge=1, description="Validation loss every N epochs; unset: every epoch when the dataset has a "
+                                "validation_split (as sd-scripts).")
+    max_validation_steps: Optional[int] = Field(
+        None, ge=1, description="Validation batches per evaluation, each at 4 fixed timesteps; unset: all held-out "
+                                "images. Reported as their plain mean (sd-scripts' running average differs).")
 
 
 class RunConfig(Section):

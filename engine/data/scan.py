@@ -76,6 +76,14 @@ class ScannedDataset:
     warnings: tuple[str, ...] = ()
     skipped: int = 0  # unreadable images left out (skip_bad_images)
     held_out: tuple[Path, ...] = ()  # images kept out of training by validation_split
+    validation_items: tuple[ImageItem, ...] = ()  # the held-out images, bucketed, repeats 1 (as sd-scripts)
+
+    def validation_set(self) -> Optional["ScannedDataset"]:
+        """The held-out images as a dataset of their own (the validation loss's data), or None."""
+        if not self.validation_items:
+            return None
+        return replace(self, items=self.validation_items, held_out=(), validation_items=(), problems=(),
+                       warnings=(), skipped=0)
 
     def dataset(self, index: int) -> DatasetSpec:
         return self.config.datasets[index]
@@ -128,6 +136,7 @@ class _Collector:
     grouped: dict[str, list[str]] = field(default_factory=dict)
     skipped: int = 0
     held_out: list = field(default_factory=list)
+    validation_items: list = field(default_factory=list)
 
     def group(self, kind: str, message: str) -> None:
         self.grouped.setdefault(kind, []).append(message)
@@ -306,6 +315,10 @@ def _items_for_dataset(spec: DatasetSpec, out: _Collector, seed: int) -> tuple[l
                                                seed if spec.validation_seed is None else spec.validation_seed)
             out.held_out.extend(path for path, _, _ in held)
             stats["images"] = len(found)
+            for path, caption, size in held:  # sd-scripts' validation dataset takes each once
+                choice = bucketer.choose(size)
+                out.validation_items.append(ImageItem(path, caption, subset.index, spec.index, size, False, 1,
+                                                      choice.bucket, choice.resized))
         for path, caption, size in found:
             choice = bucketer.choose(size)
             scale = max(choice.resized[0] / size[0], choice.resized[1] / size[1])
@@ -373,7 +386,7 @@ def scan_dataset(config: DatasetConfig, *, skip_bad_images: bool = False, strict
     if out.held_out:
         out.warnings.append(f"{len(out.held_out)} image(s) held out of training by validation_split")
     result = ScannedDataset(config, tuple(items), tuple(stats), tuple(out.problems), tuple(out.warnings),
-                            out.skipped, tuple(out.held_out))
+                            out.skipped, tuple(out.held_out), tuple(out.validation_items))
     if strict and result.problems:
         raise data_error(result)
     return result

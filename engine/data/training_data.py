@@ -123,6 +123,7 @@ class TrainingData:
     latents: Optional[LatentStore] = None
     text: Optional[TextStore] = None
     interrupted: bool = False  # a stop was requested while caching; the data is incomplete
+    validation: Optional["TrainingData"] = None  # the validation_split images (engine/data/validation_data.py)
     _subsets: dict[int, SubsetSpec] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -385,25 +386,16 @@ def prepare_training_data(cfg: RunConfig, model: SdxlModel, *, emit, device, dty
     data.max_train_steps = _planned_steps(cfg, data)
 
     cache_latents_on = caching.cache_latents or caching.cache_latents_to_disk
-    if cache_latents_on:
-        data.latents, complete = _cache_latents_for(cfg, scanned, model, emit=emit, device=device, dtype=dtype,
-                                                    control=control, rank=rank, world_size=world_size)
-        if not complete:
-            data.interrupted = True
-            return data
-
     cache_text_on = caching.cache_text_encoder_outputs or caching.cache_text_encoder_outputs_to_disk
-    if cache_text_on:
-        captions = _fixed_captions(scanned)
-        _place(model.text_encoder1, device)
-        _place(model.text_encoder2, device)
-        progress = Progress(emit, CACHING_TEXT, 0, control)
-        data.text, complete = cache_text_outputs(
-            captions, {i: item.path for i, item in enumerate(scanned.items)}, model,
-            to_disk=caching.cache_text_encoder_outputs_to_disk, device=device, dtype=dtype, progress=progress)
-        if not complete:
-            data.interrupted = True
-            return data
+    if not fill_caches(cfg, data, model, emit=emit, control=control, rank=rank, world_size=world_size):
+        data.interrupted = True
+        return data
+    from engine.data.validation_data import validation_data
+
+    data.validation = validation_data(cfg, data, model, emit=emit, control=control, rank=rank, world_size=world_size)
+    if data.validation is not None and data.validation.interrupted:
+        data.interrupted = True
+        return data
 
     _place(model.vae, "cpu" if cache_latents_on else device)
     encoders_home = "cpu" if cache_text_on and cfg.network.network_train_unet_only else device
@@ -411,6 +403,30 @@ def prepare_training_data(cfg: RunConfig, model: SdxlModel, *, emit, device, dty
     _place(model.text_encoder2, encoders_home)
     _free_device_memory()
     return data
+
+
+def fill_caches(cfg: RunConfig, data: TrainingData, model: SdxlModel, *, emit, control, rank: int,
+                world_size: int) -> bool:
+    """Cache `data`'s latents / text-encoder outputs as the config asks; False when a stop came first."""
+    caching, scanned = cfg.caching, data.scanned
+    if caching.cache_latents or caching.cache_latents_to_disk:
+        data.latents, complete = _cache_latents_for(cfg, scanned, model, emit=emit, device=data.device,
+                                                    dtype=data.dtype, control=control, rank=rank,
+                                                    world_size=world_size)
+        if not complete:
+            return False
+    if caching.cache_text_encoder_outputs or caching.cache_text_encoder_outputs_to_disk:
+        captions = _fixed_captions(scanned)
+        _place(model.text_encoder1, data.device)
+        _place(model.text_encoder2, data.device)
+        progress = Progress(emit, CACHING_TEXT, 0, control)
+        data.text, complete = cache_text_outputs(
+            captions, {i: item.path for i, item in enumerate(scanned.items)}, model,
+            to_disk=caching.cache_text_encoder_outputs_to_disk, device=data.device, dtype=data.dtype,
+            progress=progress)
+        if not complete:
+            return False
+    return True
 
 
 def _planned_steps(cfg: RunConfig, data: TrainingData) -> int:

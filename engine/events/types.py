@@ -101,6 +101,19 @@ class Step(Event):
 
 
 @dataclass(frozen=True)
+class Validation(Event):
+    """The validation loss: the training loss function on the held-out (validation_split) images at
+    fixed timesteps with fixed noise, no gradients, dropouts off (engine/train/validation.py).
+    `kind` is "step" (validate_every_n_steps) or "epoch" (end of an epoch), as sd-scripts logs them."""
+    step: int = 0
+    epoch: int = 0  # 1-based: the epoch this evaluation falls in
+    loss: float = 0.0
+    kind: str = "epoch"
+    batches: int = 0  # validation batches evaluated (each at every fixed timestep)
+    seconds: float = 0.0  # time it took
+
+
+@dataclass(frozen=True)
 class Saved(Event):
     path: str = ""
     step: int = 0
@@ -146,7 +159,7 @@ class Failed(Event):
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
-    for cls in (Phase, PhaseProgress, RunStarted, Step, Saved, Sample, Warning_, Log, Finished, Failed)
+    for cls in (Phase, PhaseProgress, RunStarted, Step, Validation, Saved, Sample, Warning_, Log, Finished, Failed)
 }
 
 Emit = Callable[[Event], None]

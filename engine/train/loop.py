@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from engine.errors import TrainingDiverged
-from engine.events.types import Saved, Step
+from engine.events.types import Saved, Step, Validation
 from engine.outputs import checkpoint, retention
 from engine.outputs.checkpoint import Position
 from engine.train.loss import LossOptions, diffusion_loss, training_target
@@ -74,11 +74,13 @@ class Trainer:
     unet: Any = None  # what to call for the UNet forward (DDP-wrapped / compiled); model.unet when None
     meter: Meter = field(default_factory=Meter)
     hooks: Any = None  # engine.train.step_hooks.StepHooks (max-norm, EMA) or None
+    validator: Any = None  # engine.train.validation.Validator, or None without held-out images
 
     # ------------------------------------------------------------------ one batch
 
-    def batch_loss(self, batch):
-        """Loss of one batch (a device tensor, graph attached)."""
+    def batch_loss(self, batch, noise_options: Optional[NoiseOptions] = None):
+        """Loss of one batch (a device tensor, graph attached unless under no_grad); `noise_options`
+        replaces the run's (the validation loss fixes the timestep with it)."""
         import torch
 
         from engine.model.encode import encode_captions, vae_encode
@@ -92,8 +94,8 @@ class Trainer:
             else:
                 hidden, pooled = encode_captions(self.model, list(batch.captions), device)
             noise_scheduler = self.model.noise_scheduler
-            noise, noisy, timesteps = noise_and_timesteps(latents, noise_scheduler,
-                                                          NoiseOptions.from_config(self.cfg.training))
+            noise, noisy, timesteps = noise_and_timesteps(
+                latents, noise_scheduler, noise_options or NoiseOptions.from_config(self.cfg.training))
             unet_dtype = compute_dtype_of(self.model.unet, torch.float32)  # not float8 with fp8_base
             unet = self.unet if self.unet is not None else self.model.unet
             prediction = unet(
@@ -155,6 +157,9 @@ class Trainer:
                 pos.batches_done_in_epoch = 0
                 if not pos.stopped:
                     self.after_epoch(pos.epoch)
+        if not pos.stopped and pos.batches_done_in_epoch and self.validator is not None:
+            # max_train_steps ended the epoch early: sd-scripts still runs its epoch validation
+            self.validate("epoch", pos.epoch + 1, self.validator.due_at_epoch(pos.epoch + 1))
         self.log()
         return pos
 
@@ -182,6 +187,8 @@ class Trainer:
             if cfg.saving.save_last_n_steps:
                 retention.prune_step_files(self.output_dir, cfg.saving.output_name, pos.global_step,
                                            cfg.saving.save_last_n_steps)
+        if self.validator is not None:
+            self.validate("step", pos.epoch + 1, self.validator.due_at_step(pos.global_step))
         every = cfg.sampling.sample_every_n_steps
         # sd-scripts: with sample_every_n_epochs set, sample_every_n_steps is ignored.
         if every and not cfg.sampling.sample_every_n_epochs and pos.global_step % every == 0:
@@ -210,6 +217,8 @@ class Trainer:
     def after_epoch(self, epoch: int) -> None:
         """`epoch` is the number of epochs completed (1-based, as in file names)."""
         cfg, pos = self.cfg, self.position
+        if self.validator is not None:  # before the epoch's save, as in sd-scripts
+            self.validate("epoch", epoch, self.validator.due_at_epoch(epoch))
         finished = pos.global_step >= self.total_steps or epoch >= self.total_epochs
         every = retention.epoch_save_interval(cfg.saving, self.total_epochs)
         if every and epoch % every == 0 and not finished:
@@ -223,6 +232,15 @@ class Trainer:
         every = cfg.sampling.sample_every_n_epochs
         if every and epoch % every == 0:
             self.paused(self.outputs.make_samples, pos.global_step, epoch)
+
+    def validate(self, kind: str, epoch: int, due: bool = True) -> None:
+        """Emit the validation loss ("step" or "epoch" cadence; `epoch` 1-based) when `due`; its
+        time is not training time."""
+        if not due:
+            return
+        result = self.paused(self.validator.evaluate)
+        self.emit(Validation(time=time.time(), step=self.position.global_step, epoch=epoch, loss=result.loss,
+                             kind=kind, batches=result.batches, seconds=result.seconds))
 
     def paused(self, action: Callable, *args):
         """Run a save or sample without counting its time as training time (s/step, ETA)."""

@@ -448,6 +448,10 @@ def _make_trainer(session: _Session, state):
         outputs=_outputs(session, fused or optimizer, scheduler, total_steps, total_epochs, eval_mode),
         hooks=session.hooks,
         images_per_step=batch_size * accumulation * accelerator.num_processes, position=position)
+    from engine.train.validation import make_validator
+
+    trainer.validator = make_validator(cfg, session.data, session.network, session.model.noise_scheduler,
+                                       trainer.batch_loss, accelerator.device, eval_mode)
     session.control.interruptible = False  # from here a stop finishes the step and saves
     session.emit(RunStarted(time=time.time(), output_dir=str(session.output_dir), total_steps=loop_steps,
                             total_epochs=total_epochs, steps_per_epoch=length.steps_per_epoch, batch_size=batch_size,

@@ -12,7 +12,8 @@ As in sd-scripts:
 wandb's files go to the run's logging folder (sd-scripts leaves them in ./wandb) unless the
 tracker config says otherwise. wandb's API key is read by wandb from WANDB_API_KEY: a key in a
 config file would be copied into config.toml and the LoRA's metadata.
-Scalars use the names of the events.jsonl sink: loss/current, loss/average, lr/<group>, speed/*.
+Scalars use the names of the events.jsonl sink: loss/current, loss/average, lr/<group>, speed/*; the
+validation loss goes as sd-scripts names it, loss/validation/step_average or loss/validation/epoch_average.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from engine.errors import ConfigError
-from engine.events.types import Failed, Finished, Sample, Step
+from engine.events.types import Failed, Finished, Sample, Step, Validation
 
 DEFAULT_PROJECT = "network_train"
 # tracker -> (module it imports, the pip extra that installs it)
@@ -80,6 +81,8 @@ class Trackers:
             return
         if isinstance(event, Step):
             self.log(step_scalars(event), event.step)
+        elif isinstance(event, Validation):  # sd-scripts' keys (train_network.py)
+            self.log({f"loss/validation/{event.kind}_average": event.loss}, event.step)
         elif isinstance(event, Sample):
             self.log_image(event)
         elif isinstance(event, (Finished, Failed)):
