@@ -31,6 +31,7 @@ from sdxl_tui.run_model import (
     format_lr,
     resample,
     sparkline,
+    validation_text,
 )
 
 Clock = Callable[[], float]
@@ -64,6 +65,8 @@ def event_line(event: ev.Event, output_dir: str = "") -> Optional[tuple[str, str
         total = f" ({event.total})" if event.total else ""
         detail = f": {event.detail}" if event.detail else ""
         return f"{PhaseView(event.name).label}{total}{detail}", ""
+    if isinstance(event, ev.Validation):
+        return validation_text(event), "magenta"
     if isinstance(event, ev.Saved):
         return f"saved {event.kind} at step {event.step}: {display_path(event.path, output_dir)}", "green"
     if isinstance(event, ev.Sample):
@@ -163,6 +166,8 @@ def console_panel(view: RunView, width: int = 80) -> Panel:
     spark = sparkline(resample(view.loss_smooth, spark_width), spark_width)  # the whole run
     table.add_row("loss", Text.assemble(f"{format_loss(view.loss)} (avg {format_loss(view.smoothed_loss)}) ",
                                         (spark, "dodger_blue1")))
+    if view.validation_loss is not None:
+        table.add_row("validation", Text(f"{format_loss(view.validation_loss)} (validation_split images)"))
     if view.memory is not None:
         table.add_row("memory", Text(memory_summary(view.memory)))
     return Panel(table, title=f"sdxl-tui  {view.output_dir}", title_align="left", border_style="grey50", width=width)

@@ -15,6 +15,7 @@ from typing import Iterable, Optional
 
 from engine.events import types as ev
 from engine.units import human_bytes
+from sdxl_tui.series import Downsampled, resample, sparkline  # noqa: F401  (the views import them from here)
 
 PHASE_LABELS = {
     ev.LOADING_MODEL: "Loading model",
@@ -94,6 +95,9 @@ class RunView:
     loss_steps: tuple[int, ...] = ()
     loss_raw: tuple[float, ...] = ()
     loss_smooth: tuple[float, ...] = ()
+    validation_loss: Optional[float] = None  # the newest validation loss (engine/train/validation.py)
+    validation_steps: tuple[int, ...] = ()
+    validation_losses: tuple[float, ...] = ()
     lr: tuple[tuple[str, float], ...] = ()
     weight_norms: Optional[tuple[int, float, float]] = None  # scale_weight_norms: keys scaled, mean, max
     seconds_per_step: float = 0.0
@@ -145,51 +149,6 @@ def memory_figure(memory: ev.Memory) -> Optional[int]:
     return memory.allocated if memory.allocated is not None else memory.rss
 
 
-class Downsampled:
-    """x/y series that keeps at most `max_points` points by merging neighbours pairwise."""
-
-    def __init__(self, columns: int, max_points: int = 2048) -> None:
-        self.max_points = max(4, max_points - max_points % 2)
-        self.stride = 1
-        self.x: list[int] = []
-        self.ys: list[list[float]] = [[] for _ in range(columns)]
-        self._pending: list[tuple[int, tuple[float, ...]]] = []
-
-    def add(self, x: int, *ys: float) -> None:
-        self._pending.append((x, ys))
-        if len(self._pending) >= self.stride:
-            self._flush()
-
-    def _flush(self) -> None:
-        point = _mean_point(self._pending)
-        self._pending = []
-        self.x.append(point[0])
-        for column, value in zip(self.ys, point[1]):
-            column.append(value)
-        if len(self.x) > self.max_points:
-            self._halve()
-
-    def _halve(self) -> None:
-        pairs = len(self.x) // 2
-        self.x = [self.x[2 * i + 1] for i in range(pairs)] + self.x[2 * pairs:]
-        self.ys = [[(c[2 * i] + c[2 * i + 1]) / 2 for i in range(pairs)] + c[2 * pairs:] for c in self.ys]
-        self.stride *= 2
-
-    def snapshot(self) -> tuple[tuple[int, ...], tuple[tuple[float, ...], ...]]:
-        xs, ys = list(self.x), [list(c) for c in self.ys]
-        if self._pending:  # show the partial bucket too, so the newest step is never hidden
-            x, values = _mean_point(self._pending)
-            xs.append(x)
-            for column, value in zip(ys, values):
-                column.append(value)
-        return tuple(xs), tuple(tuple(c) for c in ys)
-
-
-def _mean_point(points: list[tuple[int, tuple[float, ...]]]) -> tuple[int, tuple[float, ...]]:
-    columns = zip(*(values for _, values in points))
-    return points[-1][0], tuple(sum(c) / len(c) for c in columns)
-
-
 @dataclass
 class RunModel:
     """Folds events in arrival order; `view(now)` returns the frozen snapshot."""
@@ -202,6 +161,7 @@ class RunModel:
 
     def __post_init__(self) -> None:
         self._loss = Downsampled(2, self.max_points)
+        self._validation = Downsampled(1, self.max_points)
         self._memory: deque[int] = deque(maxlen=MEMORY_HISTORY)
         self._log: deque[LogLine] = deque(maxlen=self.max_log_lines)
         self._log_total = 0
@@ -276,6 +236,12 @@ class RunModel:
         if self._fields.get("phase") is None or self._fields["phase"].name != ev.TRAINING:
             self._fields["phase"] = PhaseView(ev.TRAINING)
 
+    def _on_Validation(self, e: ev.Validation) -> None:
+        if math.isfinite(e.loss):
+            self._validation.add(e.step, e.loss)
+        self._fields["validation_loss"] = e.loss
+        self._logline(e.time, "info", validation_text(e))
+
     def _on_Saved(self, e: ev.Saved) -> None:
         self._checkpoints.append(e)
         self._logline(e.time, "info", f"saved {e.kind} at step {e.step}: {self._short(e.path)}")
@@ -313,9 +279,11 @@ class RunModel:
         f = self._fields
         now = f.get("last_event_at", 0.0) if now is None else now
         steps, (raw, smooth) = self._loss.snapshot()
+        validation_steps, (validation,) = self._validation.snapshot()
         return RunView(
             **{k: v for k, v in f.items()},
             loss_steps=steps, loss_raw=raw, loss_smooth=smooth,
+            validation_steps=validation_steps, validation_losses=validation,
             eta_seconds=self._eta(now),
             memory_history=tuple(self._memory),
             checkpoints=tuple(self._checkpoints), samples=tuple(self._samples),
@@ -374,30 +342,11 @@ def format_loss(value: Optional[float]) -> str:
     return f"{value:.4f}" if math.isfinite(value) else str(value)
 
 
-SPARK_CHARS = "▁▂▃▄▅▆▇█"
-
-
-def sparkline(values: Iterable[float], width: int) -> str:
-    """The newest `width` values as block characters scaled between their min and max."""
-    tail = [v for v in values if math.isfinite(v)][-width:] if width > 0 else []
-    if not tail:
-        return ""
-    low, high = min(tail), max(tail)
-    span = high - low
-    top = len(SPARK_CHARS) - 1
-    return "".join(SPARK_CHARS[int(round((v - low) / span * top)) if span else top // 2] for v in tail)
-
-
-def resample(values: tuple[float, ...], width: int) -> list[float]:
-    """`values` averaged into `width` buckets (or returned as is when they already fit)."""
-    if len(values) <= width or width <= 0:
-        return list(values)
-    out = []
-    for i in range(width):
-        lo, hi = i * len(values) // width, (i + 1) * len(values) // width
-        chunk = values[lo:max(hi, lo + 1)]
-        out.append(sum(chunk) / len(chunk))
-    return out
+def validation_text(event: ev.Validation) -> str:
+    """"validation loss 0.1234 at step 200 (end of epoch 2, 3 batches)": the log pane and `watch`."""
+    when = f"end of epoch {event.epoch}" if event.kind == "epoch" else f"epoch {event.epoch}"
+    return (f"validation loss {format_loss(event.loss)} at step {event.step} "
+            f"({when}, {event.batches} batch{'' if event.batches == 1 else 'es'})")
 
 
 def plural(count: int, word: str) -> str:
