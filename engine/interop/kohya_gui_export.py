@@ -130,6 +130,9 @@ def gui_document(cfg: RunConfig, dataset_path: Optional[Path], config_dir: Path)
         extra.append("--max_grad_norm=0")  # the GUI drops a 0 (as the edgLoRAXL preset works around)
     if lg.log_prefix:
         extra.append(f"--log_prefix={lg.log_prefix}")
+    for key in ("validate_every_n_steps", "validate_every_n_epochs", "max_validation_steps"):  # no GUI widget
+        if getattr(lg, key) is not None:
+            extra.append(f"--{key}={getattr(lg, key)}")
     if any(" " in w or '"' in w for w in extra):
         raise ConfigError("a value with spaces cannot go through additional_parameters (kohya_ss splits on spaces)",
                           hint="rename it without spaces")
