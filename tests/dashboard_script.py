@@ -94,6 +94,17 @@ def finished() -> list[ev.Event]:
     return out
 
 
+def validated() -> list[ev.Event]:
+    """The finished run with validation_split images: an epoch validation after every 100 steps."""
+    out = []
+    for event in finished():
+        out.append(event)
+        if isinstance(event, ev.Step) and event.step % 100 == 0:
+            out.append(ev.Validation(time=event.time + 0.1, step=event.step, epoch=event.step // 100,
+                                     loss=0.2 - event.step / 4000, kind="epoch", batches=3, seconds=2.0))
+    return out
+
+
 def failed() -> list[ev.Event]:
     out = mid_run()[:-3]  # before the sample
     for s in range(200, 240):

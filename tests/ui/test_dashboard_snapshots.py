@@ -45,7 +45,7 @@ async def all_events_shown(pilot) -> None:
     await pilot.pause()
 
 
-@pytest.mark.parametrize("name", ["caching", "early", "mid_run", "finished", "failed"])
+@pytest.mark.parametrize("name", ["caching", "early", "mid_run", "finished", "failed", "validated"])
 def test_dashboard_snapshot(name, scripted_dir, snap_compare):
     events = getattr(script, name)()
     assert snap_compare(scripted_app(events), terminal_size=SIZE, run_before=all_events_shown)

@@ -13,19 +13,8 @@ from sdxl_tui.run_model import RunModel
 from sdxl_tui.widgets.loss_chart import VALIDATION_STYLE, plot
 
 
-def _validated_run() -> list[ev.Event]:
-    """The scripted finished run with an epoch validation after every 100 steps."""
-    out = []
-    for event in script.finished():
-        out.append(event)
-        if isinstance(event, ev.Step) and event.step % 100 == 0:
-            out.append(ev.Validation(time=event.time + 0.1, step=event.step, epoch=event.step // 100,
-                                     loss=0.2 - event.step / 4000, kind="epoch", batches=3, seconds=2.0))
-    return out
-
-
 def test_run_model_keeps_the_validation_series_beside_the_training_loss():
-    view = RunModel(max_points=64).apply_all(_validated_run()).view()
+    view = RunModel(max_points=64).apply_all(script.validated()).view()
     assert view.validation_steps == (100, 200, 300, 400)
     assert view.validation_losses == pytest.approx((0.175, 0.15, 0.125, 0.1))
     assert view.validation_loss == 0.1 and len(view.loss_steps) <= 64  # the training series is downsampled
@@ -33,7 +22,7 @@ def test_run_model_keeps_the_validation_series_beside_the_training_loss():
 
 
 def test_loss_chart_draws_the_validation_line_in_its_colour():
-    view = RunModel().apply_all(_validated_run()).view()
+    view = RunModel().apply_all(script.validated()).view()
     with_validation = plot(view.loss_steps, view.loss_raw, view.loss_smooth, 60, 12,
                            (view.validation_steps, view.validation_losses))
     without = plot(view.loss_steps, view.loss_raw, view.loss_smooth, 60, 12)
@@ -43,7 +32,7 @@ def test_loss_chart_draws_the_validation_line_in_its_colour():
 
 
 def test_watch_plain_prints_the_validation_loss(tmp_path, capsys):
-    (tmp_path / "events.jsonl").write_text("".join(e.to_json() + "\n" for e in _validated_run()), encoding="utf-8")
+    (tmp_path / "events.jsonl").write_text("".join(e.to_json() + "\n" for e in script.validated()), encoding="utf-8")
     assert watch.run(Namespace(output_dir=str(tmp_path), plain=True, no_bell=True)) == 0
     lines = capsys.readouterr().out.splitlines()
     validation = [line for line in lines if line.startswith("validation loss")]
