@@ -78,9 +78,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ one batch
 
-    def batch_loss(self, batch, noise_options: Optional[NoiseOptions] = None):
-        """Loss of one batch (a device tensor, graph attached unless under no_grad); `noise_options`
-        replaces the run's (the validation loss fixes the timestep with it)."""
+    def batch_loss(self, batch, noise_options: Optional[NoiseOptions] = None, timesteps=None):
+        """Loss of one batch (a device tensor, graph attached unless under no_grad). The validation
+        loss passes fixed `timesteps` (`[B]` long) and may pass other `noise_options`."""
         import torch
 
         from engine.model.encode import encode_captions, vae_encode
@@ -95,7 +95,8 @@ class Trainer:
                 hidden, pooled = encode_captions(self.model, list(batch.captions), device)
             noise_scheduler = self.model.noise_scheduler
             noise, noisy, timesteps = noise_and_timesteps(
-                latents, noise_scheduler, noise_options or NoiseOptions.from_config(self.cfg.training))
+                latents, noise_scheduler, noise_options or NoiseOptions.from_config(self.cfg.training),
+                timesteps.to(device) if timesteps is not None else None)
             unet_dtype = compute_dtype_of(self.model.unet, torch.float32)  # not float8 with fp8_base
             unet = self.unet if self.unet is not None else self.model.unet
             prediction = unet(

@@ -82,8 +82,9 @@ def sample_timesteps(batch_size: int, num_train_timesteps: int, device, min_time
     return torch.full((batch_size,), high, device=device, dtype=torch.long)
 
 
-def noise_and_timesteps(latents, noise_scheduler, options: NoiseOptions):
-    """(noise, noisy latents, timesteps) for one batch, in sd-scripts' order of draws.
+def noise_and_timesteps(latents, noise_scheduler, options: NoiseOptions, timesteps=None):
+    """(noise, noisy latents, timesteps) for one batch, in sd-scripts' order of draws; given
+    `timesteps` (`[B]` long, the validation loss's fixed ones) are used instead of drawn ones.
 
     `noise` is the training target's noise (offset / pyramid applied); the noisy latents may
     carry extra input-perturbation noise (`ip_noise_gamma`, arXiv 2301.11706) that the target
@@ -98,8 +99,9 @@ def noise_and_timesteps(latents, noise_scheduler, options: NoiseOptions):
         noise = offset_noise(latents, noise, offset, options.adaptive_noise_scale)
     if options.multires_noise_iterations:
         noise = pyramid_noise(noise, options.multires_noise_iterations, options.multires_noise_discount)
-    timesteps = sample_timesteps(latents.shape[0], noise_scheduler.config.num_train_timesteps, latents.device,
-                                 options.min_timestep, options.max_timestep)
+    if timesteps is None:
+        timesteps = sample_timesteps(latents.shape[0], noise_scheduler.config.num_train_timesteps, latents.device,
+                                     options.min_timestep, options.max_timestep)
     noised_with = noise
     if options.ip_noise_gamma:
         strength = options.ip_noise_gamma

@@ -13,6 +13,10 @@
   training device included; python's `random` and numpy's saved and restored) and seeded with
   `validation_seed` (else `seed`), as sd-scripts' `switch_rng_state` / `restore_rng_state`; every
   evaluation draws the same noise, and the training stream continues exactly where it was.
+- Fewer calls: the timesteps of one batch go through the text encoders and the UNet together,
+  as one batch of up to max(batch size, 4) samples (the batch repeated once per timestep), where
+  sd-scripts makes one call per timestep. Each sample still gets its own noise, and the loss is
+  the same mean over batches × timesteps; the calls are what the validation time is made of.
 - Reported: the plain mean over batches × timesteps. sd-scripts logs a running average whose
   list keeps growing within the first epoch, mixing evaluations; the plain mean is comparable
   from evaluation to evaluation. Tracker keys are sd-scripts' `loss/validation/step_average` and
@@ -25,6 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional
 
 NUM_VALIDATION_TIMESTEPS = 4  # sd-scripts' constant (its TODO: make this configurable)
+SAMPLES_PER_CALL = 4  # timesteps share a call up to max(batch size, this) samples
 
 
 def validation_timesteps(min_timestep: Optional[int], max_timestep: Optional[int],
@@ -46,12 +51,12 @@ class Evaluation:
 
 @dataclass
 class Validator:
-    """Evaluates the validation loss of the current LoRA. `batch_loss(batch, noise_options)` is
-    the training loss of one batch (engine/train/loop.Trainer.batch_loss); `seen_weights` wraps a
+    """Evaluates the validation loss of the current LoRA. `batch_loss(batch, noise_options,
+    timesteps)` is the training loss of one batch (engine/train/loop.Trainer.batch_loss); `seen_weights` wraps a
     call so a schedule-free optimizer shows its averaged weights (optimizer_setup.in_eval_mode)."""
     data: Any  # engine.data.training_data.TrainingData of the held-out images
     network: Any
-    batch_loss: Callable[[Any, Any], Any]
+    batch_loss: Callable[[Any, Any, Any], Any]
     noise_options: Any  # engine.train.noise.NoiseOptions of the run
     timesteps: list[int]
     seed: int
@@ -83,7 +88,7 @@ class Validator:
         devices = [torch.device(self.device).index or 0] if torch.device(self.device).type == "cuda" else []
         python_state, numpy_state = random.getstate(), np.random.get_state()
         was_training = self.network.training
-        losses, batches = [], 0
+        losses, batches, count = [], 0, 0
         try:
             with torch.random.fork_rng(devices=devices), torch.no_grad():
                 torch.manual_seed(self.seed)
@@ -93,16 +98,39 @@ class Validator:
                     if self.max_batches is not None and index >= self.max_batches:
                         break
                     batches += 1
-                    for t in self.timesteps:
-                        options = replace(self.noise_options, min_timestep=t, max_timestep=t)
-                        losses.append(self.batch_loss(batch, options).detach().float())
+                    for group in timestep_groups(self.timesteps, len(batch.paths)):
+                        big, timesteps = repeated(batch, group)
+                        # weighted by its timesteps: the mean is over batches × timesteps, as sd-scripts'
+                        losses.append(self.batch_loss(big, self.noise_options, timesteps).detach().float() * len(group))
+                        count += len(group)
         finally:
             self.network.train(was_training)
             random.setstate(python_state)
             np.random.set_state(numpy_state)
         if not losses:
             return float("nan"), 0
-        return float(torch.stack(losses).mean().cpu()), batches
+        return float((torch.stack(losses).sum() / count).cpu()), batches
+
+
+def timestep_groups(timesteps: list[int], batch_size: int) -> list[list[int]]:
+    """The timesteps in groups of one call each: up to max(batch_size, SAMPLES_PER_CALL) samples."""
+    per_call = max(1, SAMPLES_PER_CALL // max(1, batch_size))
+    return [timesteps[i:i + per_call] for i in range(0, len(timesteps), per_call)]
+
+
+def repeated(batch: Any, timesteps: list[int]):
+    """(`batch` repeated once per timestep along dim 0, the `[len(timesteps) * B]` timesteps)."""
+    import torch
+
+    n = len(timesteps)
+
+    def rep(tensor):
+        return None if tensor is None else tensor.repeat(n, *([1] * (tensor.dim() - 1)))
+
+    big = replace(batch, latents=rep(batch.latents), pixels=rep(batch.pixels), captions=list(batch.captions) * n,
+                  text_hidden=rep(batch.text_hidden), text_pooled=rep(batch.text_pooled),
+                  time_ids=rep(batch.time_ids), loss_weights=rep(batch.loss_weights), paths=list(batch.paths) * n)
+    return big, torch.tensor([t for t in timesteps for _ in batch.paths], dtype=torch.long)
 
 
 def make_validator(cfg: Any, data: Any, network: Any, noise_scheduler: Any, batch_loss: Callable,

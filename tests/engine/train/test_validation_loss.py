@@ -11,14 +11,18 @@ import pytest
 from train_helpers import one_torch_thread, tiny_config, train  # noqa: F401  (one_torch_thread: autouse fixture)
 
 from engine.events.types import Validation
-from engine.train.validation import validation_timesteps
+from engine.train.validation import timestep_groups, validation_timesteps
 
 FAST = dict(network_train_unet_only=True, cache_text_encoder_outputs=True)
 
 
-def test_validation_timesteps_are_sd_scripts_linspace():
+def test_validation_timesteps_are_sd_scripts_linspace_grouped_into_calls():
     assert validation_timesteps(None, None, 1000) == [200, 400, 600, 800]
     assert validation_timesteps(100, 500, 1000) == [180, 260, 340, 420]
+    four = [200, 400, 600, 800]
+    assert timestep_groups(four, 1) == [four]  # one call of 4 samples
+    assert timestep_groups(four, 2) == [[200, 400], [600, 800]]
+    assert timestep_groups(four, 4) == [[200], [400], [600], [800]]  # as sd-scripts: a call per timestep
 
 
 def _held_out_dataset(tmp_path: Path, demo_dataset) -> Path:
