@@ -53,6 +53,10 @@ def test_validation_split_holds_images_out_of_training_but_not_reg(tmp_path):
     assert len(trained) == 7 and len(scanned.held_out) == 3
     assert not trained & {p.name for p in scanned.held_out}
     assert sum(i.is_reg for i in scanned.items) == 4  # regularisation images are never split
+    # the validation loss's data: the held-out images, bucketed, each once (sd-scripts' validation dataset)
+    held = scanned.validation_set()
+    assert [i.path for i in held.items] == list(scanned.held_out) and {i.num_repeats for i in held.items} == {1}
+    assert not any(i.is_reg for i in held.items) and held.num_train_images == 3
     again = scan_dataset(load_dataset_config(path), seed=99)  # validation_seed wins over the run seed
     assert again.held_out == scanned.held_out
     # without validation_seed the run's seed picks the held-out images
