@@ -54,6 +54,9 @@ class TrainingInfo:
     dataset_dirs: dict[str, dict[str, int]] = field(default_factory=dict)
     dataset_manifest_hash: str = ""
     optimizer_name: str = ""  # e.g. "bitsandbytes.optim.adamw.AdamW8bit"; defaults to optimizer_type
+    num_validation_images: int = 0  # images validation_split held out (each once)
+    validation_split: float = 0.0  # the first dataset's (sd-scripts has one, --validation_split)
+    validation_seed: Optional[int] = None
 
 
 def resolve_dtype(dtype: Union[str, "torch.dtype"]) -> "torch.dtype":
@@ -218,6 +221,12 @@ def sd_scripts_metadata(cfg: "RunConfig", info: TrainingInfo) -> dict[str, str]:
         "ss_dataset_dirs": _jsonable(info.dataset_dirs),
         "ss_bucket_info": _jsonable(info.bucket_info),
         "ss_sd_model_name": _model_name(cfg.model.pretrained_model_name_or_path),
+        "ss_num_validation_images": info.num_validation_images,
+        "ss_validation_seed": info.validation_seed,
+        "ss_validation_split": info.validation_split,
+        "ss_max_validation_steps": cfg.logging.max_validation_steps,
+        "ss_validate_every_n_epochs": cfg.logging.validate_every_n_epochs,
+        "ss_validate_every_n_steps": cfg.logging.validate_every_n_steps,
     }
     if cfg.model.vae:
         values["ss_vae_name"] = _model_name(cfg.model.vae)

@@ -184,7 +184,8 @@ def data_info(data) -> dict:
                 bucket_info=data.bucket_info, tag_frequency=data.tag_frequency,
                 dataset_manifest_hash=data.manifest_hash, batch_size_per_device=first.batch_size,
                 resolution=(resolution, resolution) if isinstance(resolution, int) else tuple(resolution),
-                **datasets_metadata(data.scanned))
+                num_validation_images=len(data.scanned.validation_items), validation_split=first.validation_split,
+                validation_seed=first.validation_seed, **datasets_metadata(data.scanned))
 
 
 # Per-subset options sd-scripts records in ss_datasets, so a LoRA file tells how it was trained.

@@ -54,6 +54,12 @@ def test_validation_loss_cadence_repeatable_and_leaves_the_lora_bit_identical(tm
     a, b = validated.lora(), plain.lora()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert validated.losses == plain.losses
+    from safetensors import safe_open  # sd-scripts' ss_* validation keys
+
+    with safe_open(validated.result.lora_path, framework="pt") as handle:
+        meta = handle.metadata()
+    assert (meta["ss_validate_every_n_steps"], meta["ss_max_validation_steps"], meta["ss_validation_split"],
+            meta["ss_num_validation_images"], meta["ss_validate_every_n_epochs"]) == ("2", "1", "0.25", "3", "None")
     # events.jsonl and TensorBoard, under sd-scripts' keys
     lines = (Path(validated.result.output_dir) / "events.jsonl").read_text().splitlines()
     assert sum('"type": "Validation"' in line for line in lines) == 3
