@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -18,10 +18,7 @@ from textual.widgets.option_list import Option
 
 from sdxl_tui.recent_runs import RecentRun, load_recent
 from sdxl_tui.widgets.path_suggester import PathSuggester
-from sdxl_tui.wizard_app import wizard_of
-
-if TYPE_CHECKING:
-    from sdxl_tui.app import WizardApp
+from sdxl_tui.wizard_app import Wizard, wizard_of
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates"  # package data: in the wheel too
 
@@ -93,7 +90,7 @@ class StartScreen(Screen):
     ]
 
     @property
-    def wizard(self) -> WizardApp:
+    def wizard(self) -> Wizard:
         """The app, typed (sdxl_tui.wizard_app)."""
         return wizard_of(self)
 

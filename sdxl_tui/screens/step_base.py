@@ -6,7 +6,7 @@ info panel also lists the rule issues (engine.config.rules) that involve this st
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 from textual import work
 from textual.app import ComposeResult
@@ -19,10 +19,7 @@ from textual.widgets import Button, Footer, Static
 from sdxl_tui.planning import PlanReady, make_draft_plan
 from sdxl_tui.screens import STEP_TITLES
 from sdxl_tui.widgets.fields import ConfigField
-from sdxl_tui.wizard_app import wizard_of
-
-if TYPE_CHECKING:
-    from sdxl_tui.app import WizardApp
+from sdxl_tui.wizard_app import Wizard, wizard_of
 
 
 def step_strip(current: int) -> str:
@@ -46,7 +43,7 @@ class StepScreen(Screen):
     ]
 
     @property
-    def wizard(self) -> WizardApp:
+    def wizard(self) -> Wizard:
         """The app, typed (sdxl_tui.wizard_app)."""
         return wizard_of(self)
 

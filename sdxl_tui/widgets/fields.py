@@ -19,10 +19,7 @@ from textual.widgets import Checkbox, Input, Label, Select, Static
 
 from engine.config.schema import SECTIONS, help_for, locate
 from sdxl_tui.widgets.path_suggester import PathSuggester
-from sdxl_tui.wizard_app import wizard_of
-
-if typing.TYPE_CHECKING:
-    from sdxl_tui.app import WizardApp
+from sdxl_tui.wizard_app import Wizard, wizard_of
 
 
 def field_kind(section: str, key: str) -> tuple[str, tuple[Any, ...]]:
@@ -101,7 +98,7 @@ class ConfigField(Widget):
     """
 
     @property
-    def wizard(self) -> WizardApp:
+    def wizard(self) -> Wizard:
         """The app, typed (sdxl_tui.wizard_app)."""
         return wizard_of(self)
 
