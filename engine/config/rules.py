@@ -263,10 +263,13 @@ def check_rules(cfg: RunConfig, dataset_config: Optional[Any] = None) -> list[Ru
 
 
 def errors(issues: Iterable[RuleIssue]) -> list[RuleIssue]:
+    """Only the issues at ERROR level (those that stop a run)."""
     return [issue for issue in issues if issue.level == ERROR]
 
 
 def raise_for_errors(issues: Iterable[RuleIssue], path: str = "") -> None:
+    """Raise ConfigError listing every ERROR-level issue (keyed to the first one's option); no-op when there are
+    none."""
     found = errors(issues)
     if found:
         lines = "\n".join(f"  - {issue.message}" for issue in found)

@@ -39,6 +39,8 @@ _UNUSED_OPTIONS = ("g", "cn", "ctr", "rcfg", "fs", "am", "f")
 
 @dataclass(frozen=True)
 class SamplePrompt:
+    """One prompt line of a sample prompts file with its options (sd-scripts' --n, --w, --h, --s, --l, --d, --ss);
+    sizes in pixels."""
     prompt: str
     negative_prompt: str = ""
     width: int = DEFAULT_SIZE

@@ -11,6 +11,7 @@ from engine.config.schema import RunConfig
 
 
 def saving_rules(cfg: RunConfig) -> Iterable[RuleIssue]:
+    """Warnings for saving options that do nothing as combined (pruning without the saves it prunes, and the like)."""
     s = cfg.saving
     if s.save_last_n_steps is not None and s.save_every_n_steps is None:
         yield RuleIssue(WARNING, ("save_last_n_steps", "save_every_n_steps"),
