@@ -29,6 +29,8 @@ _HANDLED = {"text_encoder_lr1", "text_encoder_lr2", "dataset_config", "save_prec
 
 @dataclass
 class ExportResult:
+    """What export_kohya wrote: the args TOML, the dataset TOML (None when the config has none), the sd-scripts
+    command line, and notes on what did not carry over."""
     args_path: Path
     dataset_path: Optional[Path]
     command: str
@@ -75,6 +77,8 @@ def _special_values(cfg: RunConfig, notes: list[str]) -> dict[str, Any]:
 
 
 def build_args_document(cfg: RunConfig, dataset_path: Optional[Path], notes: list[str]):
+    """The sd-scripts args TOML (a tomlkit document, sd-scripts' option names in its tables) for `cfg`; options sd-
+    scripts has no equivalent for are added to `notes`."""
     import tomlkit
 
     from engine.config.schema import SECTIONS
@@ -145,6 +149,8 @@ def write_dataset_toml(source: Path, target: Path) -> Path:
 
 
 def export_kohya(cfg: RunConfig, out_dir: str | Path, *, config_dir: Optional[Path] = None) -> ExportResult:
+    """Write sd-scripts args and dataset TOML files for `cfg` into `out_dir`; relative paths are resolved against
+    `config_dir`. Raises OSError when the files cannot be written."""
     import tomlkit
 
     from engine.storage.atomic import atomic_write_text

@@ -50,12 +50,15 @@ class GuiArgs:
     launch: dict[str, Any] = field(default_factory=dict)
 
     def put(self, option: str, value: Any, gui_key: str) -> None:
+        """Set sd-scripts option `option` from GUI key `gui_key`, unless `value` is empty, False, None or 0 (kohya_ss
+        leaves those out of the command line too)."""
         if value in ("", False, None) or value == []:  # kohya_ss' filter (0 == False, so 0 too)
             return
         self.args[option] = value
         self.source[option] = gui_key
 
     def note(self, key: str, status: str, detail: str = "") -> None:
+        """Record what happened to GUI key `key` (its status and a detail) for the import report."""
         self.notes.append(KeyNote(key, status, detail))
 
 

@@ -57,6 +57,8 @@ class TrainingInfo:
 
 
 def resolve_dtype(dtype: Union[str, "torch.dtype"]) -> "torch.dtype":
+    """The torch dtype for a save_precision name (fp16, bf16, fp32), or the dtype itself. Raises ConfigError for
+    another name."""
     import torch
 
     if isinstance(dtype, torch.dtype):
@@ -89,6 +91,8 @@ def sd_scripts_hashes(tensors: Mapping[str, "torch.Tensor"], metadata: Mapping[s
 
 def tensors_for_saving(state: Union["LoRANetwork", Mapping[str, "torch.Tensor"]],
                        dtype: Union[str, "torch.dtype"]) -> dict[str, "torch.Tensor"]:
+    """The network's weights under sd-scripts key names, detached on the CPU in `dtype` (a DDP wrapper is unwrapped).
+    Raises ConfigError for an unknown dtype name."""
     target = resolve_dtype(dtype)
     state = getattr(state, "module", state)  # a DDP-wrapped network
     source = state.kohya_state_dict() if hasattr(state, "kohya_state_dict") else state
@@ -225,6 +229,8 @@ def sd_scripts_metadata(cfg: "RunConfig", info: TrainingInfo) -> dict[str, str]:
 
 
 def modelspec_metadata(cfg: "RunConfig", info: TrainingInfo) -> dict[str, str]:
+    """The Stability AI model-spec keys (modelspec.*) sd-scripts writes: spec version, architecture, title,
+    resolution (WxH pixels), date."""
     width, height = info.resolution
     return {
         "modelspec.sai_model_spec": MODELSPEC_VERSION,

@@ -219,5 +219,6 @@ def datasets_metadata(scanned) -> dict:
 
 
 def emit_samples(emit: Callable, written: list, step: int) -> None:
+    """Emit a Sample event for each (path, prompt) written at `step`."""
     for path, prompt in written:
         emit(Sample(time=time.time(), path=str(path), prompt=prompt, step=step))
