@@ -86,6 +86,8 @@ class WizardCommands(Provider):
 
 
 class WizardApp(App):
+    """The wizard: the start screen, the seven steps over one draft (`state`), and the live dashboard once a saved
+    config trains. Implements sdxl_tui.wizard_app.Wizard."""
     TITLE = "sdxl-tui"
     CSS_PATH = [p for p in (_HERE / "sdxl_tui.tcss", _HERE / "dashboard.tcss") if p.exists()]
     COMMANDS = App.COMMANDS | {WizardCommands}
@@ -124,6 +126,8 @@ class WizardApp(App):
 
     # -- beginning a draft -------------------------------------------------------------------
     def begin(self, state: "WizardState", step: int = 1) -> None:
+        """Make `state` the draft and show step `step`; step screens of an earlier draft not on the screen stack are
+        dropped, so they are built again for this one."""
         self.state = state
         self.has_draft = True
         for number in list(self._installed_steps):
@@ -133,16 +137,21 @@ class WizardApp(App):
         self.goto_step(step)
 
     def open_template(self, path: Path) -> None:
+        """Begin a draft from a template TOML (saving never overwrites the template); a file that cannot be opened is
+        a notification."""
         from sdxl_tui.wizard_state import template_state
 
         self._begin_from(lambda: template_state(path))
 
     def open_defaults(self) -> None:
+        """Begin a draft from the built-in defaults."""
         from sdxl_tui.wizard_state import WizardState
 
         self.begin(WizardState(source_note="new run from the built-in defaults"))
 
     def open_config(self, path: Path, kohya: bool = False) -> None:
+        """Begin a draft from a saved run config, or with `kohya` from an sd-scripts args TOML or kohya_ss GUI JSON;
+        a file that cannot be opened is a notification."""
         from sdxl_tui.wizard_state import import_kohya_state, load_state
 
         self._begin_from(lambda: import_kohya_state(path) if kohya else load_state(path))
@@ -198,6 +207,8 @@ class WizardApp(App):
             self.goto_step(step)
 
     def goto_step(self, step: int) -> None:
+        """Show step `step` (1-7, higher is the review step), building its screen the first time; 0 or less goes back
+        to the start screen."""
         if step <= 0:
             target = next((s for s in self.screen_stack if isinstance(s, StartScreen)), None)
             if target is None:

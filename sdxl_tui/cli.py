@@ -105,6 +105,8 @@ def build_parser(loaded: Iterable[str] = COMMANDS) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `sdxl-tui` with `argv` (default sys.argv[1:]); returns the exit code: the command's, an SdxlTuiError's
+    exit_code, 2 for the wizard without a terminal, 130 after Ctrl-C. argparse exits itself (2) on a usage error."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(named_commands(argv)).parse_args(argv)
     if args.command is None:  # a bare `sdxl-tui` opens the wizard

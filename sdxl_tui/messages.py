@@ -42,6 +42,7 @@ class EngineEvent(Message):
 
 
 def is_metric(event: Event) -> bool:
+    """True for the frequent events (Step, PhaseProgress) that may be coalesced when the UI lags."""
     return isinstance(event, METRIC_EVENTS)
 
 

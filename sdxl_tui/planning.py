@@ -17,6 +17,7 @@ from sdxl_tui.wizard_state import DatasetDraft
 
 @dataclass(frozen=True)
 class PlanOutcome:
+    """A plan made for one draft in a worker: the plan, or the error text that stopped it."""
     cfg: RunConfig  # the draft the plan was made for (stale results are dropped)
     dataset_toml: Optional[str] = None
     plan: Optional[Any] = None
@@ -24,6 +25,7 @@ class PlanOutcome:
 
 
 class PlanReady(Message):
+    """Posted by the planning worker when a PlanOutcome is ready."""
     def __init__(self, outcome: PlanOutcome) -> None:
         super().__init__()
         self.outcome = outcome

@@ -36,6 +36,7 @@ def ensure_demo_files(folder: Path) -> tuple[Path, Path]:
 
 
 def free_output_name(folder: Path) -> str:
+    """The first of output, output-2, ... in `folder` that holds no earlier run."""
     name, number = "output", 1
     while (folder / name / "config.toml").exists() or (folder / name / "events.jsonl").exists():
         number += 1

@@ -25,11 +25,13 @@ TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates"  # package dat
 
 @dataclass(frozen=True)
 class Template:
+    """A template TOML and the summary from its first comment line."""
     path: Path
     summary: str
 
     @property
     def name(self) -> str:
+        """The file's stem (12gb, cpu-demo, ...)."""
         return self.path.stem
 
 
@@ -156,4 +158,5 @@ class StartScreen(Screen):
             self.wizard.open_config(path, kohya=True)
 
     def show_message(self, text: str) -> None:
+        """Show `text` under the options."""
         self.query_one("#start-message", Static).update(text)

@@ -23,6 +23,7 @@ from sdxl_tui.wizard_app import Wizard, wizard_of
 
 
 def step_strip(current: int) -> str:
+    """The header strip of step numbers and short titles, `current` in reverse video (Rich markup)."""
     parts = []
     for number, title in enumerate(STEP_TITLES, start=1):
         short = title.split(" ")[0]
@@ -49,6 +50,7 @@ class StepScreen(Screen):
 
     @property
     def title_text(self) -> str:
+        """This step's title (STEP_TITLES)."""
         return STEP_TITLES[self.STEP - 1]
 
     def compose(self) -> ComposeResult:
@@ -69,13 +71,16 @@ class StepScreen(Screen):
         yield Footer()
 
     def compose_fields(self) -> Iterable[Widget]:
+        """The step's form: ConfigFields and other widgets for the left column."""
         return ()
 
     def compose_info(self) -> Iterable[Widget]:
+        """The step's info panel widgets (right column), filled by refresh_info."""
         return ()
 
     # -- keys that this step's issues are filtered by ----------------------------------------
     def field_keys(self) -> set[str]:
+        """The options this step edits; the rule issues shown here are those naming one of them."""
         return {f.key for f in self.query(ConfigField)}
 
     def on_screen_resume(self) -> None:
@@ -87,6 +92,7 @@ class StepScreen(Screen):
         self.refresh_everything()
 
     def refresh_everything(self) -> None:
+        """Redraw the info panel and the issues, and re-plan the draft when the step shows plan figures."""
         self.refresh_info()
         self.refresh_issues()
         if self.NEEDS_PLAN:
@@ -102,6 +108,7 @@ class StepScreen(Screen):
         return outcome if fresh else None
 
     def request_plan(self) -> None:
+        """Plan the draft in a worker unless the current plan is already for it; on_plan_ready takes the result."""
         state = self.wizard.state
         if self.current_plan is None:
             self._plan_worker(state.cfg, state.dataset_draft, state.base_dir)
@@ -120,6 +127,7 @@ class StepScreen(Screen):
         """Subclasses update their info panel from self.app.state."""
 
     def refresh_issues(self) -> None:
+        """Show the rule issues that involve this step's options."""
         keys = self.field_keys()
         issues = [i for i in self.wizard.state.issues() if keys & set(i.keys)]
         lines = [("[red]✗[/] " if i.level == "error" else "[yellow]![/] ") + escape(i.message) for i in issues]
@@ -152,6 +160,7 @@ class StepScreen(Screen):
 
 
 def escape(text: str) -> str:
+    """`text` with Rich markup characters escaped, for showing file names and messages verbatim."""
     from rich.markup import escape as rich_escape
 
     return rich_escape(text)

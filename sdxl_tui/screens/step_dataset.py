@@ -54,6 +54,7 @@ def plan_text(outcome, base: Path) -> str:
 
 
 class DatasetStep(StepScreen):
+    """Step 2: a dataset TOML to use, or one built from image folders (repeats, class tokens, resolution, buckets)."""
     STEP = 2
     NEEDS_PLAN = True
 
@@ -161,6 +162,8 @@ class DatasetStep(StepScreen):
                      for sub in found.subsets)
 
     def rebuild_draft(self) -> None:
+        """Rebuild the draft's dataset from the builder's inputs (a `<repeats>_<tokens>` folder layout gives one
+        subset a folder); a built dataset replaces a named dataset_config."""
         state = self.wizard.state
         current = self._current_subset()
         folder = self._folder_subsets(current)

@@ -12,6 +12,8 @@ from sdxl_tui.widgets.fields import ConfigField
 
 
 def length_text(cfg, outcome) -> str:
+    """The info panel text for step 4: learning rates, effective batch, and the run's length once the plan is made
+    (Rich markup)."""
     o, t = cfg.optimizer, cfg.training
     lines = [
         f"UNet lr [b]{o.resolved_unet_lr:g}[/b]",
@@ -34,6 +36,7 @@ def length_text(cfg, outcome) -> str:
 
 
 class LearningStep(StepScreen):
+    """Step 4: learning rates, optimizer, scheduler and the run's length."""
     STEP = 4
     NEEDS_PLAN = True
 

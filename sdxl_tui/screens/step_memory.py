@@ -16,12 +16,15 @@ from sdxl_tui.widgets.fields import ConfigField
 
 
 class GpuDetected(Message):
+    """Posted by the GPU-detecting worker."""
     def __init__(self, gpu: GpuInfo) -> None:
         super().__init__()
         self.gpu = gpu
 
 
 def vram_text(cfg, outcome, gpu) -> str:
+    """The info panel text for step 5: the VRAM estimate by part in GB (1e9 bytes) against the detected card (Rich
+    markup)."""
     from engine.plan.vram import estimate_vram
 
     plan = outcome.plan if outcome is not None and not outcome.error else None
@@ -44,6 +47,7 @@ def vram_text(cfg, outcome, gpu) -> str:
 
 
 class MemoryStep(StepScreen):
+    """Step 5: precision, gradient checkpointing and caching, with the VRAM estimate."""
     STEP = 5
     NEEDS_PLAN = True
 
@@ -71,6 +75,7 @@ class MemoryStep(StepScreen):
 
     @work(thread=True, exclusive=True, group="gpu", exit_on_error=False)
     def find_gpu(self) -> None:
+        """Detect the GPU in a worker thread and post GpuDetected."""
         from sdxl_tui.gpu_info import detect_gpu
 
         self.post_message(GpuDetected(detect_gpu()))

@@ -51,6 +51,7 @@ _REDETECT_ON = ("in-pretrained_model_name_or_path", "in-tokenizer_cache_dir")
 
 
 class ModelDetected(Message):
+    """Posted by the model-detecting worker: what the model source is, as a line of text."""
     def __init__(self, name: str, text: str) -> None:
         super().__init__()
         self.name = name
@@ -58,6 +59,7 @@ class ModelDetected(Message):
 
 
 class ModelStep(StepScreen):
+    """Step 1: the base model, a separate VAE and the tokenizer folder."""
     STEP = 1
 
     def compose_fields(self):
@@ -82,6 +84,7 @@ class ModelStep(StepScreen):
             self.detect()
 
     def detect(self) -> None:
+        """Describe the model and tokenizer sources in a worker (reads file headers and configs only)."""
         model = self.wizard.state.cfg.model
         self._detect(model.pretrained_model_name_or_path, model.tokenizer_cache_dir)
 

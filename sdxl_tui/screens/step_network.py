@@ -16,6 +16,7 @@ CONV_KEYS = ("conv_dim", "conv_alpha")
 
 
 def with_conv_args(args: list[str], conv_dim: str, conv_alpha: str) -> list[str]:
+    """network_args with conv_dim / conv_alpha replaced by the given values (both dropped when `conv_dim` is empty)."""
     kept = [a for a in args if pair_key(a) not in CONV_KEYS]
     if conv_dim:
         kept.append(f"conv_dim={conv_dim}")
@@ -25,6 +26,8 @@ def with_conv_args(args: list[str], conv_dim: str, conv_alpha: str) -> list[str]
 
 
 def network_summary(cfg) -> str:
+    """The info panel text for step 3: the LoRA scale alpha / rank (and the conv scale), and the trainable parameter
+    count (Rich markup)."""
     n = cfg.network
     lines = [f"scale = alpha / rank = {n.network_alpha:g} / {n.network_dim} = [b]{n.network_alpha / n.network_dim:.3g}[/b]"]
     if n.conv_dim:
@@ -41,6 +44,7 @@ def network_summary(cfg) -> str:
 
 
 class NetworkStep(StepScreen):
+    """Step 3: rank, alpha, dropout, conv layers and which parts train."""
     STEP = 3
 
     def compose_fields(self):

@@ -15,6 +15,7 @@ from sdxl_tui.widgets.fields import LabelledRow, plain_input
 
 
 def default_config_path(app) -> Path:
+    """Where the draft is saved by default: where it was opened from, else <save_dir>/<output_name>.toml."""
     state = app.state
     if state.config_path is not None:
         return state.config_path
@@ -48,6 +49,7 @@ def kohya_command(cfg, config_path: Path) -> str:
 
 
 class ReviewStep(StepScreen):
+    """Step 7: the config as it will be saved, its issues, the sd-scripts command; save, or save and train."""
     STEP = 7
     BINDINGS = [
         Binding("ctrl+s", "save", "Save", id="review.save", priority=True),
@@ -76,6 +78,7 @@ class ReviewStep(StepScreen):
 
     @property
     def config_path(self) -> Path:
+        """The path typed in "Save as", relative to the app's save_dir (run.toml when empty)."""
         text = self.query_one("#review-path", Input).value.strip()
         path = Path(text or "run.toml").expanduser()
         return path if path.is_absolute() else Path(self.wizard.save_dir) / path
@@ -86,6 +89,7 @@ class ReviewStep(StepScreen):
         return set(option_index())
 
     def refresh_issues(self) -> None:
+        """Show every issue of the draft (not only this step's) and the notes from an sd-scripts import."""
         issues = self.wizard.state.issues()
         errors = [i for i in issues if i.level == "error"]
         lines = [("[red]✗[/] " if i.level == "error" else "[yellow]![/] ") + escape(i.message) for i in issues]

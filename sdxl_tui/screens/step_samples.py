@@ -14,6 +14,7 @@ from sdxl_tui.widgets.fields import ConfigField, LabelledRow
 
 
 def existing_prompts(state) -> str:
+    """The draft's sample prompts: the text being edited, else the sample_prompts file's contents, else ""."""
     if state.prompts_text is not None:
         return state.prompts_text
     name = state.cfg.sampling.sample_prompts
@@ -29,6 +30,7 @@ def existing_prompts(state) -> str:
 
 
 class SamplesStep(StepScreen):
+    """Step 6: the sample prompts and how often samples are made."""
     STEP = 6
 
     def compose_fields(self):

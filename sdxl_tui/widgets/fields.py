@@ -43,11 +43,13 @@ def field_kind(section: str, key: str) -> tuple[str, tuple[Any, ...]]:
 
 
 def is_optional(section: str, key: str) -> bool:
+    """True when the option may be unset (its annotation allows None)."""
     annotation = SECTIONS[section].model_fields[key].annotation
     return type(None) in typing.get_args(annotation)
 
 
 def format_value(kind: str, value: Any) -> str:
+    """`value` as an editor shows it: "" for unset, lists comma-separated, floats in %g."""
     if value is None:
         return ""
     if kind == "list":
@@ -78,6 +80,7 @@ def parse_text(kind: str, text: str, optional: bool) -> Any:
 
 
 def switch_label(on: bool) -> str:
+    """"on" or "off", said next to a checkbox."""
     # Said in words: the box's colour alone does not survive every terminal palette.
     return "on" if on else "off"
 
@@ -161,6 +164,7 @@ class ConfigField(Widget):
 
     @property
     def editor(self) -> Widget:
+        """The widget that edits the value (Input, Select or Checkbox)."""
         return self.query_one(".field-editor")
 
     # -- syncing with the draft --------------------------------------------------------------
@@ -184,10 +188,12 @@ class ConfigField(Widget):
             return False
 
     def set_error(self, message: str) -> None:
+        """Show `message` under the field as refused ("" clears it)."""
         self.query_one(".field-error", Static).update(f"✗ {message}" if message else "")
         self.set_class(bool(message), "-invalid")
 
     def set_note(self, message: str) -> None:
+        """Show `message` under the field as a note, such as a rule fix ("" clears it)."""
         self.query_one(".field-note", Static).update(message)
         self.set_class(bool(message), "-noted")
 
@@ -242,11 +248,13 @@ class LabelledRow(Widget):
         yield Static("", classes="field-error", markup=False)
 
     def set_error(self, message: str) -> None:
+        """Show `message` under the row as refused ("" clears it)."""
         self.query_one(".field-error", Static).update(f"✗ {message}" if message else "")
         self.set_class(bool(message), "-invalid")
 
 
 def plain_input(value: str = "", *, id: str, placeholder: str = "", path: bool = False, blink: bool = True) -> Input:
+    """A compact Input for a value that is not a config option (with path completion when `path`)."""
     editor = Input(value, placeholder=placeholder, compact=True, id=id, select_on_focus=False,
                    suggester=PathSuggester() if path else None)
     editor.cursor_blink = blink

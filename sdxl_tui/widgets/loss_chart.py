@@ -144,6 +144,7 @@ class LossChart(Widget):
         self._view: Optional[RunView] = None
 
     def show(self, view: RunView) -> None:
+        """Redraw for `view` when its loss history changed."""
         if self._view is not None and self._view.loss_steps == view.loss_steps and self._view.loss == view.loss:
             return
         self._view = view

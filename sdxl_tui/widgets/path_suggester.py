@@ -19,6 +19,8 @@ class PathSuggester(Suggester):
 
 
 def complete_path(value: str) -> Optional[str]:
+    """`value` completed to the first matching file or folder name (a folder gets a trailing separator); None when
+    nothing matches or it is already complete. Hidden names are not offered."""
     if not value:
         return None
     expanded = os.path.expanduser(value)

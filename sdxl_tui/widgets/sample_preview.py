@@ -38,6 +38,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def load_image(path: Path):
+    """The image at `path` as RGB (Pillow). Raises OSError when it cannot be read."""
     from PIL import Image  # pillow is only needed once a sample exists
 
     with Image.open(path) as image:
@@ -63,6 +64,7 @@ def half_blocks(image, width: int, height: int) -> Text:
 
 
 class SamplePreview(Widget):
+    """The newest sample image, drawn with the terminal's best image protocol, half-blocks otherwise."""
     DEFAULT_CSS = """
     SamplePreview { height: 1fr; }
     """
@@ -79,6 +81,7 @@ class SamplePreview(Widget):
         self._cache: tuple = ((), None)
 
     def show(self, sample: Optional[Sample], output_dir: str) -> None:
+        """Show `sample` (its path relative to `output_dir`); an image that cannot be read is shown as a message."""
         if sample == self._sample:
             return
         self._sample, self._output_dir = sample, output_dir
