@@ -74,10 +74,12 @@ class WizardCommands(Provider):
         return out
 
     async def discover(self) -> Hits:
+        """Every command when the palette opens with no query."""
         for name, callback, help_text in self._commands():
             yield DiscoveryHit(name, callback, help=help_text)  # type: ignore[arg-type]
 
     async def search(self, query: str) -> Hits:
+        """The commands matching `query`, best first, with the matched letters highlighted."""
         matcher = self.matcher(query)
         for name, callback, help_text in self._commands():
             score = matcher.match(name)
@@ -115,6 +117,7 @@ class WizardApp(App):
         self.gpu = gpu  # sdxl_tui.gpu_info.GpuInfo once detected (tests pin it)
 
     def on_mount(self) -> None:
+        """Show the start screen (or open --config), then warm the heavy imports in a thread after the first paint."""
         self.register_theme(THEME_256)
         self.theme = "sdxl-256"
         self.push_screen(StartScreen())
@@ -185,10 +188,12 @@ class WizardApp(App):
         self.begin(state, step)
 
     def action_open_config(self) -> None:
+        """Back to the start screen, then ask for a config path (the command palette's "Open config…")."""
         self.goto_step(0)
         self.call_after_refresh(lambda: self._start_screen().action_open_config())
 
     def action_import_kohya(self) -> None:
+        """Back to the start screen, then ask for an sd-scripts config path."""
         self.goto_step(0)
         self.call_after_refresh(lambda: self._start_screen().action_import_kohya())
 
@@ -203,6 +208,7 @@ class WizardApp(App):
         return self.get_screen(f"step-{number}") if number in self._installed_steps else None
 
     def action_goto_step(self, step: int) -> None:
+        """The F1-F7 keys: go to a step once a draft exists (before that they do nothing)."""
         if self.has_draft:
             self.goto_step(step)
 

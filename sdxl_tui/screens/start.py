@@ -66,6 +66,7 @@ class PathPrompt(ModalScreen[Optional[Path]]):
         self.placeholder = placeholder
 
     def compose(self) -> ComposeResult:
+        """Title, a path input with completion, and the keys."""
         with Vertical(id="prompt-box"):
             yield Label(self.prompt_title, id="prompt-title")
             editor = Input(placeholder=self.placeholder, suggester=PathSuggester(), id="prompt-input", compact=True)
@@ -74,10 +75,12 @@ class PathPrompt(ModalScreen[Optional[Path]]):
             yield Static("Enter opens · → completes the path · Esc cancels", id="prompt-help")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Dismiss with the typed path (~ expanded), or None when empty."""
         text = event.value.strip()
         self.dismiss(Path(text).expanduser() if text else None)
 
     def action_cancel(self) -> None:
+        """Dismiss with None."""
         self.dismiss(None)
 
 
@@ -97,6 +100,7 @@ class StartScreen(Screen):
         return wizard_of(self)
 
     def compose(self) -> ComposeResult:
+        """Title, the ways to begin (templates, defaults, open, import, recent runs) and a message line."""
         with Vertical(id="start-box"):
             yield Static("[b]sdxl-tui[/b] · train an SDXL LoRA", id="start-title")
             yield Static("Pick how to begin. ↑/↓ moves, Enter chooses.", id="start-help")
@@ -121,6 +125,7 @@ class StartScreen(Screen):
         return options
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        """Begin the draft the chosen option names (template, defaults, a recent run's config) or ask for a path."""
         kind, _, value = (event.option.id or "").partition(":")
         app = self.wizard
         actions: dict[str, Callable[[], None]] = {
@@ -143,9 +148,11 @@ class StartScreen(Screen):
             self.show_message("Highlight a recent run first (they are listed at the bottom).")
 
     def action_open_config(self) -> None:
+        """Ask for a saved run config's path, then open it."""
         self.app.push_screen(PathPrompt("Open a saved run config"), self._opened)
 
     def action_import_kohya(self) -> None:
+        """Ask for an sd-scripts args TOML or kohya_ss GUI JSON path, then import it."""
         self.app.push_screen(PathPrompt("Import an sd-scripts config (--config_file TOML or kohya_ss GUI JSON)",
                                         "path/to/config.toml or .json"), self._imported)
 

@@ -54,6 +54,7 @@ class StepScreen(Screen):
         return STEP_TITLES[self.STEP - 1]
 
     def compose(self) -> ComposeResult:
+        """Header (step title, how the draft began, step strip), fields and info side by side, Back/Next."""
         with Vertical(id="step-header"):
             note = self.wizard.state.source_note
             yield Static(f"[b]Step {self.STEP}/7 · {self.title_text}[/b]  [dim]{escape(note)}[/]", id="step-title")
@@ -84,11 +85,13 @@ class StepScreen(Screen):
         return {f.key for f in self.query(ConfigField)}
 
     def on_screen_resume(self) -> None:
+        """Coming back from another step: reload every field from the draft (it may have changed there) and redraw."""
         for field in self.query(ConfigField):
             field.reload()
         self.refresh_everything()
 
     def on_mount(self) -> None:
+        """Fill the info panel and the issues (and plan) once the fields exist."""
         self.refresh_everything()
 
     def refresh_everything(self) -> None:
@@ -118,6 +121,8 @@ class StepScreen(Screen):
         self.post_message(PlanReady(make_draft_plan(cfg, dataset_draft, base_dir)))
 
     def on_plan_ready(self, message: PlanReady) -> None:
+        """Keep the plan when it was made for the draft as it is now (a stale one is dropped) and redraw the info
+        panel."""
         state = self.wizard.state
         if message.outcome.cfg == state.cfg and message.outcome.dataset_toml == state.dataset_toml:
             state.plan = message.outcome
@@ -134,6 +139,8 @@ class StepScreen(Screen):
         self.query_one("#step-issues", Static).update("\n".join(lines))
 
     def on_config_field_edited(self, event: ConfigField.Edited) -> None:
+        """After an edit: reload the other fields (rule fixes may have changed them), show the fixes' notes under the
+        edited one, redraw."""
         for field in self.query(ConfigField):
             if field is not event.field:
                 field.reload()
@@ -142,6 +149,7 @@ class StepScreen(Screen):
 
     # -- navigation --------------------------------------------------------------------------
     def on_button_pressed(self, event: Button.Pressed) -> None:
+        """The Back and Next buttons."""
         if event.button.id == "nav-next":
             event.stop()
             self.action_next_step()
@@ -150,12 +158,15 @@ class StepScreen(Screen):
             self.action_previous_step()
 
     def action_next_step(self) -> None:
+        """Ctrl+N: the next step."""
         self.wizard.goto_step(self.STEP + 1)
 
     def action_previous_step(self) -> None:
+        """Esc: the previous step (from step 1, the start screen)."""
         self.wizard.goto_step(self.STEP - 1)
 
     def action_goto_review(self) -> None:
+        """Ctrl+R: the review step."""
         self.wizard.goto_step(len(STEP_TITLES))
 
 

@@ -65,6 +65,8 @@ class DatasetStep(StepScreen):
         self.folder_note = ""
 
     def compose_fields(self):
+        """A dataset TOML field, or the builder: image folder, repeats, class tokens, caption extension, resolution,
+        batch size, buckets and added subsets."""
         blink = getattr(self.app, "cursor_blink", True)
         draft: Optional[DatasetDraft] = self.wizard.state.dataset_draft
         first = draft.subsets[-1] if draft and draft.subsets else DatasetSubsetDraft(image_dir="")
@@ -97,10 +99,12 @@ class DatasetStep(StepScreen):
         yield Static("", id="ds-subsets")
 
     def compose_info(self):
+        """What the plan finds in the dataset."""
         yield Static("[b]What the plan finds[/b]", classes="info-title")
         yield Static("", id="dataset-plan")
 
     def refresh_info(self) -> None:
+        """The plan's dataset summary, and the subsets added so far."""
         base = self.wizard.state.base_dir
         self.query_one("#dataset-plan", Static).update(plan_text(self.current_plan, base))
         listed = [f"subset: {escape(display_path(s.image_dir, base))} × {s.num_repeats}"
@@ -183,15 +187,18 @@ class DatasetStep(StepScreen):
         self.refresh_everything()
 
     def on_input_changed(self, event: Input.Changed) -> None:
+        """Rebuild the dataset as a builder input changes."""
         if event.input.id in BUILDER_INPUTS:
             self.rebuild_draft()
 
     def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        """Rebuild the dataset when bucketing is switched."""
         if event.checkbox.id == "ds-buckets":
             event.checkbox.label = switch_label(event.value)
             self.rebuild_draft()
 
     def on_config_field_edited(self, event: ConfigField.Edited) -> None:
+        """Naming a dataset TOML drops the built dataset and the builder's subsets."""
         if event.key == "dataset_config" and self.wizard.state.cfg.dataset.dataset_config:
             self.wizard.state.dataset_draft = None
             self.extra_subsets = ()
@@ -199,6 +206,7 @@ class DatasetStep(StepScreen):
         super().on_config_field_edited(event)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
+        """"Add subset": keep the current folder as a subset and clear the inputs for the next one."""
         if event.button.id == "ds-add-subset":
             event.stop()
             current = self._current_subset()

@@ -41,6 +41,7 @@ class LearningStep(StepScreen):
     NEEDS_PLAN = True
 
     def compose_fields(self):
+        """Learning rates, optimizer and its args, scheduler, and the run's length options."""
         yield ConfigField("learning_rate", label="Learning rate")
         yield ConfigField("unet_lr", label="UNet lr")
         yield ConfigField("text_encoder_lr1", label="Text enc. 1 lr (CLIP-L)")
@@ -55,10 +56,12 @@ class LearningStep(StepScreen):
         yield ConfigField("gradient_accumulation_steps", label="Accumulation")
 
     def compose_info(self):
+        """The run's length (from the plan)."""
         yield Static("[b]Length[/b]", classes="info-title")
         yield Static("", id="learning-length")
 
     def refresh_info(self) -> None:
+        """Show length_text for the draft and its plan."""
         self.query_one("#learning-length", Static).update(
             length_text(self.wizard.state.cfg, self.current_plan))
 

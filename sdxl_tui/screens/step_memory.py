@@ -52,6 +52,7 @@ class MemoryStep(StepScreen):
     NEEDS_PLAN = True
 
     def compose_fields(self):
+        """Precision, gradient checkpointing, caching, fp32 VAE and the other memory options."""
         yield ConfigField("mixed_precision", label="Mixed precision")
         yield ConfigField("gradient_checkpointing", label="Gradient checkpointing")
         yield ConfigField("cache_latents", label="Cache latents")
@@ -62,13 +63,16 @@ class MemoryStep(StepScreen):
         yield ConfigField("fused_backward_pass", label="Fused backward pass")
 
     def compose_info(self):
+        """The VRAM estimate."""
         yield Static("[b]GPU memory[/b]", classes="info-title")
         yield Static("", id="memory-vram")
 
     def field_keys(self) -> set[str]:
+        """Also the options on other steps that change the estimate (UNet only, accumulation, optimizer)."""
         return super().field_keys() | {"network_train_unet_only", "gradient_accumulation_steps", "optimizer_type"}
 
     def on_mount(self) -> None:
+        """Detect the GPU once, in a worker, unless the app already knows it."""
         super().on_mount()
         if getattr(self.app, "gpu", None) is None:
             self.find_gpu()
@@ -81,10 +85,12 @@ class MemoryStep(StepScreen):
         self.post_message(GpuDetected(detect_gpu()))
 
     def on_gpu_detected(self, message: GpuDetected) -> None:
+        """Remember the GPU on the app and redraw the estimate against it."""
         self.wizard.gpu = message.gpu
         self.refresh_info()
 
     def refresh_info(self) -> None:
+        """Show vram_text for the draft, its plan and the GPU."""
         state = self.wizard.state
         self.query_one("#memory-vram", Static).update(
             vram_text(state.cfg, self.current_plan, getattr(self.app, "gpu", None)))

@@ -63,23 +63,28 @@ class ModelStep(StepScreen):
     STEP = 1
 
     def compose_fields(self):
+        """Base model, separate VAE and tokenizer folder, each with path completion."""
         yield ConfigField("pretrained_model_name_or_path", label="Base model", path=True)
         yield ConfigField("vae", label="Separate VAE", path=True)
         yield ConfigField("tokenizer_cache_dir", label="Tokenizer folder", path=True)
 
     def compose_info(self):
+        """What the model source is."""
         yield Static("[b]Model[/b]", classes="info-title")
         yield Static("", id="model-detected")
 
     def on_mount(self) -> None:
+        """Describe the model as the step opens."""
         super().on_mount()
         self.detect()
 
     def on_input_blurred(self, event: Input.Blurred) -> None:
+        """Describe the model again when a path field loses focus."""
         if event.input.id in _REDETECT_ON:
             self.detect()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Describe the model again when Enter is pressed in a path field."""
         if event.input.id in _REDETECT_ON:
             self.detect()
 
@@ -93,6 +98,7 @@ class ModelStep(StepScreen):
         self.post_message(ModelDetected(name, describe_model(name, tokenizer_cache_dir)))
 
     def on_model_detected(self, message: ModelDetected) -> None:
+        """Show the detected model."""
         self.query_one("#model-detected", Static).update(message.text)
 
 

@@ -48,6 +48,7 @@ class NetworkStep(StepScreen):
     STEP = 3
 
     def compose_fields(self):
+        """Rank, alpha, dropout, conv rank and alpha (kept in network_args), UNet only, and a LoRA to continue from."""
         blink = getattr(self.app, "cursor_blink", True)
         n = self.wizard.state.cfg.network
         yield ConfigField("network_dim", label="Rank (network_dim)")
@@ -64,22 +65,28 @@ class NetworkStep(StepScreen):
         yield ConfigField("network_weights", label="Continue from LoRA", path=True)
 
     def compose_info(self):
+        """Scale and trainable parameters."""
         yield Static("[b]Network[/b]", classes="info-title")
         yield Static("", id="network-summary")
 
     def field_keys(self) -> set[str]:
+        """Also network_args (conv_dim and conv_alpha are edited here)."""
         return super().field_keys() | {"network_args"}
 
     def refresh_info(self) -> None:
+        """Show network_summary for the draft."""
         self.query_one("#network-summary", Static).update(network_summary(self.wizard.state.cfg))
 
     def on_screen_resume(self) -> None:
+        """Reload the conv inputs from network_args (another step may have changed them), then the fields."""
         n = self.wizard.state.cfg.network
         self.query_one("#net-conv-dim", Input).value = str(n.conv_dim or "")
         self.query_one("#net-conv-alpha", Input).value = n.parsed_args.get("conv_alpha", "")
         super().on_screen_resume()
 
     def on_input_changed(self, event: Input.Changed) -> None:
+        """Check conv rank (whole number > 0 or empty) and conv alpha (a number, needs a rank) and write them into
+        network_args."""
         if event.input.id not in ("net-conv-dim", "net-conv-alpha"):
             return
         dim = self.query_one("#net-conv-dim", Input).value.strip()

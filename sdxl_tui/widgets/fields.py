@@ -127,6 +127,7 @@ class ConfigField(Widget):
 
     # -- building ----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
+        """Label and editor on one row; help, error and note lines under them."""
         with Horizontal():
             yield Label(self.label_text, classes="field-label")
             yield self._make_editor()
@@ -208,6 +209,8 @@ class ConfigField(Widget):
             self.post_message(self.Edited(self, self.key, edit.notes))
 
     def on_input_changed(self, event: Input.Changed) -> None:
+        """Parse the typed text and apply it; a value that does not parse is shown as an error and the draft is left
+        unchanged."""
         event.stop()
         try:
             value = parse_text(self.kind, event.value, self.optional)
@@ -217,11 +220,13 @@ class ConfigField(Widget):
         self._apply(value)
 
     def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        """Apply the checkbox and say on/off in words."""
         event.stop()
         event.checkbox.label = switch_label(event.value)
         self._apply(event.value)
 
     def on_select_changed(self, event: Select.Changed) -> None:
+        """Apply the chosen value (a blank choice is ignored)."""
         event.stop()
         if event.value is not Select.BLANK:
             self._apply(event.value)
@@ -240,6 +245,7 @@ class LabelledRow(Widget):
         self.help_text = help_text
 
     def compose(self) -> ComposeResult:
+        """Label and editor on one row; help and error lines under them."""
         with Horizontal():
             yield Label(self.label_text, classes="field-label")
             self.editor_widget.add_class("field-editor")

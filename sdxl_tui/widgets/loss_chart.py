@@ -152,6 +152,7 @@ class LossChart(Widget):
         self.refresh()
 
     def render(self) -> Text:
+        """The loss plot (raw and smoothed against step) filling the widget, or a waiting line before the first step."""
         view = self._view
         width, height = self.content_size.width, self.content_size.height
         if view is None:

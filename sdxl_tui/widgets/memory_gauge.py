@@ -121,6 +121,7 @@ class MemoryGauge(Static):
         self._redraw()
 
     def on_resize(self) -> None:
+        """Redraw at the new width."""
         self._redraw()
 
     def show_card(self, card: Optional[CardUsage]) -> None:

@@ -15,6 +15,7 @@ class PathSuggester(Suggester):
         super().__init__(use_cache=False, case_sensitive=True)
 
     async def get_suggestion(self, value: str) -> Optional[str]:
+        """Textual's suggester hook: complete_path(value)."""
         return complete_path(value)
 
 

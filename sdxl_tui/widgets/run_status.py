@@ -80,6 +80,7 @@ class RunStatus(Static):
         self.update(status_table(view, bar_width), layout=False)
 
     def on_resize(self) -> None:
+        """Redraw with the screen's current view at the new width."""
         view = getattr(self.screen, "view", None)
         if view is not None:
             self.show(view)

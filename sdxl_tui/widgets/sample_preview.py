@@ -100,13 +100,17 @@ class SamplePreview(Widget):
     # --- opt-in terminal graphics over the half-block layout ---
 
     def on_mount(self) -> None:
+        """With a graphics protocol, follow screen changes (the picture is drawn over the screen, so it must be
+        cleared when another screen shows)."""
         if self._protocol.is_graphics:
             self.app.screen_change_signal.subscribe(self, self._screen_changed)
 
     def on_resize(self) -> None:
+        """Draw the picture again at the new size."""
         self._schedule_graphics()
 
     def on_unmount(self) -> None:
+        """Remove a picture drawn with a graphics protocol."""
         self._clear_graphics()
 
     def _screen_changed(self, screen) -> None:
@@ -184,6 +188,8 @@ class SamplePreview(Widget):
         return candidate
 
     def render(self) -> Group | Text:
+        """Step, path and prompt above the image in half-blocks (kitty or sixel draw over them), or a line saying no
+        sample exists yet."""
         sample = self._sample
         if sample is None:
             return Text("no sample yet (p asks for one now)", style="grey50")
