@@ -1,7 +1,7 @@
 """Planning the draft in a worker thread: what `engine.plan.run_plan.make_plan` knows about it.
 
-A dataset the wizard is still building exists only in memory and is planned from there. Results come back as a `PlanReady` message; the worker
-never touches a widget.
+A dataset the wizard is still building exists only in memory and is planned from there. Results come
+back as a `PlanReady` message; the worker never touches a widget.
 """
 from __future__ import annotations
 

@@ -267,7 +267,6 @@ def load_state(path: Path) -> WizardState:
     """Open a run config, or import an sd-scripts config when it is not one."""
     from engine.config.toml_file import load_config_with_document
     from engine.errors import ConfigError
-
     from engine.interop.any_config import is_gui_json_file
 
     path = path.expanduser().resolve()

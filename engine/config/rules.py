@@ -29,7 +29,8 @@ def _model_rules(cfg: RunConfig) -> Iterable[RuleIssue]:
     m = cfg.model
     if not m.pretrained_model_name_or_path:
         yield RuleIssue(ERROR, ("pretrained_model_name_or_path",),
-                        "no base model: set pretrained_model_name_or_path to a Hub id, diffusers folder or .safetensors file")
+                        "no base model: set pretrained_model_name_or_path to a Hub id, diffusers folder or "
+                        ".safetensors file")
     if m.v2:
         yield RuleIssue(ERROR, ("v2",), "v2 is for SD 2.x models; SDXL training needs v2 = false", {"v2": False})
     if m.clip_skip is not None:

@@ -115,7 +115,8 @@ def load_config_with_document(path: str | Path) -> tuple[RunConfig, tomlkit.TOML
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"config file not found: {p}", path=str(p),
-                          hint="check the path, or create one with `sdxl-tui` (the wizard) or from a preset in sdxl_tui/templates/ (listed by the wizard)")
+                          hint="check the path, or create one with `sdxl-tui` (the wizard) or from a preset in "
+                               "sdxl_tui/templates/ (listed by the wizard)")
     from engine.config.toml_text import read_config_text
 
     text = read_config_text(p, "run config")

@@ -127,7 +127,8 @@ def open_upright(path: Path):
     except Image.DecompressionBombError as exc:
         raise DataError(bomb_message(Path(path), exc)) from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable image ({exc})", hint="fix or remove it, or set skip_bad_images = true") from None
+        raise DataError(f"{path}: unreadable image ({exc})",
+                        hint="fix or remove it, or set skip_bad_images = true") from None
     method = _transpose_method(orient)
     return image.transpose(method) if method is not None else image
 

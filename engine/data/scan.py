@@ -25,8 +25,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
-from engine.data.buckets import Bucketer, Size
 from engine.data import caption_files
+from engine.data.buckets import Bucketer, Size
 from engine.data.caption_files import read_caption_file
 from engine.data.dataset_config import DatasetConfig, DatasetSpec, SubsetSpec
 from engine.data.folder_files import SubsetFiles, list_subset_files, normalisation_message, unsupported_message

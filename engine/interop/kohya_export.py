@@ -84,7 +84,8 @@ def build_args_document(cfg: RunConfig, dataset_path: Optional[Path], notes: lis
     from engine.config.schema import SECTIONS
 
     doc = tomlkit.document()
-    doc.add(tomlkit.comment("sd-scripts args for sdxl_train_network.py --config_file (written by sdxl-tui export-kohya)"))
+    doc.add(tomlkit.comment("sd-scripts args for sdxl_train_network.py --config_file "
+                            "(written by sdxl-tui export-kohya)"))
     tables: dict[str, Any] = {}
     special = _special_values(cfg, notes)
     extras = tomlkit.table()
@@ -134,7 +135,8 @@ def write_dataset_toml(source: Path, target: Path) -> Path:
     from engine.storage.atomic import atomic_write_text
 
     if not source.is_file():
-        raise ConfigError(f"dataset config not found: {source}", key="dataset_config", hint="check [dataset] dataset_config")
+        raise ConfigError(f"dataset config not found: {source}", key="dataset_config",
+                          hint="check [dataset] dataset_config")
     from engine.config.toml_text import read_config_text
 
     text = read_config_text(source, "dataset config")

@@ -139,7 +139,8 @@ def load_lora(path: Union[str, Path]) -> tuple[dict[str, "torch.Tensor"], dict[s
         raise ConfigError(f"LoRA file not found: {p}", path=str(p), hint="check the path")
     if p.suffix.lower() != ".safetensors":
         raise ConfigError(f"{p.name} is not a .safetensors file", path=str(p),
-                          hint="convert it to .safetensors; pickle files (.pt/.ckpt) are refused because loading them can run code")
+                          hint="convert it to .safetensors; pickle files (.pt/.ckpt) are refused because loading "
+                               "them can run code")
     try:
         with safe_open(str(p), framework="pt") as handle:
             metadata = dict(handle.metadata() or {})

@@ -243,7 +243,8 @@ def _check_values(report: InspectReport, tensors: dict) -> None:
     ups = [v for k, v in tensors.items() if k.endswith(("lora_up.weight", "lora_B.weight", ".up.weight"))]
     report.zero_up_modules = sum(1 for v in ups if not bool(v.any()))
     if ups and report.zero_up_modules == len(ups):
-        report.warnings.append("every lora_up weight is zero: the LoRA changes nothing (saved before any training step?)")
+        report.warnings.append("every lora_up weight is zero: the LoRA changes nothing "
+                               "(saved before any training step?)")
     elif report.zero_up_modules:
         report.warnings.append(f"{report.zero_up_modules} of {len(ups)} modules have an all-zero lora_up (no effect)")
 

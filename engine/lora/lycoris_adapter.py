@@ -133,7 +133,8 @@ class LycorisAdapter(nn.Module):
             sample = (missing or unexpected or wrong)[:3]
             raise ConfigError(f"the LyCORIS weights do not match this network ({len(missing)} missing, "
                               f"{len(unexpected)} unexpected, {len(wrong)} of another shape; e.g. {sample})",
-                              key="network_weights", hint="use the algo, dims and network_args the file was trained with")
+                              key="network_weights",
+                              hint="use the algo, dims and network_args the file was trained with")
         self.inner.load_state_dict(_rename(sd, self._from_kohya), strict=False)
         return missing, unexpected
 

@@ -121,7 +121,8 @@ def describe_single_file(shapes: dict[str, tuple[int, ...]]) -> ModelShape:
     keys = shapes.keys()
     if any(k.startswith(("lora_unet_", "lora_te")) or ".lora_down." in k or ".lora_A." in k for k in keys):
         raise ModelError("this is a LoRA file, not a base model",
-                         hint="choose an SDXL base checkpoint here; to continue training this LoRA, set network_weights")
+                         hint="choose an SDXL base checkpoint here; to continue training this LoRA, "
+                              "set network_weights")
     has_unet = any(k.startswith(UNET_PREFIX) for k in keys)
     if not has_unet:
         if any(k.startswith(("encoder.", "decoder.", VAE_PREFIX)) for k in keys):
@@ -160,7 +161,8 @@ def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read {path}: {exc}", hint="the model folder is incomplete: download it again") from exc
+        raise ModelError(f"cannot read {path}: {exc}",
+                         hint="the model folder is incomplete: download it again") from exc
 
 
 def check_unet_config(config: dict, where: str) -> int:

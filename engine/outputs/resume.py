@@ -352,6 +352,7 @@ def existing_run_hint(output_dir: Path) -> str:
     if complete:
         return f"continue it with `sdxl-tui resume {output_dir}`, or set another output_dir"
     loras = sorted(Path(output_dir).glob("*.safetensors"), key=lambda p: p.stat().st_mtime)
-    start_from = f", or start one that continues from its last LoRA (network_weights = \"{loras[-1]}\")" if loras else ""
+    start_from = (f", or start one that continues from its last LoRA (network_weights = \"{loras[-1]}\")"
+                  if loras else "")
     return (f"it has no saved state to resume from: set another output_dir{start_from}; "
             f"to reuse the folder, move its files away first")

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
+from engine.config.sample_prompts import SamplePrompt
 from engine.errors import ConfigError
 from engine.model.encode import encode_captions
-from engine.config.sample_prompts import SamplePrompt
 from engine.storage.atomic import atomic_write_bytes
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -171,7 +171,8 @@ def _bucket_lines(plan: Plan) -> list[str]:
 
 def _length_lines(plan: Plan) -> list[str]:
     limit = {"max_train_steps": "max_train_steps", "max_train_epochs": "max_train_epochs",
-             "default": f"the default {DEFAULT_MAX_TRAIN_STEPS} steps (neither max_train_steps nor max_train_epochs set)"}
+             "default": f"the default {DEFAULT_MAX_TRAIN_STEPS} steps "
+                        "(neither max_train_steps nor max_train_epochs set)"}
     ranks = f" per process ({plan.world_size} processes)" if plan.world_size > 1 else ""
     if plan.batches_per_epoch == 0 and plan.scanned.items:
         return [f"  ✗ fewer batches per epoch than the {plan.world_size} training processes: add images or repeats"]

@@ -141,7 +141,8 @@ def estimate_vram(cfg: RunConfig, plan=None) -> VramEstimate:
         vae_gb = VAE_PARAMS * (2 if vae_half else 4) / GB
         vae_gb += VAE_ENCODE_PER_MPIXEL * mpixels * batch * (1 if vae_half else 2)
 
-    per_mpixel = ACTIVATIONS_PER_MPIXEL_CHECKPOINTED if cfg.precision.gradient_checkpointing else ACTIVATIONS_PER_MPIXEL_FULL
+    per_mpixel = (ACTIVATIONS_PER_MPIXEL_CHECKPOINTED if cfg.precision.gradient_checkpointing
+                  else ACTIVATIONS_PER_MPIXEL_FULL)
     activations = per_mpixel * mpixels * batch * (1 if half else 2)
     return VramEstimate(
         unet_weights=UNET_PARAMS * unet_bytes / GB, lora_and_optimizer=lora_gb, text_encoders=text_gb,

@@ -15,7 +15,8 @@ TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "cpu-demo.toml"  
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `sdxl-tui demo`: --dir, --steps, --plain."""
-    parser.add_argument("--dir", default="demo", help="folder for the model, dataset, config and output (default ./demo)")
+    parser.add_argument("--dir", default="demo",
+                        help="folder for the model, dataset, config and output (default ./demo)")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the template's, 60)")
     parser.add_argument("--plain", action="store_true", help="plain lines even in a terminal (no live panel)")
 

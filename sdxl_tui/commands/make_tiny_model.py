@@ -6,7 +6,8 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `sdxl-tui make-tiny-model`: DIR, --seed."""
-    parser.add_argument("dir", help="folder to write tiny-sdxl/ (diffusers) and tiny-sdxl.safetensors (single file) into")
+    parser.add_argument("dir",
+                        help="folder to write tiny-sdxl/ (diffusers) and tiny-sdxl.safetensors (single file) into")
     parser.add_argument("--seed", type=int, default=0, help="seed for the random weights (default 0)")
 
 

@@ -91,8 +91,8 @@ class DatasetStep(StepScreen):
                           id="row-resolution")
         yield LabelledRow("Batch size", plain_input(str(d.batch_size), id="ds-batch", blink=blink),
                           "batch_size: images per batch for this dataset.", id="row-batch")
-        yield LabelledRow("Aspect buckets", Checkbox(switch_label(d.enable_bucket), value=d.enable_bucket, id="ds-buckets",
-                                                           compact=True),
+        yield LabelledRow("Aspect buckets", Checkbox(switch_label(d.enable_bucket), value=d.enable_bucket,
+                                                     id="ds-buckets", compact=True),
                           "enable_bucket: group images by aspect ratio instead of cropping square.",
                           id="row-buckets")
         yield Button("Add another subset", id="ds-add-subset", compact=True)

@@ -16,7 +16,8 @@ from sdxl_tui.widgets.fields import ConfigField
 def describe_model(name: str, tokenizer_cache_dir: str = "") -> str:
     """What the model field points at and which tokenizers it will use, in a few lines (never raises)."""
     if not name:
-        return "No model yet: type a folder, a .safetensors file or a Hub id (e.g. stabilityai/stable-diffusion-xl-base-1.0)."
+        return ("No model yet: type a folder, a .safetensors file or a Hub id "
+                "(e.g. stabilityai/stable-diffusion-xl-base-1.0).")
     from engine.model.source import check_sdxl_shape, detect_model_source
 
     try:

@@ -29,7 +29,8 @@ def network_summary(cfg) -> str:
     """The info panel text for step 3: the LoRA scale alpha / rank (and the conv scale), and the trainable parameter
     count (Rich markup)."""
     n = cfg.network
-    lines = [f"scale = alpha / rank = {n.network_alpha:g} / {n.network_dim} = [b]{n.network_alpha / n.network_dim:.3g}[/b]"]
+    scale = n.network_alpha / n.network_dim
+    lines = [f"scale = alpha / rank = {n.network_alpha:g} / {n.network_dim} = [b]{scale:.3g}[/b]"]
     if n.conv_dim:
         lines.append(f"conv scale = {n.conv_alpha:g} / {n.conv_dim} = [b]{n.conv_alpha / n.conv_dim:.3g}[/b]")
     from engine.plan.vram import text_encoder_lora_params, unet_lora_params
@@ -56,7 +57,8 @@ class NetworkStep(StepScreen):
         yield ConfigField("network_dropout", label="Dropout")
         yield LabelledRow("Conv rank (conv_dim)", plain_input(str(n.conv_dim or ""), id="net-conv-dim", blink=blink,
                                                               placeholder="off"),
-                          "LoCon: also train the ResNet 3×3 convs with this rank (network_args conv_dim); empty is off.",
+                          "LoCon: also train the ResNet 3×3 convs with this rank (network_args conv_dim); "
+                          "empty is off.",
                           id="row-conv-dim")
         yield LabelledRow("Conv alpha", plain_input(n.parsed_args.get("conv_alpha", ""), id="net-conv-alpha",
                                                     blink=blink, placeholder="= conv rank"),

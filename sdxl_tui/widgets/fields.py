@@ -75,7 +75,8 @@ def parse_text(kind: str, text: str, optional: bool) -> Any:
         try:
             return float(text)
         except ValueError:
-            raise ValueError("enter a number such as 1e-4" + (" (or leave empty for unset)" if optional else "")) from None
+            unset = " (or leave empty for unset)" if optional else ""
+            raise ValueError(f"enter a number such as 1e-4{unset}") from None
     return text
 
 

@@ -194,8 +194,8 @@ class SamplePreview(Widget):
         if sample is None:
             return Text("no sample yet (p asks for one now)", style="grey50")
         # The path is never cut: it wraps (overflow fold) and the image gives up the rows.
-        caption = Text.assemble((f"step {sample.step}  ", "bold"), (display_path(sample.path, self._output_dir), "cyan"),
-                                overflow="fold")
+        caption = Text.assemble((f"step {sample.step}  ", "bold"),
+                                (display_path(sample.path, self._output_dir), "cyan"), overflow="fold")
         prompt = Text(sample.prompt, style="italic grey70", overflow="ellipsis", no_wrap=True)
         width = max(1, self.content_size.width)
         caption_rows = len(caption.wrap(self.app.console, width))
