@@ -8,7 +8,7 @@ imports run one way: the app imports its screens, the screens import only this m
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Protocol, cast, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, cast, runtime_checkable
 
 if TYPE_CHECKING:
     from textual.dom import DOMNode
@@ -25,7 +25,7 @@ class Wizard(Protocol):
     state: WizardState  # the draft; every step screen runs only once one is begun
     has_draft: bool
     save_dir: Path  # where a new run's config is proposed
-    gpu: Optional[GpuInfo]  # None until detected
+    gpu: GpuInfo | None  # None until detected
     cursor_blink: bool  # False in tests, for stable snapshots
 
     def open_template(self, path: Path) -> None:
