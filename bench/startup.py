@@ -58,7 +58,9 @@ def import_costs(repeats: int) -> dict:
         "python -c pass": [py, "-c", "pass"],
         "sdxl-tui --help": [py, "-m", "sdxl_tui", "--help"],
         "import sdxl_tui": [py, "-c", "import sdxl_tui"],
-        "import sdxl_tui.cli + build_parser()": [py, "-c", "from sdxl_tui.cli import build_parser; build_parser()"],
+        # --help builds the parser without any command's arguments; this is every command module loaded
+        "import sdxl_tui.cli + build_parser() (all commands)": [py, "-c", "from sdxl_tui.cli import build_parser; "
+                                                                          "build_parser()"],
         "import textual.app": [py, "-c", "import textual.app"],
         "import torch": [py, "-c", "import torch"],
         "import accelerate": [py, "-c", "import accelerate"],

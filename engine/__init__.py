@@ -48,23 +48,26 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-if TYPE_CHECKING:  # pragma: no cover
-    from engine.config.schema import RunConfig
-    from engine.config.toml_file import apply_sets, dumps_config, load_config, loads_config, save_config
-    from engine.control.run_control import RunControl
-    from engine.errors import (
-        ConfigError,
-        DataError,
-        DiskFullError,
-        ModelError,
-        OutOfVideoMemory,
-        OutputError,
-        SdxlTuiError,
-        TrainingDiverged,
-    )
-    from engine.plan.run_plan import Plan, make_plan
-    from engine.train.run import RunResult, run
-
+if TYPE_CHECKING:  # pragma: no cover  (`import X as X`: an explicit re-export for type checkers and linters)
+    from engine.config.schema import RunConfig as RunConfig
+    from engine.config.toml_file import apply_sets as apply_sets
+    from engine.config.toml_file import dumps_config as dumps_config
+    from engine.config.toml_file import load_config as load_config
+    from engine.config.toml_file import loads_config as loads_config
+    from engine.config.toml_file import save_config as save_config
+    from engine.control.run_control import RunControl as RunControl
+    from engine.errors import ConfigError as ConfigError
+    from engine.errors import DataError as DataError
+    from engine.errors import DiskFullError as DiskFullError
+    from engine.errors import ModelError as ModelError
+    from engine.errors import OutOfVideoMemory as OutOfVideoMemory
+    from engine.errors import OutputError as OutputError
+    from engine.errors import SdxlTuiError as SdxlTuiError
+    from engine.errors import TrainingDiverged as TrainingDiverged
+    from engine.plan.run_plan import Plan as Plan
+    from engine.plan.run_plan import make_plan as make_plan
+    from engine.train.run import RunResult as RunResult
+    from engine.train.run import run as run
 
 def __getattr__(name: str) -> Any:
     """Import the module behind a public name on first use (PEP 562)."""

@@ -64,6 +64,7 @@ class OutputError(SdxlTuiError):
 
 
 class DiskFullError(OutputError):
+    """The disk filled while writing outputs (exit code 74)."""
     exit_code = 74
 
 

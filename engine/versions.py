@@ -20,6 +20,7 @@ def package_version(name: str) -> str:
 
 
 def sdxl_tui_version() -> str:
+    """The installed sdxl-tui version, or "not installed"."""
     return package_version("sdxl-tui")
 
 

@@ -74,10 +74,12 @@ class WizardCommands(Provider):
         return out
 
     async def discover(self) -> Hits:
+        """Every command when the palette opens with no query."""
         for name, callback, help_text in self._commands():
             yield DiscoveryHit(name, callback, help=help_text)  # type: ignore[arg-type]
 
     async def search(self, query: str) -> Hits:
+        """The commands matching `query`, best first, with the matched letters highlighted."""
         matcher = self.matcher(query)
         for name, callback, help_text in self._commands():
             score = matcher.match(name)
@@ -86,6 +88,8 @@ class WizardCommands(Provider):
 
 
 class WizardApp(App):
+    """The wizard: the start screen, the seven steps over one draft (`state`), and the live dashboard once a saved
+    config trains. Implements sdxl_tui.wizard_app.Wizard."""
     TITLE = "sdxl-tui"
     CSS_PATH = [p for p in (_HERE / "sdxl_tui.tcss", _HERE / "dashboard.tcss") if p.exists()]
     COMMANDS = App.COMMANDS | {WizardCommands}
@@ -113,6 +117,7 @@ class WizardApp(App):
         self.gpu = gpu  # sdxl_tui.gpu_info.GpuInfo once detected (tests pin it)
 
     def on_mount(self) -> None:
+        """Show the start screen (or open --config), then warm the heavy imports in a thread after the first paint."""
         self.register_theme(THEME_256)
         self.theme = "sdxl-256"
         self.push_screen(StartScreen())
@@ -124,6 +129,8 @@ class WizardApp(App):
 
     # -- beginning a draft -------------------------------------------------------------------
     def begin(self, state: "WizardState", step: int = 1) -> None:
+        """Make `state` the draft and show step `step`; step screens of an earlier draft not on the screen stack are
+        dropped, so they are built again for this one."""
         self.state = state
         self.has_draft = True
         for number in list(self._installed_steps):
@@ -133,16 +140,21 @@ class WizardApp(App):
         self.goto_step(step)
 
     def open_template(self, path: Path) -> None:
+        """Begin a draft from a template TOML (saving never overwrites the template); a file that cannot be opened is
+        a notification."""
         from sdxl_tui.wizard_state import template_state
 
         self._begin_from(lambda: template_state(path))
 
     def open_defaults(self) -> None:
+        """Begin a draft from the built-in defaults."""
         from sdxl_tui.wizard_state import WizardState
 
         self.begin(WizardState(source_note="new run from the built-in defaults"))
 
     def open_config(self, path: Path, kohya: bool = False) -> None:
+        """Begin a draft from a saved run config, or with `kohya` from an sd-scripts args TOML or kohya_ss GUI JSON;
+        a file that cannot be opened is a notification."""
         from sdxl_tui.wizard_state import import_kohya_state, load_state
 
         self._begin_from(lambda: import_kohya_state(path) if kohya else load_state(path))
@@ -176,10 +188,12 @@ class WizardApp(App):
         self.begin(state, step)
 
     def action_open_config(self) -> None:
+        """Back to the start screen, then ask for a config path (the command palette's "Open config…")."""
         self.goto_step(0)
         self.call_after_refresh(lambda: self._start_screen().action_open_config())
 
     def action_import_kohya(self) -> None:
+        """Back to the start screen, then ask for an sd-scripts config path."""
         self.goto_step(0)
         self.call_after_refresh(lambda: self._start_screen().action_import_kohya())
 
@@ -194,10 +208,13 @@ class WizardApp(App):
         return self.get_screen(f"step-{number}") if number in self._installed_steps else None
 
     def action_goto_step(self, step: int) -> None:
+        """The F1-F7 keys: go to a step once a draft exists (before that they do nothing)."""
         if self.has_draft:
             self.goto_step(step)
 
     def goto_step(self, step: int) -> None:
+        """Show step `step` (1-7, higher is the review step), building its screen the first time; 0 or less goes back
+        to the start screen."""
         if step <= 0:
             target = next((s for s in self.screen_stack if isinstance(s, StartScreen)), None)
             if target is None:

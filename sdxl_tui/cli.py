@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Iterable
 
 # command -> (module, one-line help). Order is the order --help lists them.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -20,8 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("sdxl_tui.commands.plan", "check a config and dataset without loading a model"),
     "demo": ("sdxl_tui.commands.demo", "make the tiny model and demo data, then train on them"),
     "inspect": ("sdxl_tui.commands.inspect", "check a LoRA file and say where it will load"),
-    "import-kohya": ("sdxl_tui.commands.import_kohya", "convert an sd-scripts args TOML or kohya_ss GUI JSON to a run config"),
-    "export-kohya": ("sdxl_tui.commands.export_kohya", "write sd-scripts args + dataset TOML (or a kohya_ss GUI JSON) for a run config"),
+    "import-kohya": ("sdxl_tui.commands.import_kohya",
+                     "convert an sd-scripts args TOML or kohya_ss GUI JSON to a run config"),
+    "export-kohya": ("sdxl_tui.commands.export_kohya",
+                     "write sd-scripts args + dataset TOML (or a kohya_ss GUI JSON) for a run config"),
     "make-tiny-model": ("sdxl_tui.commands.make_tiny_model", "build the tiny SDXL-shaped test model"),
     "make-demo-dataset": ("sdxl_tui.commands.make_demo_dataset", "write the demo images, captions and dataset TOML"),
     "options": ("sdxl_tui.commands.options", "list every config option with its help"),
@@ -77,7 +80,18 @@ def _load(command: str):
     return importlib.import_module(COMMANDS[command][0])
 
 
-def build_parser() -> argparse.ArgumentParser:
+def named_commands(argv: list[str]) -> list[str]:
+    """The command `argv` names, as build_parser's `loaded`: its first word not starting with "-"
+    (the top-level options take no value); none for `--help`, `--version` or a bare `sdxl-tui`.
+    An unknown word is left to argparse to refuse."""
+    word = next((arg for arg in argv if not arg.startswith("-")), None)
+    return [word] if word in COMMANDS else []
+
+
+def build_parser(loaded: Iterable[str] = COMMANDS) -> argparse.ArgumentParser:
+    """The whole command line; only the commands in `loaded` get their arguments (and have their
+    module imported), so `sdxl-tui --help` lists every command from `COMMANDS` and imports none."""
+    loaded = set(loaded)
     parser = argparse.ArgumentParser(
         prog="sdxl-tui",
         description="Train SDXL LoRA adapters: a wizard, a live dashboard, and headless replay of the same config.",
@@ -87,17 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         child = sub.add_parser(name, help=help_text, description=help_text)
-        _load(name).add_arguments(child)
+        if name in loaded:
+            _load(name).add_arguments(child)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `sdxl-tui` with `argv` (default sys.argv[1:]); returns the exit code: the command's, an SdxlTuiError's
+    exit_code, 2 for the wizard without a terminal, 130 after Ctrl-C. argparse exits itself (2) on a usage error."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    command = args.command or "wizard"
-    if args.command is None:
-        args = parser.parse_args(["wizard", *argv])
+    args = build_parser(named_commands(argv)).parse_args(argv)
+    if args.command is None:  # a bare `sdxl-tui` opens the wizard
+        args = build_parser(["wizard"]).parse_args(["wizard", *argv])
+    command = args.command
     if command == "wizard" and not _has_terminal():
         print("sdxl-tui: the wizard needs a terminal, and stdin/stdout are not one; "
               "train headless with `sdxl-tui train CONFIG.toml` (see `sdxl-tui --help`)", file=sys.stderr)

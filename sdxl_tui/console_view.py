@@ -79,6 +79,7 @@ def event_line(event: ev.Event, output_dir: str = "") -> Optional[tuple[str, str
 
 
 def step_line(view: RunView) -> str:
+    """One plain status line: step, epoch, loss (and its average), learning rates, speed, ETA, memory."""
     parts = [f"step {view.step}/{view.total_steps}"]
     if view.total_epochs:
         parts.append(f"epoch {view.epoch}/{view.total_epochs}")
@@ -131,6 +132,7 @@ class PlainView:
         self.stream.flush()
 
     def close(self) -> None:
+        """Nothing to close (plain lines need no clean-up)."""
         pass
 
     def __enter__(self) -> "PlainView":
@@ -141,6 +143,8 @@ class PlainView:
 
 
 def console_panel(view: RunView, width: int = 80) -> Panel:
+    """The live panel for a terminal run (phase, step progress and ETA, speed, loss with its sparkline,
+    memory), `width` columns wide."""
     table = Table.grid(padding=(0, 1))
     table.add_column(style="grey70", no_wrap=True)
     table.add_column(no_wrap=True)
@@ -174,6 +178,7 @@ def console_panel(view: RunView, width: int = 80) -> Panel:
 
 
 def memory_summary(memory: ev.Memory) -> str:
+    """Memory as one line: allocated, reserved and peak of the card's total on CUDA, else the process's RSS."""
     if memory.allocated is not None:
         of = f" of {format_bytes(memory.total)}" if memory.total else ""
         return (f"{format_bytes(memory.allocated)} allocated, {format_bytes(memory.reserved)} reserved, "
@@ -219,6 +224,7 @@ class ConsoleView:
             self.console.print(Text(line[0], style=line[1]))
 
     def close(self) -> None:
+        """Stop the live panel (idempotent)."""
         if self._started:
             self._live.stop()
             self._started = False

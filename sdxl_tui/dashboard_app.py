@@ -19,4 +19,5 @@ class DashboardApp(App[Optional[FinalState]]):
         self.dashboard = screen
 
     def on_mount(self) -> None:
+        """Show the dashboard; what it is dismissed with becomes the app's result."""
         self.push_screen(self.dashboard, self.exit)

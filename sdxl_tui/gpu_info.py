@@ -14,11 +14,13 @@ from engine.units import human_bytes
 
 @dataclass(frozen=True)
 class GpuInfo:
+    """The GPU the wizard plans for: its name and memory in bytes (None for the CPU)."""
     name: str
     total_bytes: Optional[int]  # None for the CPU
 
     @property
     def is_cpu(self) -> bool:
+        """True when no NVIDIA GPU was found."""
         return self.total_bytes is None
 
     def __str__(self) -> str:
@@ -75,4 +77,5 @@ def _from_nvidia_smi() -> Optional[GpuInfo]:
 
 
 def detect_gpu() -> GpuInfo:
+    """The first NVIDIA GPU, through NVML or else nvidia-smi; the CPU when neither finds one. Never raises."""
     return _from_nvml() or _from_nvidia_smi() or CPU

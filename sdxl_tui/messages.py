@@ -29,6 +29,8 @@ class EngineEvent(Message):
         return [*self.earlier, self.event]
 
     def can_replace(self, message: Message) -> bool:
+        """Textual's coalescing hook: True lets the newer message replace this one, after handing it this one's
+        events (so the dashboard still sees every Step)."""
         # Called on the older (dequeued) message with the newer one waiting behind it; True
         # drops this one, so hand our events to the newer message first.
         if not (isinstance(message, EngineEvent) and is_metric(self.event) and is_metric(message.event)):
@@ -42,6 +44,7 @@ class EngineEvent(Message):
 
 
 def is_metric(event: Event) -> bool:
+    """True for the frequent events (Step, PhaseProgress) that may be coalesced when the UI lags."""
     return isinstance(event, METRIC_EVENTS)
 
 

@@ -1,7 +1,7 @@
 """Planning the draft in a worker thread: what `engine.plan.run_plan.make_plan` knows about it.
 
-A dataset the wizard is still building exists only in memory and is planned from there. Results come back as a `PlanReady` message; the worker
-never touches a widget.
+A dataset the wizard is still building exists only in memory and is planned from there. Results come
+back as a `PlanReady` message; the worker never touches a widget.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from sdxl_tui.wizard_state import DatasetDraft
 
 @dataclass(frozen=True)
 class PlanOutcome:
+    """A plan made for one draft in a worker: the plan, or the error text that stopped it."""
     cfg: RunConfig  # the draft the plan was made for (stale results are dropped)
     dataset_toml: Optional[str] = None
     plan: Optional[Any] = None
@@ -24,6 +25,7 @@ class PlanOutcome:
 
 
 class PlanReady(Message):
+    """Posted by the planning worker when a PlanOutcome is ready."""
     def __init__(self, outcome: PlanOutcome) -> None:
         super().__init__()
         self.outcome = outcome

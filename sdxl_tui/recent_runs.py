@@ -17,32 +17,40 @@ LIMIT = 10
 
 @dataclass(frozen=True)
 class RecentRun:
+    """A run the wizard or `sdxl-tui train` started, known by its output folder."""
     output_dir: Path
 
     @property
     def config_path(self) -> Path:
+        """The config copy the run keeps in its output folder."""
         return self.output_dir / "config.toml"
 
     @property
     def events_path(self) -> Path:
+        """The run's event log."""
         return self.output_dir / "events.jsonl"
 
     @property
     def exists(self) -> bool:
+        """True while its output folder still holds its config or its events."""
         return self.config_path.exists() or self.events_path.exists()
 
 
 def state_dir(environ: Optional[Mapping[str, str]] = None) -> Path:
+    """Where sdxl-tui keeps its state: $XDG_STATE_HOME/sdxl-tui, by default ~/.local/state/sdxl-tui."""
     env = os.environ if environ is None else environ
     base = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local" / "state")
     return Path(base) / "sdxl-tui"
 
 
 def recent_file(environ: Optional[Mapping[str, str]] = None) -> Path:
+    """The JSON list of recent output folders."""
     return state_dir(environ) / "recent-runs.json"
 
 
 def load_recent(environ: Optional[Mapping[str, str]] = None) -> list[RecentRun]:
+    """The recent runs, newest first, leaving out those whose folders are gone; [] when the list is missing or
+    unreadable."""
     try:
         raw = json.loads(recent_file(environ).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -52,6 +60,8 @@ def load_recent(environ: Optional[Mapping[str, str]] = None) -> list[RecentRun]:
 
 
 def remember(output_dir: Path, environ: Optional[Mapping[str, str]] = None) -> None:
+    """Put `output_dir` first in the recent-runs list (at most LIMIT kept); a list that cannot be written is skipped
+    silently."""
     from engine.storage.atomic import atomic_write_text
 
     output_dir = output_dir.expanduser().resolve()

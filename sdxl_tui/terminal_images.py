@@ -27,11 +27,14 @@ KITTY_TERM_PROGRAMS = ("wezterm", "ghostty")
 
 @dataclass(frozen=True)
 class ImageProtocol:
+    """How pictures are drawn in this terminal: half-block characters, kitty graphics or sixel (wrapped for tmux when
+    inside it)."""
     name: str  # HALFBLOCK, KITTY or SIXEL
     tmux_passthrough: bool = False
 
     @property
     def is_graphics(self) -> bool:
+        """True for kitty or sixel (real pixels rather than half-blocks)."""
         return self.name != HALFBLOCK
 
 
@@ -47,6 +50,7 @@ def choose_protocol(env: Mapping[str, str], requested: str | None = None) -> Ima
 
 
 def speaks_kitty(env: Mapping[str, str]) -> bool:
+    """True when the environment says the terminal speaks the kitty graphics protocol."""
     return ("kitty" in env.get("TERM", "").lower()
             or env.get("TERM_PROGRAM", "").lower() in KITTY_TERM_PROGRAMS
             or bool(env.get("KITTY_WINDOW_ID")))

@@ -21,6 +21,7 @@ from engine.config.schema import PATH_KEYS, RunConfig, locate
 
 @dataclass(frozen=True)
 class DatasetSubsetDraft:
+    """One image folder of a wizard-built dataset (sd-scripts subset keys)."""
     image_dir: str
     num_repeats: int = 1
     class_tokens: str = ""
@@ -40,18 +41,22 @@ class DatasetDraft:
     # SDXL choice); small demo resolutions get a proportional range in steps of 32.
     @property
     def bucket_reso_steps(self) -> int:
+        """Bucket step in pixels: 64 from 512 up, else 32."""
         return 64 if self.resolution >= 512 else 32
 
     @property
     def min_bucket_reso(self) -> int:
+        """Smallest bucket side in pixels: half the resolution, rounded down to the step."""
         step = self.bucket_reso_steps
         return max(step, self.resolution // 2 // step * step)
 
     @property
     def max_bucket_reso(self) -> int:
+        """Largest bucket side in pixels: twice the resolution."""
         return self.resolution * 2
 
     def to_toml(self) -> str:
+        """The dataset as sd-scripts dataset TOML text."""
         doc = tomlkit.document()
         doc.add(tomlkit.comment("sd-scripts dataset config written by the sdxl-tui wizard."))
         general = tomlkit.table()
@@ -101,6 +106,7 @@ class Edit:
 
 
 def validation_message(exc: ValidationError) -> str:
+    """The first pydantic error's message, without pydantic's "Value error, " prefix."""
     first = exc.errors()[0]
     return str(first["msg"]).removeprefix("Value error, ")
 
@@ -119,6 +125,7 @@ def absolutize_paths(cfg: RunConfig, base_dir: Path) -> RunConfig:
 
 @dataclass
 class WizardState:
+    """The draft run the wizard edits: the config, where it is saved, and the dataset and prompts written next to it."""
     cfg: RunConfig = field(default_factory=RunConfig)
     config_path: Optional[Path] = None  # where it was opened from / will be saved
     base_doc: Optional[tomlkit.TOMLDocument] = None  # the opened file, so its comments survive
@@ -135,10 +142,12 @@ class WizardState:
 
     @property
     def dataset_toml(self) -> Optional[str]:
+        """The built dataset as TOML text, or None when the draft names a dataset TOML instead."""
         return self.dataset_draft.to_toml() if self.dataset_draft is not None else None
 
     # -- editing -----------------------------------------------------------------------------
     def value(self, key: str) -> Any:
+        """The draft's value of option `key` (its sd-scripts name or section.name)."""
         section, name = locate(key)
         return getattr(getattr(self.cfg, section), name)
 
@@ -153,6 +162,7 @@ class WizardState:
         return Edit(notes=notes)
 
     def set_many(self, **values: Any) -> Edit:
+        """Change several options at once without rule fixes; refused as a whole with the pydantic message."""
         try:
             self.cfg = self.cfg.with_values(**values)
         except ValidationError as exc:
@@ -176,6 +186,8 @@ class WizardState:
 
     # -- saving ------------------------------------------------------------------------------
     def side_files(self, config_path: Path) -> dict[str, Path]:
+        """The files saved next to `config_path` (<stem>.dataset.toml, <stem>.prompts.txt), by the option that names
+        them."""
         stem = config_path.with_suffix("")
         out: dict[str, Path] = {}
         if self.dataset_draft is not None:
@@ -192,11 +204,14 @@ class WizardState:
         return self.cfg.with_values(**changes) if changes else self.cfg
 
     def toml_text(self, config_path: Path) -> str:
+        """The config TOML as it will be saved at `config_path` (comments of the opened file kept)."""
         from engine.config.toml_file import dumps_config
 
         return dumps_config(self.final_config(config_path), _copy_doc(self.base_doc))
 
     def save(self, config_path: Path) -> RunConfig:
+        """Write the config and its side files atomically; returns the config as saved. Raises OSError when a file
+        cannot be written."""
         from engine.storage.atomic import atomic_write_text
 
         config_path = config_path.expanduser().resolve()
@@ -252,7 +267,6 @@ def load_state(path: Path) -> WizardState:
     """Open a run config, or import an sd-scripts config when it is not one."""
     from engine.config.toml_file import load_config_with_document
     from engine.errors import ConfigError
-
     from engine.interop.any_config import is_gui_json_file
 
     path = path.expanduser().resolve()

@@ -54,6 +54,8 @@ OPTIONAL_PACKAGES: tuple[OptionalPackage, ...] = (
 
 
 def module_available(module: str) -> bool:
+    """True when `module` can be imported (found on the path, not imported); False also for a missing or broken
+    parent package."""
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):  # a parent package that is missing or broken
@@ -62,11 +64,13 @@ def module_available(module: str) -> bool:
 
 @dataclass(frozen=True)
 class MissingPackage:
+    """An optional package a config needs and this install lacks."""
     row: OptionalPackage
     reason: str  # the option and value that need it
 
     @property
     def message(self) -> str:
+        """What needs the package and the pip command that installs it (its sdxl-tui extra)."""
         return (f"{self.reason} needs the {self.row.package} package, which is not installed: "
                 f"pip install 'sdxl-tui[{self.row.extra}]' (or pip install {self.row.package})")
 

@@ -13,10 +13,13 @@ LYCORIS_EXTRA = "lycoris"
 
 
 def lycoris_installed() -> bool:
+    """True when the LyCORIS package (`lycoris`, from lycoris-lora) can be imported."""
     return importlib.util.find_spec("lycoris") is not None
 
 
 def network_errors(cfg) -> Iterable[tuple[tuple[str, ...], str]]:
+    """The [network] section's errors as (option names, message): bad network_args, LyCORIS asked for but not
+    installed, or nothing left to train."""
     n = cfg.network
     try:
         check_network_args(n.network_module, n.parsed_args, n.network_dim, n.network_alpha)

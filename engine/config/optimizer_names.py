@@ -31,6 +31,7 @@ class OptimizerSpec:
 
     @property
     def package(self) -> str:
+        """The top-level package that provides the optimizer (what pip must install)."""
         return self.module.split(".")[0]
 
     @property
@@ -114,6 +115,7 @@ def sets_own_step_size(name: str) -> bool:
 
 
 def unknown_name_message(value: str) -> str:
+    """The error text for an optimizer_type that is neither a known name nor a class path."""
     return (f"unknown optimizer_type {value!r}: use one of {', '.join(OPTIMIZERS)}, or a class path "
             f"such as torch.optim.RAdam (optimizer_args are passed to it)")
 

@@ -29,7 +29,8 @@ def _model_rules(cfg: RunConfig) -> Iterable[RuleIssue]:
     m = cfg.model
     if not m.pretrained_model_name_or_path:
         yield RuleIssue(ERROR, ("pretrained_model_name_or_path",),
-                        "no base model: set pretrained_model_name_or_path to a Hub id, diffusers folder or .safetensors file")
+                        "no base model: set pretrained_model_name_or_path to a Hub id, diffusers folder or "
+                        ".safetensors file")
     if m.v2:
         yield RuleIssue(ERROR, ("v2",), "v2 is for SD 2.x models; SDXL training needs v2 = false", {"v2": False})
     if m.clip_skip is not None:
@@ -275,10 +276,13 @@ def check_rules(cfg: RunConfig, dataset_config: Optional[Any] = None) -> list[Ru
 
 
 def errors(issues: Iterable[RuleIssue]) -> list[RuleIssue]:
+    """Only the issues at ERROR level (those that stop a run)."""
     return [issue for issue in issues if issue.level == ERROR]
 
 
 def raise_for_errors(issues: Iterable[RuleIssue], path: str = "") -> None:
+    """Raise ConfigError listing every ERROR-level issue (keyed to the first one's option); no-op when there are
+    none."""
     found = errors(issues)
     if found:
         lines = "\n".join(f"  - {issue.message}" for issue in found)

@@ -39,6 +39,8 @@ _UNUSED_OPTIONS = ("g", "cn", "ctr", "rcfg", "fs", "am", "f")
 
 @dataclass(frozen=True)
 class SamplePrompt:
+    """One prompt line of a sample prompts file with its options (sd-scripts' --n, --w, --h, --s, --l, --d, --ss);
+    sizes in pixels."""
     prompt: str
     negative_prompt: str = ""
     width: int = DEFAULT_SIZE
@@ -124,7 +126,8 @@ def _from_dict(raw: dict[str, Any], index: int, source: str) -> SamplePrompt:
 def _check_ranges(prompt: SamplePrompt, source: str) -> None:
     import math
 
-    checks = [("width (--w)", prompt.width, SIZE_MULTIPLE, MAX_SIZE), ("height (--h)", prompt.height, SIZE_MULTIPLE, MAX_SIZE),
+    checks = [("width (--w)", prompt.width, SIZE_MULTIPLE, MAX_SIZE),
+              ("height (--h)", prompt.height, SIZE_MULTIPLE, MAX_SIZE),
               ("sample_steps (--s)", prompt.sample_steps, 1, MAX_STEPS), ("scale (--l)", prompt.scale, 0.0, MAX_SCALE)]
     if prompt.seed is not None and prompt.seed != RANDOM_SEED:
         checks.append(("seed (--d)", prompt.seed, 0, MAX_SEED))

@@ -11,6 +11,7 @@ from engine.config.schema import RunConfig
 
 
 def saving_rules(cfg: RunConfig) -> Iterable[RuleIssue]:
+    """Warnings for saving options that do nothing as combined (pruning without the saves it prunes, and the like)."""
     s = cfg.saving
     if s.save_last_n_steps is not None and s.save_every_n_steps is None:
         yield RuleIssue(WARNING, ("save_last_n_steps", "save_every_n_steps"),
@@ -27,7 +28,8 @@ def saving_rules(cfg: RunConfig) -> Iterable[RuleIssue]:
                         f"metadata_thumbnail: {thumb} is not a file; give an image file or a data: URL")
     t = cfg.training
     if t.initial_step is not None and t.initial_epoch is not None:
-        yield RuleIssue(WARNING, ("initial_step", "initial_epoch"), "initial_step wins over initial_epoch (as in sd-scripts)")
+        yield RuleIssue(WARNING, ("initial_step", "initial_epoch"),
+                        "initial_step wins over initial_epoch (as in sd-scripts)")
     if t.initial_step is not None and t.max_train_steps is not None and t.initial_step >= t.max_train_steps:
         yield RuleIssue(ERROR, ("initial_step", "max_train_steps"),
                         f"initial_step {t.initial_step} must be below max_train_steps {t.max_train_steps}")

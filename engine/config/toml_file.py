@@ -23,6 +23,8 @@ MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 
 def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """Bring a config's raw data up to SCHEMA_VERSION, one migration a version. Raises ConfigError for a newer
+    schema_version."""
     version = int(data.get("schema_version", SCHEMA_VERSION))
     if version > SCHEMA_VERSION:
         raise ConfigError(f"schema_version {version} is newer than this sdxl-tui understands ({SCHEMA_VERSION})",
@@ -50,12 +52,15 @@ def find_line(text: str, section: str | None, key: str) -> int | None:
 
 
 def parse_document(text: str, path: str = "<string>") -> tomlkit.TOMLDocument:
+    """Parse TOML text, keeping comments; a syntax error is a ConfigError with `path` and the line."""
     from engine.config.toml_text import parse_toml
 
     return parse_toml(text, path)
 
 
 def config_from_document(doc: tomlkit.TOMLDocument, text: str, path: str = "<string>") -> RunConfig:
+    """The RunConfig a parsed document holds (migrated, path strings checked). Raises ConfigError for an unknown
+    section or key (with the nearest valid name) or a bad value, with its line in `text`."""
     from engine.config.toml_text import check_path_strings
 
     data = migrate(doc.unwrap())
@@ -100,14 +105,18 @@ def _validation_to_config_error(exc: ValidationError, text: str, path: str) -> C
 
 
 def load_config(path: str | Path) -> RunConfig:
+    """Read a run config TOML. Raises ConfigError (missing file, bad TOML, unknown key, bad value)."""
     return load_config_with_document(path)[0]
 
 
 def load_config_with_document(path: str | Path) -> tuple[RunConfig, tomlkit.TOMLDocument]:
+    """Read a run config TOML and keep its document, so saving it again keeps its comments. Raises ConfigError as
+    load_config."""
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"config file not found: {p}", path=str(p),
-                          hint="check the path, or create one with `sdxl-tui` (the wizard) or from a preset in sdxl_tui/templates/ (listed by the wizard)")
+                          hint="check the path, or create one with `sdxl-tui` (the wizard) or from a preset in "
+                               "sdxl_tui/templates/ (listed by the wizard)")
     from engine.config.toml_text import read_config_text
 
     text = read_config_text(p, "run config")
@@ -116,6 +125,7 @@ def load_config_with_document(path: str | Path) -> tuple[RunConfig, tomlkit.TOML
 
 
 def loads_config(text: str) -> RunConfig:
+    """A RunConfig from TOML text. Raises ConfigError as load_config."""
     return config_from_document(parse_document(text), text)
 
 
@@ -171,10 +181,12 @@ def to_document(cfg: RunConfig, base: tomlkit.TOMLDocument | None = None) -> tom
 
 
 def dumps_config(cfg: RunConfig, base: tomlkit.TOMLDocument | None = None) -> str:
+    """The config as TOML text, written into `base` (a loaded document) so its comments and order survive."""
     return tomlkit.dumps(to_document(cfg, base))
 
 
 def save_config(cfg: RunConfig, path: str | Path, base: tomlkit.TOMLDocument | None = None) -> Path:
+    """Write the config TOML atomically (temp file, then rename); returns the path written. Raises OSError."""
     from engine.storage.atomic import atomic_write_text
 
     return atomic_write_text(Path(path), dumps_config(cfg, base))

@@ -22,6 +22,7 @@ COMMANDS = (STOP, SAVE_NOW, SAMPLE_NOW)
 
 
 def control_path(output_dir: str | Path) -> Path:
+    """The command file a running training reads (in its output folder)."""
     return Path(output_dir) / CONTROL_FILE
 
 
@@ -62,6 +63,8 @@ class ControlFileReader:
         self._partial = b""
 
     def read_new(self) -> list[dict]:
+        """The command records (JSON objects) appended since the last call; a half-written last line waits for the
+        next call, an unparsable line is skipped."""
         size = _size(self.path)
         if size < self._offset:  # replaced or truncated: read it from the top
             self._offset, self._partial = 0, b""

@@ -15,6 +15,7 @@ SAMPLE_NOW = "sample_now"
 
 @dataclass
 class RunControl:
+    """Commands to a running training, safe from any thread: stop (with its reason), save now, sample now."""
     def __post_init__(self) -> None:
         self._stop = threading.Event()
         self._commands: "queue.SimpleQueue[str]" = queue.SimpleQueue()
@@ -33,12 +34,15 @@ class RunControl:
 
     @property
     def stop_requested(self) -> bool:
+        """True once a stop was requested; the loop stops after the current step and saves."""
         return self._stop.is_set()
 
     def save_now(self) -> None:
+        """Ask for a LoRA and state save after the current step."""
         self._commands.put(SAVE_NOW)
 
     def sample_now(self) -> None:
+        """Ask for sample images after the current step."""
         self._commands.put(SAMPLE_NOW)
 
     def pending_commands(self) -> list[str]:

@@ -22,6 +22,8 @@ TEST_DELAY_ENV = "SDXL_TUI_TEST_SAVE_DELAY"
 
 @dataclass
 class SaveProgress:
+    """The save in progress (what, bytes done of total, its temp files), read by the signal handler to decide whether
+    to wait for it. Thread-safe."""
     # reentrant: the signal handler reads it on the main thread, maybe while that thread holds it
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     what: str = ""
@@ -45,6 +47,7 @@ class SaveProgress:
             self.temp_paths.append(Path(temp_path))
 
     def part_done(self, name: str) -> None:
+        """Count piece `name` as written (its estimated bytes)."""
         delay = _test_delay()
         if delay:
             time.sleep(delay)
@@ -52,12 +55,14 @@ class SaveProgress:
             self.done_bytes += self._parts.pop(name, 0)
 
     def end(self) -> None:
+        """No save in progress any more."""
         with self._lock:
             self.what, self.started, self.temp_paths, self._parts = "", None, [], {}
             self.total_bytes = self.done_bytes = 0
 
     @property
     def active(self) -> bool:
+        """True while a save is in progress."""
         return self.started is not None
 
     @property

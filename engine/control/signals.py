@@ -34,6 +34,7 @@ class StoppedBeforeTraining(KeyboardInterrupt):
 
 
 def exit_code_for(signum: int) -> int:
+    """The shell's exit code for a process ended by signal `signum` (128 + the number: 130 for SIGINT)."""
     return 128 + int(signum)
 
 
@@ -50,6 +51,9 @@ class StopSignals:
     _previous: dict = field(default_factory=dict)
 
     def handle(self, signum: int, frame=None) -> None:
+        """The signal handler. Before training begins: stop at once (raises StoppedBeforeTraining). First signal in
+        training: stop after this step and save. Second: wait only for a save that is nearly done. Otherwise:
+        remove a save's temp files and call `exit_now`."""
         name = signal.Signals(signum).name
         self.received.append(name)
         code = EXIT_CODES.get(name, exit_code_for(signum))
@@ -76,6 +80,8 @@ class StopSignals:
         self.exit_now(self.exit_code)
 
     def install(self) -> "StopSignals":
+        """Install `handle` for SIGINT, SIGTERM and SIGHUP (where the platform has them), keeping the previous
+        handlers. Raises RuntimeError off the main thread."""
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("signal handlers can only be installed from the main thread")
         for sig in _stop_signals():
@@ -83,6 +89,7 @@ class StopSignals:
         return self
 
     def restore(self) -> None:
+        """Put back the handlers that `install` replaced."""
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
         self._previous.clear()

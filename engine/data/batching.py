@@ -21,6 +21,7 @@ from engine.data.scan import ScannedDataset
 
 @dataclass(frozen=True)
 class Batch:
+    """One batch: images of one dataset, all resized and cropped to `bucket` (width, height) in pixels."""
     dataset_index: int
     bucket: Size
     items: tuple[int, ...]  # indices into ScannedDataset.items (an image may appear twice)
@@ -61,6 +62,8 @@ def batches_per_epoch(scanned: ScannedDataset, world_size: int = 1) -> int:
 
 
 def rank_batches(batches: list[Batch], rank: int = 0, world_size: int = 1) -> list[Batch]:
+    """This rank's share of an epoch's batches: every `world_size`-th from `rank`, dropping the remainder so every
+    rank takes as many steps. Raises ValueError when `rank` is outside `world_size`."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside world size {world_size}")
     usable = len(batches) - len(batches) % world_size

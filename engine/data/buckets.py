@@ -33,6 +33,7 @@ def make_buckets(max_reso: Size, min_size: int = 256, max_size: int = 1024, step
 
 @dataclass(frozen=True)
 class BucketChoice:
+    """The bucket an image goes to, the size it is resized to before the crop, and how far the aspects differ."""
     bucket: Size
     resized: Size  # the image's size after resizing, before the crop to `bucket`
     aspect_error: float  # bucket aspect minus image aspect
@@ -100,15 +101,20 @@ class Bucketer:
 
     @classmethod
     def for_dataset(cls, spec) -> "Bucketer":
+        """The bucketer for one [[datasets]] entry (a DatasetSpec)."""
         return cls(tuple(spec.resolution), spec.enable_bucket, spec.min_bucket_reso, spec.max_bucket_reso,
                    spec.bucket_reso_steps, spec.bucket_no_upscale)
 
     def predefined(self) -> list[Size]:
+        """The buckets (width, height) in pixels: sd-scripts' list from min to max reso in `bucket_reso_steps`, or
+        the one resolution when bucketing is off."""
         if not self.enable_bucket:
             return [self.resolution]
         return make_buckets(self.resolution, self.min_bucket_reso, self.max_bucket_reso, self.bucket_reso_steps)
 
     def choose(self, size: Size) -> BucketChoice:
+        """The bucket for an image of `size` (width, height) in pixels; with bucket_no_upscale a bucket made for it
+        that never upscales, as sd-scripts."""
         if self.enable_bucket and self.bucket_no_upscale:
             return select_bucket_no_upscale(size, self.resolution, self.bucket_reso_steps)
         return select_bucket(size, self.predefined())
@@ -127,6 +133,7 @@ class CropGeometry:
 
     @property
     def crop_top_left(self) -> tuple[int, int]:
+        """(crop top, crop left) in pixels, the order SDXL's time ids use."""
         return (self.crop_top, self.crop_left)
 
     def flipped(self) -> "CropGeometry":
@@ -136,6 +143,7 @@ class CropGeometry:
         return CropGeometry(self.original, self.resized, self.bucket, left, self.crop_top)
 
     def time_ids(self) -> tuple[int, int, int, int, int, int]:
+        """SDXL's add_time_ids: (original h, w, crop top, left, target h, w), in pixels."""
         return (self.original[1], self.original[0], self.crop_top, self.crop_left,
                 self.bucket[1], self.bucket[0])
 

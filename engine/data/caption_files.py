@@ -20,6 +20,7 @@ OTHER_CAPTION_EXTENSIONS = (".txt", ".caption", ".tags")
 
 @dataclass(frozen=True)
 class CaptionFile:
+    """What a caption file holds."""
     caption: str  # the first non-blank line, stripped ("" when the file holds no text)
     extra_lines: int = 0  # non-blank lines after it (used by enable_wildcard)
     leading_blank_lines: int = 0  # blank lines before it
@@ -45,6 +46,7 @@ def multi_line_note(subset_index: int, files: list[Path]) -> str:
 
 
 def leading_blank_note(subset_index: int, files: list[Path]) -> str:
+    """The warning for caption files that begin with blank lines (one line for the whole subset)."""
     return (f"subset {subset_index}: {len(files)} caption file(s) start with blank lines (e.g. {files[0]}); "
             "the first non-blank line is used (sd-scripts would train on an empty caption)")
 

@@ -25,6 +25,8 @@ from typing import Optional
 
 @dataclass(frozen=True)
 class CaptionOptions:
+    """sd-scripts' caption options of one subset (shuffle, keep tokens, dropout, warm-up, wildcards), as the caption
+    is built for each step."""
     shuffle_caption: bool = False
     caption_separator: str = ","
     secondary_separator: Optional[str] = None

@@ -48,6 +48,7 @@ class _Origins:
 
 @dataclass(frozen=True)
 class SubsetSpec(_Origins):
+    """One [[datasets.subsets]] entry after [general] and [[datasets]] defaults are applied; paths resolved."""
     index: int
     dataset_index: int
     image_dir: Optional[Path]
@@ -88,6 +89,7 @@ class SubsetSpec(_Origins):
 
 @dataclass(frozen=True)
 class DatasetSpec(_Origins):
+    """One [[datasets]] entry with [general] defaults applied; resolution is (width, height) in pixels."""
     index: int
     resolution: Resolution
     batch_size: int
@@ -105,16 +107,19 @@ class DatasetSpec(_Origins):
 
     @property
     def is_fine_tuning_style(self) -> bool:
+        """True when its subsets are sd-scripts fine-tuning style (metadata_file JSON instead of image folders)."""
         return any(s.metadata_file is not None for s in self.subsets)
 
 
 @dataclass(frozen=True)
 class DatasetConfig:
+    """A parsed sd-scripts dataset TOML: its datasets and the notes on keys taken as no-ops."""
     path: Optional[Path]
     datasets: tuple[DatasetSpec, ...]
     notes: tuple[str, ...] = ()
 
     def all_subsets(self) -> list[SubsetSpec]:
+        """Every subset of every dataset, in file order."""
         return [s for d in self.datasets for s in d.subsets]
 
 
@@ -380,6 +385,8 @@ def _parse_json(text: str, path: str) -> dict[str, Any]:
 
 
 def resolve_dataset_config_path(cfg: RunConfig, base_dir: Path | str | None) -> Path:
+    """The dataset TOML path of a run config, relative paths joined to `base_dir`. Raises ConfigError when
+    dataset_config is empty."""
     raw = cfg.dataset.dataset_config
     if not raw:
         raise ConfigError("no dataset config: [dataset] dataset_config is empty", key="dataset.dataset_config",

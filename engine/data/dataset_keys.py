@@ -95,6 +95,7 @@ def _interpolation(v: Any) -> Optional[str]:
 
 @dataclass(frozen=True)
 class KeySpec:
+    """How one dataset TOML key is checked (`check` returns the value or raises ValueError) and its default."""
     check: Callable[[Any], Any]
     default: Any
 

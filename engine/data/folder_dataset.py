@@ -118,7 +118,8 @@ def scan_folder_dataset(train_data_dir: str | Path, reg_data_dir: str | Path | N
     if reg_data_dir:
         _subfolders(Path(reg_data_dir).expanduser(), "reg_data_dir", True, out)
     if train_subsets == 0:
-        direct = " It holds images directly: move them into a subfolder such as '10_name'." if _has_images(train) else ""
+        direct = (" It holds images directly: move them into a subfolder such as '10_name'."
+                  if _has_images(train) else "")
         raise ConfigError(f"train_data_dir: no <repeats>_<class tokens> subfolder in {train}.{direct}",
                           key="train_data_dir",
                           hint="train_data_dir is the parent of folders named like '20_ohwx woman' (20 repeats, "

@@ -17,11 +17,13 @@ from engine.data.image_files import IMAGE_EXTENSIONS, UNSUPPORTED_IMAGE_EXTENSIO
 
 
 def nfc(text: str) -> str:
+    """`text` in Unicode NFC form, so names written as NFD (macOS) match."""
     return unicodedata.normalize("NFC", text)
 
 
 @dataclass
 class SubsetFiles:
+    """One subset folder's files sorted out: images, caption files by image stem, and what matches nothing."""
     images: list[Path] = field(default_factory=list)
     others: list[Path] = field(default_factory=list)
     captions: dict[str, Path] = field(default_factory=dict)  # NFC image stem -> its caption file
@@ -30,6 +32,7 @@ class SubsetFiles:
     normalisation: list[tuple[Path, Path]] = field(default_factory=list)  # (image, caption) named in other forms
 
     def caption_of(self, image: Path) -> Optional[Path]:
+        """The caption file of `image`, or None."""
         return self.captions.get(nfc(image.stem))
 
 
@@ -60,10 +63,12 @@ def list_subset_files(folder: Path, caption_extension: str) -> SubsetFiles:
 
 
 def unsupported_message(caption: Path, image: Path) -> str:
+    """The problem text for a caption whose image is in a format that is not trained on."""
     return (f"{caption}: its image {image.name} is a {image.suffix.lower()} file, a format sdxl-tui (like "
             f"sd-scripts) does not train on; convert it to PNG or JPEG ({' '.join(IMAGE_EXTENSIONS)})")
 
 
 def normalisation_message(image: Path, caption: Path) -> str:
+    """The note for an image and caption whose names differ only in Unicode form."""
     return (f"{caption}: its name and its image's ({image.name}) are the same text in different Unicode forms "
             f"(NFC/NFD, as macOS and other systems write names); matched to the image")

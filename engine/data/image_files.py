@@ -34,6 +34,8 @@ _WITH_ALPHA = ("RGBA", "LA", "PA", "La", "RGBa")
 
 
 class BadImage(Exception):
+    """An image file that cannot be read (broken, unsupported, or over Pillow's decompression-bomb limit); the
+    message names the file."""
     pass
 
 
@@ -56,6 +58,7 @@ def orientation(im) -> int:
 
 
 def upright(size: Size, orient: int) -> Size:
+    """`size` (width, height) as the image is shown: swapped for EXIF orientations 5-8 (rotated by 90°)."""
     return (size[1], size[0]) if orient in (5, 6, 7, 8) else size
 
 
@@ -124,7 +127,8 @@ def open_upright(path: Path):
     except Image.DecompressionBombError as exc:
         raise DataError(bomb_message(Path(path), exc)) from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable image ({exc})", hint="fix or remove it, or set skip_bad_images = true") from None
+        raise DataError(f"{path}: unreadable image ({exc})",
+                        hint="fix or remove it, or set skip_bad_images = true") from None
     method = _transpose_method(orient)
     return image.transpose(method) if method is not None else image
 

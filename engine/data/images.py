@@ -26,6 +26,7 @@ COLOR_AUG_PROBABILITY = 0.33
 
 @dataclass(frozen=True)
 class LoadedImage:
+    """One image ready for the VAE, with the crop that made it."""
     pixels: np.ndarray  # H x W x 3 uint8 RGB, at the bucket size
     geometry: CropGeometry  # already mirrored when `flipped`
     flipped: bool
@@ -78,6 +79,8 @@ def load_training_image(path: Path, bucket: Size, *, rng: random.Random, resized
 
 
 def color_augment(array: np.ndarray, rng: random.Random) -> np.ndarray:
+    """sd-scripts' color_aug on an H x W x 3 uint8 array: with probability 0.33, a hue shift of up to ±8 OpenCV units
+    or else a gamma in [0.95, 1.05]; otherwise the array unchanged."""
     if rng.random() > COLOR_AUG_PROBABILITY:
         return array
     if rng.random() > 0.5:

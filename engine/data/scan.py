@@ -25,8 +25,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
-from engine.data.buckets import Bucketer, Size
 from engine.data import caption_files
+from engine.data.buckets import Bucketer, Size
 from engine.data.caption_files import read_caption_file
 from engine.data.dataset_config import DatasetConfig, DatasetSpec, SubsetSpec
 from engine.data.folder_files import SubsetFiles, list_subset_files, normalisation_message, unsupported_message
@@ -41,6 +41,7 @@ LISTED = 8  # per kind of warning, name this many files before summarising
 
 @dataclass(frozen=True)
 class ImageItem:
+    """One training image with its caption and bucket; sizes are (width, height) in pixels."""
     path: Path
     caption: str
     subset_index: int
@@ -54,6 +55,7 @@ class ImageItem:
 
 @dataclass(frozen=True)
 class SubsetStats:
+    """Counts for one subset, for the plan and the dashboard."""
     subset_index: int
     dataset_index: int
     source: Path
@@ -69,6 +71,7 @@ class SubsetStats:
 
 @dataclass(frozen=True)
 class ScannedDataset:
+    """The dataset as scanned: every usable image, per-subset counts, and what stops or worries a run."""
     config: DatasetConfig
     items: tuple[ImageItem, ...]
     subsets: tuple[SubsetStats, ...]
@@ -86,17 +89,21 @@ class ScannedDataset:
                        warnings=(), skipped=0)
 
     def dataset(self, index: int) -> DatasetSpec:
+        """The [[datasets]] entry number `index`."""
         return self.config.datasets[index]
 
     def items_of(self, dataset_index: int) -> list[ImageItem]:
+        """The images of dataset number `dataset_index`."""
         return [i for i in self.items if i.dataset_index == dataset_index]
 
     @property
     def num_train_images(self) -> int:
+        """Training images per epoch, counting repeats (sd-scripts' num_train_images)."""
         return sum(i.num_repeats for i in self.items if not i.is_reg)
 
     @property
     def num_reg_images(self) -> int:
+        """Regularization images per epoch, counting repeats (sd-scripts' num_reg_images)."""
         return sum(i.num_repeats for i in self.items if i.is_reg)
 
     def bucket_histogram(self) -> dict[tuple[int, Size], int]:
@@ -393,6 +400,7 @@ def scan_dataset(config: DatasetConfig, *, skip_bad_images: bool = False, strict
 
 
 def data_error(scanned: ScannedDataset) -> DataError:
+    """A DataError listing the scan's problems (the first ones, then how many more)."""
     shown = list(scanned.problems[:LISTED])
     more = len(scanned.problems) - len(shown)
     text = "the dataset cannot be used:\n  " + "\n  ".join(shown) + (f"\n  ... and {more} more" if more else "")

@@ -35,6 +35,7 @@ ASPECTS = {"square": (1, 1), "landscape": (3, 1), "portrait": (1, 3)}
 
 @dataclass(frozen=True)
 class DemoImage:
+    """One picture of the demo dataset: a shape of a colour on a background."""
     name: str
     shape: str
     colour: str
@@ -43,6 +44,7 @@ class DemoImage:
 
     @property
     def caption(self) -> str:
+        """The caption written next to the image."""
         return f"a {self.colour} {self.shape} on a {self.background} background"
 
 
@@ -72,6 +74,7 @@ SAMPLE_PROMPTS = (
 
 @dataclass(frozen=True)
 class DemoDataset:
+    """Where the demo dataset was written."""
     root: Path
     dataset_toml: Path
     image_dir: Path

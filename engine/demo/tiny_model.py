@@ -55,6 +55,7 @@ MODEL_INDEX = {
 
 @dataclass(frozen=True)
 class TinyModelPaths:
+    """The tiny model as a diffusers folder and as one .safetensors file."""
     diffusers_dir: Path
     single_file: Path
 
@@ -154,6 +155,8 @@ def write_tokenizer(folder: Path, words: list[str], pad_token: str) -> int:
 # ---------------------------------------------------------------- configs
 
 def unet_config(base: int = BASE_CHANNELS) -> dict:
+    """diffusers UNet2DConditionModel config shaped like SDXL's (same block types, 2048-wide cross-attention,
+    text_time embedding) at tiny width `base`."""
     channels = [base, base * 2, base * 4]
     return {
         "sample_size": 8,
@@ -180,6 +183,8 @@ def unet_config(base: int = BASE_CHANNELS) -> dict:
 
 
 def vae_config() -> dict:
+    """diffusers AutoencoderKL config with SDXL's layout (4 latent channels, 8x downscale, scaling factor 0.13025) at
+    tiny width."""
     return {
         "in_channels": 3,
         "out_channels": 3,
@@ -197,6 +202,7 @@ def vae_config() -> dict:
 
 def text_encoder_config(width: int, layers: int, heads: int, act: str, projection: int,
                         vocab_size: int, pad_id: int):
+    """transformers CLIPTextConfig for a tiny text encoder; bos/eos are the last two token ids of the vocabulary."""
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
@@ -216,6 +222,7 @@ def _prompt_words() -> list[str]:
 
 
 def tiny_vocab_size() -> int:
+    """How many tokens the tiny model's tokenizer has (its BPE learnt from the demo prompts)."""
     return len(build_vocab(learn_bpe(_prompt_words())))
 
 

@@ -17,10 +17,12 @@ EVENTS_FILE = "events.jsonl"
 
 
 def events_path(output_dir: str | Path) -> Path:
+    """The events.jsonl of a run's output folder."""
     return Path(output_dir) / EVENTS_FILE
 
 
 def parse_line(line: bytes) -> Optional[Event]:
+    """The event in one JSONL line, or None for a line that is not one (a half-written or foreign line)."""
     try:
         return event_from_json(line.decode("utf-8"))
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
@@ -36,6 +38,8 @@ class EventFileReader:
         self._partial = b""
 
     def read_new(self) -> list[Event]:
+        """The events appended since the last call; a half-written last line waits for the next call, and a replaced
+        file is read from the top."""
         try:
             with open(self.path, "rb") as handle:
                 size = handle.seek(0, 2)
@@ -52,6 +56,7 @@ class EventFileReader:
 
 
 def is_final(event: Event) -> bool:
+    """True for the event that ends a run (Finished or Failed)."""
     return isinstance(event, (Finished, Failed))
 
 

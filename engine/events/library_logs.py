@@ -43,6 +43,7 @@ class ChatterRedirect:
         self.saved: dict[str, tuple[list, bool]] = {}
 
     def reroute(self) -> None:
+        """Send the libraries' loggers to our handler only (no propagation), remembering their setup once."""
         for name in LIBRARY_LOGGERS:
             logger = logging.getLogger(name)
             if logger.handlers == [self.handler] and not logger.propagate:
@@ -52,6 +53,7 @@ class ChatterRedirect:
             logger.propagate = False
 
     def restore(self) -> None:
+        """Give the libraries' loggers back the handlers they had before `reroute`."""
         for name, (handlers, propagate) in self.saved.items():
             logger = logging.getLogger(name)
             logger.handlers = handlers

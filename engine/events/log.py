@@ -15,6 +15,8 @@ EVENTS_FILE = "events.jsonl"
 
 
 class EventLog:
+    """Appends every event to output_dir/events.jsonl (and Step scalars to TensorBoard); a failed write is kept in
+    `error`, later events are dropped."""
     def __init__(self, output_dir: Path, tensorboard_dir: Optional[Path] = None) -> None:
         self.path = Path(output_dir) / EVENTS_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,6 +53,7 @@ class EventLog:
             self._tb.add_scalar("memory/peak_bytes", step.memory.peak, step.step)
 
     def close(self) -> None:
+        """Close the JSONL file and the TensorBoard writer (a close that fails on a full disk is ignored)."""
         if not self._file.closed:
             try:
                 self._file.close()

@@ -24,9 +24,11 @@ FAILED = "failed"
 
 @dataclass(frozen=True)
 class Event:
+    """Base of every event."""
     time: float = 0.0  # wall-clock seconds (time.time()) when emitted
 
     def to_json(self) -> str:
+        """One JSON object with a `type` key naming the class (a line of events.jsonl)."""
         return json.dumps({"type": type(self).__name__, **dataclasses.asdict(self)})
 
 
@@ -53,6 +55,7 @@ class PhaseProgress(Event):
 
 @dataclass(frozen=True)
 class RunStarted(Event):
+    """Training begins (after set-up): its length, batch size and processes, and where it resumed."""
     output_dir: str = ""
     total_steps: int = 0
     total_epochs: int = 0
@@ -115,6 +118,7 @@ class Validation(Event):
 
 @dataclass(frozen=True)
 class Saved(Event):
+    """A LoRA file or a training state was written."""
     path: str = ""
     step: int = 0
     epoch: int = 0
@@ -123,6 +127,7 @@ class Saved(Event):
 
 @dataclass(frozen=True)
 class Sample(Event):
+    """A sample image was written."""
     path: str = ""
     prompt: str = ""
     step: int = 0
@@ -130,11 +135,13 @@ class Sample(Event):
 
 @dataclass(frozen=True)
 class Warning_(Event):
+    """Something a person should know that does not stop the run."""
     message: str = ""
 
 
 @dataclass(frozen=True)
 class Log(Event):
+    """A log line (our own or a library's), with its level name."""
     message: str = ""
     level: str = "info"
 
@@ -150,6 +157,7 @@ class Finished(Event):
 
 @dataclass(frozen=True)
 class Failed(Event):
+    """The run ended with an error: its message, hint, step, and the newest LoRA file that survived."""
     message: str = ""
     hint: str = ""
     step: int = 0

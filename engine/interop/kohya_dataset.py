@@ -18,7 +18,8 @@ from engine.errors import ConfigError
 
 def _need_path(merged_dataset_path: Optional[str | Path], why: str) -> Path:
     if merged_dataset_path is None:
-        raise ConfigError(f"{why}: a dataset TOML must be written", hint="give a place for it (import-kohya writes it beside -o)")
+        raise ConfigError(f"{why}: a dataset TOML must be written",
+                          hint="give a place for it (import-kohya writes it beside -o)")
     return Path(merged_dataset_path)
 
 

@@ -29,6 +29,8 @@ _HANDLED = {"text_encoder_lr1", "text_encoder_lr2", "dataset_config", "save_prec
 
 @dataclass
 class ExportResult:
+    """What export_kohya wrote: the args TOML, the dataset TOML (None when the config has none), the sd-scripts
+    command line, and notes on what did not carry over."""
     args_path: Path
     dataset_path: Optional[Path]
     command: str
@@ -75,12 +77,15 @@ def _special_values(cfg: RunConfig, notes: list[str]) -> dict[str, Any]:
 
 
 def build_args_document(cfg: RunConfig, dataset_path: Optional[Path], notes: list[str]):
+    """The sd-scripts args TOML (a tomlkit document, sd-scripts' option names in its tables) for `cfg`; options sd-
+    scripts has no equivalent for are added to `notes`."""
     import tomlkit
 
     from engine.config.schema import SECTIONS
 
     doc = tomlkit.document()
-    doc.add(tomlkit.comment("sd-scripts args for sdxl_train_network.py --config_file (written by sdxl-tui export-kohya)"))
+    doc.add(tomlkit.comment("sd-scripts args for sdxl_train_network.py --config_file "
+                            "(written by sdxl-tui export-kohya)"))
     tables: dict[str, Any] = {}
     special = _special_values(cfg, notes)
     extras = tomlkit.table()
@@ -130,7 +135,8 @@ def write_dataset_toml(source: Path, target: Path) -> Path:
     from engine.storage.atomic import atomic_write_text
 
     if not source.is_file():
-        raise ConfigError(f"dataset config not found: {source}", key="dataset_config", hint="check [dataset] dataset_config")
+        raise ConfigError(f"dataset config not found: {source}", key="dataset_config",
+                          hint="check [dataset] dataset_config")
     from engine.config.toml_text import read_config_text
 
     text = read_config_text(source, "dataset config")
@@ -145,6 +151,8 @@ def write_dataset_toml(source: Path, target: Path) -> Path:
 
 
 def export_kohya(cfg: RunConfig, out_dir: str | Path, *, config_dir: Optional[Path] = None) -> ExportResult:
+    """Write sd-scripts args and dataset TOML files for `cfg` into `out_dir`; relative paths are resolved against
+    `config_dir`. Raises OSError when the files cannot be written."""
     import tomlkit
 
     from engine.storage.atomic import atomic_write_text

@@ -50,12 +50,15 @@ class GuiArgs:
     launch: dict[str, Any] = field(default_factory=dict)
 
     def put(self, option: str, value: Any, gui_key: str) -> None:
+        """Set sd-scripts option `option` from GUI key `gui_key`, unless `value` is empty, False, None or 0 (kohya_ss
+        leaves those out of the command line too)."""
         if value in ("", False, None) or value == []:  # kohya_ss' filter (0 == False, so 0 too)
             return
         self.args[option] = value
         self.source[option] = gui_key
 
     def note(self, key: str, status: str, detail: str = "") -> None:
+        """Record what happened to GUI key `key` (its status and a detail) for the import report."""
         self.notes.append(KeyNote(key, status, detail))
 
 
@@ -127,7 +130,8 @@ def _steps_and_epochs(gui: Mapping[str, Any], out: GuiArgs) -> None:
                  "given yet (kohya_ss computes the steps from train_data_dir's images × repeats; give the folder "
                  "to get its exact count)")
     else:
-        out.note("epoch", "not used", f"max_train_steps = {steps} is set, so kohya_ss does not use epoch for the length")
+        out.note("epoch", "not used",
+                 f"max_train_steps = {steps} is set, so kohya_ss does not use epoch for the length")
     out.put("max_train_steps", steps, "max_train_steps")
     out.note("max_train_steps", "mapped" if steps else "not used", "" if steps else "0: not passed")
     cycles = gui.get("lr_scheduler_num_cycles", "")
@@ -137,9 +141,9 @@ def _steps_and_epochs(gui: Mapping[str, Any], out: GuiArgs) -> None:
     warmup, warmup_steps = gui_float(gui.get("lr_warmup")), gui_float(gui.get("lr_warmup_steps"))
     resolved: Any = int(warmup_steps) if warmup_steps > 0 else (warmup / 100 if warmup else 0)
     out.put("lr_warmup_steps", resolved, "lr_warmup")
-    out.note("lr_warmup", "converted" if warmup else "not used",
-             f"{warmup:g}% -> lr_warmup_steps = {resolved} (a fraction of the total steps)" if warmup and not warmup_steps
-             else ("lr_warmup_steps wins, as in kohya_ss" if warmup else "0: no warm-up"))
+    how = (f"{warmup:g}% -> lr_warmup_steps = {resolved} (a fraction of the total steps)" if warmup and not warmup_steps
+           else "lr_warmup_steps wins, as in kohya_ss" if warmup else "0: no warm-up")
+    out.note("lr_warmup", "converted" if warmup else "not used", how)
     if "lr_warmup_steps" in gui:
         out.note("lr_warmup_steps", "mapped" if warmup_steps else "not used", "" if warmup_steps else "0: not set")
 
@@ -260,7 +264,8 @@ def _launch(gui: Mapping[str, Any], out: GuiArgs) -> None:
     backend = str(gui.get("dynamo_backend") or "no")
     if backend.lower() != "no":
         out.put("torch_compile", True, "dynamo_backend")  # accelerate's dynamo compiles the model: same math
-        out.note("dynamo_backend", "converted", f"{backend} -> torch_compile (the UNet is compiled; the LoRA is the same)")
+        out.note("dynamo_backend", "converted",
+                 f"{backend} -> torch_compile (the UNet is compiled; the LoRA is the same)")
     extra = str(gui.get("extra_accelerate_launch_args") or "").strip()
     if extra:
         raise ConfigError(f"extra_accelerate_launch_args = {extra!r}: sdxl-tui writes the accelerate settings itself",
@@ -329,7 +334,8 @@ def gui_to_sd_args(gui: Mapping[str, Any]) -> GuiArgs:
                                      "noise_offset_type", "optimizer", "optimizer_args", "lr_scheduler_args",
                                      "epoch", "max_train_steps", "lr_scheduler_num_cycles", "lr_warmup",
                                      "lr_warmup_steps", "text_encoder_lr", "unet_lr", "learning_rate",
-                                     "t5xxl_lr", "max_data_loader_n_workers", *FAMILY_FLAGS, *ORIGINAL_NOISE, *MULTIRES_NOISE, *LAUNCH_KEYS}
+                                     "t5xxl_lr", "max_data_loader_n_workers", *FAMILY_FLAGS, *ORIGINAL_NOISE,
+                                     *MULTIRES_NOISE, *LAUNCH_KEYS}
     _network(gui, out)
     _optimizer(gui, out)
     _steps_and_epochs(gui, out)

@@ -24,6 +24,7 @@ GUI_FILE = "kohya_gui.json"
 
 @dataclass
 class GuiExport:
+    """What the kohya_ss GUI export wrote: the JSON, the dataset TOML (or None) and notes."""
     json_path: Path
     dataset_path: Optional[Path]
     notes: list[str] = field(default_factory=list)

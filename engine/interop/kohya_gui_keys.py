@@ -8,10 +8,12 @@ from typing import Any, Callable, Optional
 
 
 def gui_int(value: Any) -> int:
+    """A GUI JSON number as int (the GUI writes "" or None for unset, and numbers as strings or floats): 0 for unset."""
     return int(float(value)) if value not in ("", None) else 0
 
 
 def gui_float(value: Any) -> float:
+    """A GUI JSON number as float: 0.0 for "" or None."""
     return float(value) if value not in ("", None) else 0.0
 
 

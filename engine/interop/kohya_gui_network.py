@@ -147,7 +147,8 @@ def network_from_gui(gui: Mapping[str, Any]) -> NetworkChoice:
         choice = _kohya_lora(gui, lora_type)
     elif lora_type in _OTHER_FAMILIES:
         raise ConfigError(f"LoRA_type = {lora_type!r} trains another model family; sdxl-tui trains SDXL LoRAs",
-                          key="LoRA_type", hint="use an SDXL config (LoRA_type Standard, Kohya LoCon or a LyCORIS type)")
+                          key="LoRA_type",
+                          hint="use an SDXL config (LoRA_type Standard, Kohya LoCon or a LyCORIS type)")
     else:
         raise ConfigError(f"LoRA_type = {lora_type!r} is not a kohya_ss LoRA type", key="LoRA_type",
                           hint="use Standard, Kohya LoCon, Kohya DyLoRA, Kohya LoHa, Kohya LoKr or LyCORIS/...")

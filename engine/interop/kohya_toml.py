@@ -24,6 +24,8 @@ def flatten_args(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
+    """The data of an sd-scripts TOML file (args or dataset). Raises ConfigError for a missing file, bad TOML or a
+    malformed path string."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"file not found: {p}", path=str(p), hint="check the path")

@@ -60,6 +60,8 @@ class TrainingInfo:
 
 
 def resolve_dtype(dtype: Union[str, "torch.dtype"]) -> "torch.dtype":
+    """The torch dtype for a save_precision name (fp16, bf16, fp32), or the dtype itself. Raises ConfigError for
+    another name."""
     import torch
 
     if isinstance(dtype, torch.dtype):
@@ -92,6 +94,8 @@ def sd_scripts_hashes(tensors: Mapping[str, "torch.Tensor"], metadata: Mapping[s
 
 def tensors_for_saving(state: Union["LoRANetwork", Mapping[str, "torch.Tensor"]],
                        dtype: Union[str, "torch.dtype"]) -> dict[str, "torch.Tensor"]:
+    """The network's weights under sd-scripts key names, detached on the CPU in `dtype` (a DDP wrapper is unwrapped).
+    Raises ConfigError for an unknown dtype name."""
     target = resolve_dtype(dtype)
     state = getattr(state, "module", state)  # a DDP-wrapped network
     source = state.kohya_state_dict() if hasattr(state, "kohya_state_dict") else state
@@ -138,7 +142,8 @@ def load_lora(path: Union[str, Path]) -> tuple[dict[str, "torch.Tensor"], dict[s
         raise ConfigError(f"LoRA file not found: {p}", path=str(p), hint="check the path")
     if p.suffix.lower() != ".safetensors":
         raise ConfigError(f"{p.name} is not a .safetensors file", path=str(p),
-                          hint="convert it to .safetensors; pickle files (.pt/.ckpt) are refused because loading them can run code")
+                          hint="convert it to .safetensors; pickle files (.pt/.ckpt) are refused because loading "
+                               "them can run code")
     try:
         with safe_open(str(p), framework="pt") as handle:
             metadata = dict(handle.metadata() or {})
@@ -234,6 +239,8 @@ def sd_scripts_metadata(cfg: "RunConfig", info: TrainingInfo) -> dict[str, str]:
 
 
 def modelspec_metadata(cfg: "RunConfig", info: TrainingInfo) -> dict[str, str]:
+    """The Stability AI model-spec keys (modelspec.*) sd-scripts writes: spec version, architecture, title,
+    resolution (WxH pixels), date."""
     width, height = info.resolution
     return {
         "modelspec.sai_model_spec": MODELSPEC_VERSION,

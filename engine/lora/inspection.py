@@ -35,6 +35,7 @@ _PEFT_UP = (".lora_B.weight", ".lora.up.weight", ".lora_linear_layer.up.weight")
 
 @dataclass(frozen=True)
 class ModuleInfo:
+    """One LoRA module as found in a file: its part of the model, rank, alpha and layer kind."""
     name: str
     part: str  # unet / te1 / te2 / te (SD1) / other
     rank: Optional[int]
@@ -45,6 +46,7 @@ class ModuleInfo:
 
 @dataclass(frozen=True)
 class Verdict:
+    """Whether the file loads in one target (ComfyUI, A1111, diffusers, ...), and why."""
     target: str
     ok: bool
     reason: str
@@ -52,6 +54,8 @@ class Verdict:
 
 @dataclass
 class InspectReport:
+    """What inspect_lora found in a LoRA file: layout, base model, modules, dtypes, metadata, problems and per-target
+    verdicts."""
     path: Path
     size_bytes: int = 0
     layout: str = "unknown"  # sd-scripts / sd-scripts (diffusers block names) / diffusers-peft / diffusers-old
@@ -68,15 +72,19 @@ class InspectReport:
 
     @property
     def broken(self) -> bool:
+        """True when the file has errors (it will not load as a LoRA)."""
         return bool(self.errors)
 
     def counts_by_part(self) -> dict[str, int]:
+        """Module count per part (unet, te1, te2, ...)."""
         return dict(Counter(m.part for m in self.modules))
 
     def rank_alpha_summary(self) -> dict[tuple[str, Optional[int], Optional[float]], int]:
+        """Module count per (kind, rank, alpha)."""
         return dict(Counter((m.kind, m.rank, m.alpha) for m in self.modules))
 
     def key_metadata(self) -> dict[str, str]:
+        """The metadata entries worth showing (KEY_METADATA), where present."""
         return {k: self.metadata[k] for k in KEY_METADATA if k in self.metadata}
 
 
@@ -235,7 +243,8 @@ def _check_values(report: InspectReport, tensors: dict) -> None:
     ups = [v for k, v in tensors.items() if k.endswith(("lora_up.weight", "lora_B.weight", ".up.weight"))]
     report.zero_up_modules = sum(1 for v in ups if not bool(v.any()))
     if ups and report.zero_up_modules == len(ups):
-        report.warnings.append("every lora_up weight is zero: the LoRA changes nothing (saved before any training step?)")
+        report.warnings.append("every lora_up weight is zero: the LoRA changes nothing "
+                               "(saved before any training step?)")
     elif report.zero_up_modules:
         report.warnings.append(f"{report.zero_up_modules} of {len(ups)} modules have an all-zero lora_up (no effect)")
 
@@ -252,6 +261,9 @@ def _check_metadata(report: InspectReport, data: bytes) -> None:
 
 
 def inspect_lora(path: str | Path) -> InspectReport:
+    """Check a LoRA .safetensors file without a model: its layout and key names, ranks and alphas, non-finite values,
+    metadata, and whether ComfyUI, A1111 and diffusers will load it. Never raises for a bad file: problems are in
+    the report's `errors`."""
     from safetensors.torch import load
 
     report = InspectReport(Path(path))

@@ -74,9 +74,11 @@ class LycorisAdapter(nn.Module):
         self._applied = True  # LycorisNetworkKohya.apply_to has run (it also registers the modules)
 
     def lora_modules(self):
+        """Every LyCORIS module, text encoders' first."""
         return list(self.inner.text_encoder_loras) + list(self.inner.unet_loras)
 
     def modules_by_part(self) -> dict[str, dict[str, nn.Module]]:
+        """The modules by part (unet, te1, te2), each under its sd-scripts name."""
         parts: dict[str, dict[str, nn.Module]] = {part: {} for part in PARTS}
         for module in self.lora_modules():
             name = self._to_kohya.get(module.lora_name, module.lora_name)
@@ -84,6 +86,7 @@ class LycorisAdapter(nn.Module):
         return parts
 
     def apply(self) -> None:
+        """Hook the modules into the model's layers (once; a second call does nothing)."""
         if self._applied:  # LyCORIS' apply_to twice would make a module call itself
             return
         for module in self.lora_modules():
@@ -91,6 +94,7 @@ class LycorisAdapter(nn.Module):
         self._applied = True
 
     def remove(self) -> None:
+        """Unhook the modules, leaving the model's layers as they were."""
         if not self._applied:
             return
         for module in reversed(self.lora_modules()):
@@ -98,11 +102,14 @@ class LycorisAdapter(nn.Module):
         self._applied = False
 
     def set_multiplier(self, multiplier: float) -> None:
+        """Scale every module's output by `multiplier` (sd-scripts' network_multiplier)."""
         for module in self.lora_modules():
             module.multiplier = multiplier
 
     def param_groups(self, unet_lr: float, te1_lr: float, te2_lr: float, *, loraplus_unet_ratio=None,
                      loraplus_text_encoder_ratio=None, **_: Any) -> list[dict[str, Any]]:
+        """Optimizer parameter groups, one learning rate per part (unet, te1, te2) with the LoRA+ ratios applied as
+        for our own network."""
         from engine.lora.block_weights import part_groups
 
         groups = []
@@ -117,6 +124,8 @@ class LycorisAdapter(nn.Module):
         return _rename({k: v.detach() for k, v in self.inner.state_dict().items()}, self._to_kohya)
 
     def load_kohya_state_dict(self, sd: Mapping[str, torch.Tensor], strict: bool = True):
+        """Load weights saved under sd-scripts key names; returns (missing, unexpected) keys. With `strict`, raises
+        ConfigError when keys are missing, unexpected or of another shape."""
         own = self.kohya_state_dict()
         missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
         wrong = [k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape)]
@@ -124,7 +133,8 @@ class LycorisAdapter(nn.Module):
             sample = (missing or unexpected or wrong)[:3]
             raise ConfigError(f"the LyCORIS weights do not match this network ({len(missing)} missing, "
                               f"{len(unexpected)} unexpected, {len(wrong)} of another shape; e.g. {sample})",
-                              key="network_weights", hint="use the algo, dims and network_args the file was trained with")
+                              key="network_weights",
+                              hint="use the algo, dims and network_args the file was trained with")
         self.inner.load_state_dict(_rename(sd, self._from_kohya), strict=False)
         return missing, unexpected
 

@@ -16,6 +16,8 @@ LORA_KEYS = ("lora_down.weight", "lora_up.weight", "lora_mid.weight", "alpha", "
 
 
 def is_lycoris(keys, metadata: Mapping[str, str]) -> bool:
+    """True when a LoRA file is LyCORIS (its ss_network_module says so, or a key names a LyCORIS weight such as
+    hada_w1_a or lokr_w1)."""
     if metadata.get("ss_network_module", "").startswith("lycoris"):
         return True
     return any(key.partition(".")[2] in ALGO_BY_KEY for key in keys)

@@ -16,11 +16,14 @@ from typing import Any
 
 @dataclass
 class MaxNormResult:
+    """One max-norm pass: how many modules were scaled, and the mean and max ‖ΔW‖_F after it (0-dim tensors on the
+    device)."""
     keys_scaled: Any  # 0-dim tensor
     mean_norm: Any
     max_norm: Any
 
     def as_numbers(self) -> dict[str, float]:
+        """The figures as Python numbers (one host sync)."""
         return {"keys_scaled": int(self.keys_scaled), "mean_norm": float(self.mean_norm),
                 "max_norm": float(self.max_norm)}
 

@@ -53,4 +53,6 @@ def join_windows(hidden: "torch.Tensor", batch_size: int) -> "torch.Tensor":
 
 
 def windows_per_caption(max_token_length: int) -> int:
+    """How many 75-token windows a caption gets for `max_token_length` (75, 150 or 225 gives 1, 2 or 3), as sd-
+    scripts."""
     return max_token_length // INNER

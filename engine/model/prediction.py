@@ -17,6 +17,7 @@ ZTSNR_KEY = "ztsnr"
 
 @dataclass(frozen=True)
 class DeclaredPrediction:
+    """What a model file declares about its prediction: v-prediction, and zero terminal SNR."""
     v_prediction: bool = False
     zero_terminal_snr: bool = False
 

@@ -41,6 +41,7 @@ class UNetBlockLayout:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "UNetBlockLayout":
+        """The layout of a diffusers UNet config. Raises ValueError when layers_per_block is not one int."""
         layers = config["layers_per_block"]
         if not isinstance(layers, int):
             raise ValueError("layers_per_block must be one int for the SDXL layout")

@@ -47,6 +47,8 @@ class SingleFileParts:
 # ---------------------------------------------------------------- UNet
 
 def unet_to_original(state_dict: Mapping[str, Any], unet_config: Mapping[str, Any]) -> dict:
+    """diffusers UNet weights under the original (Stability AI, model.diffusion_model.*) key names; `unet_config`
+    gives the block layout."""
     layout = UNetBlockLayout.from_config(unet_config)
     return {original_module_path(key, layout): value for key, value in state_dict.items()}
 
@@ -130,6 +132,8 @@ def _vae_levels(keys, pattern: str) -> int:
 
 
 def vae_to_original(state_dict: Mapping[str, Any]) -> dict:
+    """diffusers VAE weights under the original key names; mid-block attention weights become 1x1 convolutions ([out,
+    in] -> [out, in, 1, 1])."""
     levels = _vae_levels(state_dict, r"^encoder\.down_blocks\.(\d+)\.")
     out = {}
     for key, value in state_dict.items():
@@ -141,6 +145,8 @@ def vae_to_original(state_dict: Mapping[str, Any]) -> dict:
 
 
 def vae_from_original(state_dict: Mapping[str, Any]) -> dict:
+    """Original VAE weights under diffusers key names; the 1x1 convolution attention weights become linear ([out, in,
+    1, 1] -> [out, in])."""
     levels = _vae_levels(state_dict, r"^encoder\.down\.(\d+)\.")
     out = {}
     for key, value in state_dict.items():
@@ -167,10 +173,12 @@ def with_text_model_prefix(state_dict: Mapping[str, Any]) -> dict:
 
 
 def clip_l_to_original(state_dict: Mapping[str, Any]) -> dict:
+    """CLIP ViT-L weights under the original names (transformers' keys with the text_model. prefix)."""
     return with_text_model_prefix(state_dict)
 
 
 def clip_l_from_original(state_dict: Mapping[str, Any]) -> dict:
+    """Original CLIP ViT-L weights for transformers, without the buffers it does not load (position_ids)."""
     return {k: v for k, v in state_dict.items() if not k.endswith(_SKIPPED_SUFFIXES)}
 
 

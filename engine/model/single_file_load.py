@@ -47,6 +47,8 @@ SDXL_BASE_CONFIGS = {
 
 
 def write_sdxl_base_configs(folder: Path) -> Path:
+    """Write SDXL base's diffusers component configs (model_index, unet, vae, schedulers, text encoders) into
+    `folder`, so a single file loads without the Hub; returns `folder`."""
     for relative, config in SDXL_BASE_CONFIGS.items():
         target = folder / relative
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,8 @@ ModelKind = Literal["diffusers", "single_file", "hub"]
 
 @dataclass(frozen=True)
 class ModelSource:
+    """Where a model comes from (diffusers folder, single file, Hub id), its size in bytes when known, and a line
+    describing it."""
     kind: ModelKind
     path: str
     size_bytes: Optional[int]
@@ -102,6 +104,8 @@ def detect_model_source(name_or_path: str) -> ModelSource:
 # ---------------------------------------------------------------- cheap shape check
 
 def read_header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape in a .safetensors file, read from its header (no weights loaded). Raises ModelError for a
+    file that is not one."""
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -117,7 +121,8 @@ def describe_single_file(shapes: dict[str, tuple[int, ...]]) -> ModelShape:
     keys = shapes.keys()
     if any(k.startswith(("lora_unet_", "lora_te")) or ".lora_down." in k or ".lora_A." in k for k in keys):
         raise ModelError("this is a LoRA file, not a base model",
-                         hint="choose an SDXL base checkpoint here; to continue training this LoRA, set network_weights")
+                         hint="choose an SDXL base checkpoint here; to continue training this LoRA, "
+                              "set network_weights")
     has_unet = any(k.startswith(UNET_PREFIX) for k in keys)
     if not has_unet:
         if any(k.startswith(("encoder.", "decoder.", VAE_PREFIX)) for k in keys):
@@ -156,7 +161,8 @@ def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read {path}: {exc}", hint="the model folder is incomplete: download it again") from exc
+        raise ModelError(f"cannot read {path}: {exc}",
+                         hint="the model folder is incomplete: download it again") from exc
 
 
 def check_unet_config(config: dict, where: str) -> int:
@@ -174,6 +180,8 @@ def check_unet_config(config: dict, where: str) -> int:
 
 
 def describe_diffusers_folder(folder: Path) -> ModelShape:
+    """The shape of a diffusers folder's model, read from its configs. Raises ModelError when it is not a whole SDXL
+    base model (a lone component, missing parts, the refiner, SD 1.x/2.x)."""
     unet_config = folder / "unet" / "config.json"
     if not unet_config.is_file():
         if (folder / "config.json").is_file():
@@ -226,6 +234,7 @@ def checked_tokenizer(tokenizer, where: str):
 
 
 def hub_offline() -> bool:
+    """True when HF_HUB_OFFLINE is set to 1, true, yes or on."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
@@ -265,6 +274,7 @@ def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
 
 
 def hub_unreachable_error(repo_id: str) -> ModelError:
+    """The error for a Hub id that is not cached while the Hub cannot be reached, naming the offline fixes."""
     host, port = _hub_address()
     return ModelError(
         f"{repo_id} is not in the Hugging Face cache and the Hub ({host}:{port}) cannot be reached",
@@ -274,6 +284,7 @@ def hub_unreachable_error(repo_id: str) -> ModelError:
 
 
 def hub_error(repo_id: str, exc: Exception) -> ModelError:
+    """The error for a Hub id that failed to load: offline and not cached, or the Hub's own error `exc`."""
     if hub_offline():
         return ModelError(f"{repo_id} is not in the Hugging Face cache and HF_HUB_OFFLINE is set",
                           hint=f"download it once online (hf download {repo_id}), unset HF_HUB_OFFLINE, "

@@ -28,6 +28,8 @@ TokenizerKind = Literal["diffusers", "sd-scripts", "built-in"]
 
 @dataclass(frozen=True)
 class TokenizerSource:
+    """Where the two tokenizers come from (built in, the model's folders, or tokenizer_cache_dir) and a line
+    describing it."""
     kind: TokenizerKind
     folders: tuple[Optional[Path], Optional[Path]]
     description: str  # one line for the wizard and the log

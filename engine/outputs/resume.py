@@ -59,6 +59,7 @@ IGNORED_NOTES = {
 
 @dataclass(frozen=True)
 class Change:
+    """One option that differs between the saved state's config and this run's, and why it is allowed or refused."""
     key: str
     old: Any
     new: Any
@@ -74,12 +75,15 @@ class Change:
 
 @dataclass(frozen=True)
 class ConfigDiff:
+    """Differences between a saved config and a resumed run's: those that would change the result (refused) and the
+    rest."""
     refused: tuple[Change, ...] = ()
     allowed: tuple[Change, ...] = ()
 
 
 @dataclass(frozen=True)
 class IncompleteState:
+    """A saved state folder that cannot be resumed from, and why."""
     path: Path
     reason: str
 
@@ -99,6 +103,7 @@ class ResumePoint:
     removed_temp_files: list[str] = field(default_factory=list)
 
     def notes(self) -> list[str]:
+        """What the person is told on resuming: states passed over, temp files removed, options changed."""
         lines = [str(item) for item in self.incomplete]
         if self.removed_temp_files:
             lines.append(f"removed {len(self.removed_temp_files)} temporary file(s) of a save that never finished: "
@@ -117,6 +122,7 @@ def _show(value: Any) -> str:
 # ---------------------------------------------------------------- finding states
 
 def missing_files(folder: Path) -> list[str]:
+    """The files a saved state needs that `folder` lacks."""
     return [name for name in REQUIRED_STATE_FILES if not (folder / name).is_file()]
 
 
@@ -346,6 +352,7 @@ def existing_run_hint(output_dir: Path) -> str:
     if complete:
         return f"continue it with `sdxl-tui resume {output_dir}`, or set another output_dir"
     loras = sorted(Path(output_dir).glob("*.safetensors"), key=lambda p: p.stat().st_mtime)
-    start_from = f", or start one that continues from its last LoRA (network_weights = \"{loras[-1]}\")" if loras else ""
+    start_from = (f", or start one that continues from its last LoRA (network_weights = \"{loras[-1]}\")"
+                  if loras else "")
     return (f"it has no saved state to resume from: set another output_dir{start_from}; "
             f"to reuse the folder, move its files away first")

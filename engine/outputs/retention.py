@@ -55,6 +55,7 @@ def state_keep_count(saving: Any) -> Optional[int]:
 
 
 def state_last_n_steps(saving: Any) -> Optional[int]:
+    """How many step states to keep: save_last_n_steps_state, else save_last_n_steps (as sd-scripts); None keeps all."""
     return saving.save_last_n_steps_state or saving.save_last_n_steps
 
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
+from engine.config.sample_prompts import SamplePrompt
 from engine.errors import ConfigError
 from engine.model.encode import encode_captions
-from engine.config.sample_prompts import SamplePrompt
 from engine.storage.atomic import atomic_write_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -71,6 +71,7 @@ def make_sampler_scheduler(name: str, scheduler_config: Any) -> Any:
 
 def sample_file_name(output_name: str, *, step: int, epoch: Optional[int], index: int,
                      seed: Optional[int], timestamp: str) -> str:
+    """sd-scripts' sample image name: [output_name_]{step:06d or e{epoch:06d}}_{index:02d}_{timestamp}[_{seed}].png."""
     number = f"e{epoch:06d}" if epoch is not None else f"{step:06d}"
     prefix = f"{output_name}_" if output_name else ""
     seed_part = f"_{seed}" if seed is not None else ""

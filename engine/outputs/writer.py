@@ -15,12 +15,12 @@ from engine.outputs import checkpoint, retention
 from engine.storage import disk
 
 if TYPE_CHECKING:
+    from engine.config.sample_prompts import SamplePrompt
     from engine.config.schema import RunConfig
     from engine.control.run_control import RunControl
     from engine.data.training_data import TrainingData
     from engine.lora.network import LoRANetwork
     from engine.model.load import SdxlModel
-    from engine.config.sample_prompts import SamplePrompt
 
 
 @dataclass
@@ -220,5 +220,6 @@ def datasets_metadata(scanned) -> dict:
 
 
 def emit_samples(emit: Callable, written: list, step: int) -> None:
+    """Emit a Sample event for each (path, prompt) written at `step`."""
     for path, prompt in written:
         emit(Sample(time=time.time(), path=str(path), prompt=prompt, step=step))

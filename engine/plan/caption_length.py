@@ -17,12 +17,14 @@ CAPTION_TOKENS = 75  # 77 minus the begin and end tokens
 
 @dataclass(frozen=True)
 class CaptionLengths:
+    """How many captions are longer than the text encoders read (`limit` tokens, begin and end tokens not counted)."""
     captions: int
     too_long: int
     longest: int  # tokens, begin / end tokens not counted
     limit: int = CAPTION_TOKENS
 
     def line(self) -> str:
+        """One plan line: all captions fit, or how many are cut at `limit` tokens."""
         if not self.too_long:
             return f"Captions: all {self.captions} fit in {self.limit} tokens (longest {self.longest})"
         return (f"Captions: {self.too_long} of {self.captions} are longer than {self.limit} tokens (longest "

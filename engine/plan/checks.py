@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass(frozen=True)
 class CheckedConfig:
+    """What the pre-flight check found that does not stop the run, and the sample prompts it parsed."""
     warnings: tuple[str, ...]
     sample_prompts: tuple = ()  # SamplePrompt, parsed once
 

@@ -23,6 +23,8 @@ FIT_FRACTION = 0.92  # leave room for fragmentation and other processes
 
 @dataclass(frozen=True)
 class Suggestion:
+    """One change that lowers GPU memory: how the person sets it, how it changes the (cfg, plan) estimate, and when
+    it applies."""
     setting: str  # how the person sets it (config key = value, or the dataset TOML's)
     apply: Callable[[Any, Any], tuple[Any, Any]]  # (cfg, plan) -> (cfg, plan)
     applies: Callable[[Any, Any], bool]
@@ -77,6 +79,8 @@ SUGGESTIONS = (
 
 @dataclass(frozen=True)
 class FitAdvice:
+    """Advice after an out-of-memory error: the estimate that ran out, the card's size, the changes in order and the
+    estimate with them (GB = 1e9 bytes)."""
     estimate_gb: float  # the estimate for the settings that ran out
     device_gb: Optional[float]
     settings: tuple[str, ...]  # the changes, in order
@@ -125,6 +129,7 @@ def oom_error(cfg: RunConfig, plan=None, device_gb: Optional[float] = None, *, s
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
+    """True for torch's OutOfMemoryError, or a RuntimeError saying "CUDA out of memory" (older torch)."""
     try:
         import torch
     except ImportError:  # pragma: no cover
@@ -135,6 +140,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 def device_memory_gb(device) -> Optional[float]:
+    """The CUDA device's total memory in GB (1e9 bytes); None for another device or when it cannot be read."""
     try:
         import torch
 

@@ -26,6 +26,7 @@ FLOAT_BYTES = 4
 
 @dataclass(frozen=True)
 class BucketCount:
+    """Images per epoch (repeats counted) in one bucket of one dataset; the bucket is (width, height) in pixels."""
     dataset_index: int
     bucket: Size
     images: int  # per epoch, repeats counted
@@ -33,11 +34,14 @@ class BucketCount:
 
     @property
     def batches(self) -> int:
+        """Batches this bucket makes per epoch (a partial batch counts)."""
         return math.ceil(self.images / self.batch_size)
 
 
 @dataclass(frozen=True)
 class Plan:
+    """What a run will do, worked out before any model loads: steps and epochs, buckets, cache sizes (bytes), the
+    VRAM estimate, warnings and problems."""
     dataset_config: Path
     scanned: ScannedDataset
     buckets: tuple[BucketCount, ...]
@@ -58,21 +62,26 @@ class Plan:
 
     @property
     def subsets(self) -> tuple[SubsetStats, ...]:
+        """Per-subset counts from the scan."""
         return self.scanned.subsets
 
     @property
     def problems(self) -> tuple[str, ...]:
+        """What would stop training (from the dataset scan)."""
         return self.scanned.problems
 
     @property
     def warnings(self) -> tuple[str, ...]:
+        """Config warnings, then the dataset scan's."""
         return self.config_warnings + self.scanned.warnings
 
     @property
     def ok(self) -> bool:
+        """True when nothing stops the run and it has steps to train."""
         return not self.problems and self.total_steps > 0
 
     def lines(self) -> list[str]:
+        """The plan as text lines (what `sdxl-tui plan` prints)."""
         return plan_lines(self)
 
 
@@ -162,7 +171,8 @@ def _bucket_lines(plan: Plan) -> list[str]:
 
 def _length_lines(plan: Plan) -> list[str]:
     limit = {"max_train_steps": "max_train_steps", "max_train_epochs": "max_train_epochs",
-             "default": f"the default {DEFAULT_MAX_TRAIN_STEPS} steps (neither max_train_steps nor max_train_epochs set)"}
+             "default": f"the default {DEFAULT_MAX_TRAIN_STEPS} steps "
+                        "(neither max_train_steps nor max_train_epochs set)"}
     ranks = f" per process ({plan.world_size} processes)" if plan.world_size > 1 else ""
     if plan.batches_per_epoch == 0 and plan.scanned.items:
         return [f"  ✗ fewer batches per epoch than the {plan.world_size} training processes: add images or repeats"]
@@ -200,6 +210,7 @@ def _vram_lines(plan: Plan) -> list[str]:
 
 
 def plan_lines(plan: Plan) -> list[str]:
+    """The plan as text lines: dataset, buckets, length, caches, VRAM, manifest hash, then warnings and problems."""
     lines = _dataset_lines(plan) + _bucket_lines(plan) + _length_lines(plan) + _cache_lines(plan) + _vram_lines(plan)
     lines.append(f"Manifest hash: {plan.scanned.manifest_hash()[:16]}")
     if plan.warnings:

@@ -65,6 +65,8 @@ def unet_lora_params(rank: int, conv_dim: int | None = None) -> int:
 
 
 def text_encoder_lora_params(rank: int) -> int:
+    """Trainable parameters of the text encoders' LoRA at `rank`: per layer, rank·(in + out) for q, k, v, out and the
+    two MLP layers; 12 CLIP ViT-L layers (768 wide, MLP 3072) and 32 OpenCLIP bigG layers (1280, MLP 5120)."""
     te1 = 12 * (4 * (768 + 768) + 2 * (768 + 3072))
     te2 = 32 * (4 * (1280 + 1280) + 2 * (1280 + 5120))
     return (te1 + te2) * rank
@@ -72,6 +74,7 @@ def text_encoder_lora_params(rank: int) -> int:
 
 @dataclass(frozen=True)
 class VramEstimate:
+    """A GPU memory estimate by part, in GB (1e9 bytes), for the largest bucket (w, h) in pixels at `batch_size`."""
     unet_weights: float
     lora_and_optimizer: float
     text_encoders: float
@@ -84,10 +87,12 @@ class VramEstimate:
 
     @property
     def total(self) -> float:
+        """The whole estimate in GB (1e9 bytes)."""
         return (self.unet_weights + self.lora_and_optimizer + self.text_encoders + self.vae + self.activations
                 + self.context_and_slack)
 
     def breakdown(self) -> list[tuple[str, float]]:
+        """(part, GB) pairs in display order."""
         return [("UNet weights", self.unet_weights), ("LoRA + optimizer state", self.lora_and_optimizer),
                 ("text encoders", self.text_encoders), ("VAE", self.vae), ("activations", self.activations),
                 ("CUDA context + slack", self.context_and_slack)]
@@ -136,7 +141,8 @@ def estimate_vram(cfg: RunConfig, plan=None) -> VramEstimate:
         vae_gb = VAE_PARAMS * (2 if vae_half else 4) / GB
         vae_gb += VAE_ENCODE_PER_MPIXEL * mpixels * batch * (1 if vae_half else 2)
 
-    per_mpixel = ACTIVATIONS_PER_MPIXEL_CHECKPOINTED if cfg.precision.gradient_checkpointing else ACTIVATIONS_PER_MPIXEL_FULL
+    per_mpixel = (ACTIVATIONS_PER_MPIXEL_CHECKPOINTED if cfg.precision.gradient_checkpointing
+                  else ACTIVATIONS_PER_MPIXEL_FULL)
     activations = per_mpixel * mpixels * batch * (1 if half else 2)
     return VramEstimate(
         unet_weights=UNET_PARAMS * unet_bytes / GB, lora_and_optimizer=lora_gb, text_encoders=text_gb,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 
 def fsync_dir(folder: Path) -> None:
+    """fsync a folder so a rename into it survives a power cut; errors are ignored (some filesystems refuse)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -64,6 +65,7 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> Path
 
 
 def atomic_write_text(path: Path, text: str, mode: int | None = None) -> Path:
+    """Write `text` as UTF-8 to `path` atomically (see atomic_write_bytes). Raises OSError, leaving `path` as it was."""
     return atomic_write_bytes(path, text.encode("utf-8"), mode)
 
 

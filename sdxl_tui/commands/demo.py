@@ -14,7 +14,9 @@ TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "cpu-demo.toml"  
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dir", default="demo", help="folder for the model, dataset, config and output (default ./demo)")
+    """Options of `sdxl-tui demo`: --dir, --steps, --plain."""
+    parser.add_argument("--dir", default="demo",
+                        help="folder for the model, dataset, config and output (default ./demo)")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the template's, 60)")
     parser.add_argument("--plain", action="store_true", help="plain lines even in a terminal (no live panel)")
 
@@ -36,6 +38,7 @@ def ensure_demo_files(folder: Path) -> tuple[Path, Path]:
 
 
 def free_output_name(folder: Path) -> str:
+    """The first of output, output-2, ... in `folder` that holds no earlier run."""
     name, number = "output", 1
     while (folder / name / "config.toml").exists() or (folder / name / "events.jsonl").exists():
         number += 1
@@ -66,6 +69,8 @@ def write_demo_config(folder: Path, steps: int | None) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Build the tiny model and demo dataset in --dir (once), write a config and train it headless; returns train's
+    exit code."""
     from sdxl_tui.commands.train import load_run_config, train_headless
 
     folder = Path(args.dir).expanduser().resolve()

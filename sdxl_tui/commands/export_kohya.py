@@ -6,6 +6,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `sdxl-tui export-kohya`: CONFIG, --output-dir, --gui."""
     parser.add_argument("config", help="sdxl-tui run config TOML")
     parser.add_argument("-o", "--output-dir", required=True, help="folder for the files")
     parser.add_argument("--gui", action="store_true",
@@ -13,6 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Write the sd-scripts args and dataset TOML (or with --gui a kohya_ss GUI JSON) and print the sd-scripts
+    command; returns 0. Raises ConfigError for a bad config, OSError when a file cannot be written."""
     from pathlib import Path
 
     from engine.config.toml_file import load_config

@@ -5,6 +5,8 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `sdxl-tui import-kohya`: the args TOML or GUI JSON, a dataset TOML, and the GUI-only folders and
+    model."""
     parser.add_argument("args_file", help="sd-scripts args TOML (the file given to --config_file), or a kohya_ss "
                                           "GUI config / preset JSON")
     parser.add_argument("--dataset-config", default=None,
@@ -27,6 +29,8 @@ def _gui_paths(args: argparse.Namespace) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Convert the file to a run config at --output and print what was converted or dropped; returns 0. Raises
+    ConfigError for GUI-only options with an args TOML, or a file that is not sd-scripts'."""
     from pathlib import Path
 
     from engine.config.toml_file import save_config

@@ -5,11 +5,14 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dir", help="folder to write tiny-sdxl/ (diffusers) and tiny-sdxl.safetensors (single file) into")
+    """Options of `sdxl-tui make-tiny-model`: DIR, --seed."""
+    parser.add_argument("dir",
+                        help="folder to write tiny-sdxl/ (diffusers) and tiny-sdxl.safetensors (single file) into")
     parser.add_argument("--seed", type=int, default=0, help="seed for the random weights (default 0)")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Build the tiny SDXL-shaped model (diffusers folder and single file) and print where; returns 0."""
     import time
 
     from engine.demo.tiny_model import build_tiny_model

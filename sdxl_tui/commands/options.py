@@ -6,6 +6,7 @@ import typing
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `sdxl-tui options`: an optional name filter."""
     parser.add_argument("filter", nargs="?", default="", help="show only options whose name contains this")
 
 
@@ -28,6 +29,8 @@ def allowed_values(info) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Print every config option (section.key = default, allowed values, sd-scripts' default, help) whose name
+    contains the filter; returns 0."""
     from engine.config.schema import SECTIONS
     from engine.interop.kohya_import import SD_SCRIPTS_DEFAULTS
 

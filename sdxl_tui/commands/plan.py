@@ -5,6 +5,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `sdxl-tui plan`: CONFIG, --set, --world-size."""
     parser.add_argument("config", help="run config TOML (its dataset_config path is relative to its folder), "
                                        "sd-scripts args TOML or kohya_ss GUI JSON")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
@@ -14,6 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Print the plan (dataset, buckets, steps, caches, VRAM, caption lengths) without loading a model; returns 0.
+    Raises DataError when the dataset has problems, ConfigError for a bad config."""
     from pathlib import Path
 
     from rich.console import Console

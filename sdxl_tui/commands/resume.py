@@ -10,6 +10,7 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `sdxl-tui resume`: OUTPUT_DIR, --set, --plain."""
     parser.add_argument("output_dir", help="the output_dir of the run to continue")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="change an option for the rest of the run, e.g. --set max_train_steps=2000")
@@ -17,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Continue the run in OUTPUT_DIR from its newest saved state, with its own config.toml; returns train's exit
+    code. Raises OutputError when the folder holds no run."""
     from engine.errors import OutputError
     from sdxl_tui.commands.train import load_run_config, train_headless
 

@@ -15,6 +15,7 @@ from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `sdxl-tui train`: CONFIG, --set, --plain."""
     parser.add_argument("config", help="run config TOML (an sd-scripts args TOML is converted on the fly)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="override an option by its sd-scripts name or section.name, e.g. --set network_dim=8 "
@@ -37,6 +38,8 @@ def load_run_config(path: str, sets: list[str]) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train the config headless; returns the run's exit code (0 when done, 128 + the signal number after a stop
+    by signal). Raises SdxlTuiError subclasses, whose exit codes are in engine/errors.py."""
     cfg = load_run_config(args.config, args.sets)
     return train_headless(cfg, plain=args.plain)
 

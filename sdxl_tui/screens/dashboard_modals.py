@@ -32,11 +32,13 @@ class ConfirmScreen(ModalScreen[bool]):
         self.question, self.yes, self.no = question, yes, no
 
     def compose(self) -> ComposeResult:
+        """The question and its y/n keys."""
         with Vertical():
             yield Static(self.question)
             yield Static(f"[b]y[/b] {self.yes}    [b]n[/b] {self.no}", classes="keys")
 
     def action_answer(self, answer: bool) -> None:
+        """Dismiss with the answer (y: True, n or Esc: False)."""
         self.dismiss(answer)
 
 
@@ -51,9 +53,11 @@ class ConfigScreen(ModalScreen[None]):
         self.text, self.title_text = text, title
 
     def compose(self) -> ComposeResult:
+        """The config text, read-only with line numbers."""
         with Vertical() as box:
             box.border_title = self.title_text
             yield TextArea(self.text, read_only=True, show_line_numbers=True, id="config-text")
 
     def action_close(self) -> None:
+        """Dismiss (nothing to return)."""
         self.dismiss(None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -18,21 +18,20 @@ from textual.widgets.option_list import Option
 
 from sdxl_tui.recent_runs import RecentRun, load_recent
 from sdxl_tui.widgets.path_suggester import PathSuggester
-from sdxl_tui.wizard_app import wizard_of
-
-if TYPE_CHECKING:
-    from sdxl_tui.app import WizardApp
+from sdxl_tui.wizard_app import Wizard, wizard_of
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates"  # package data: in the wheel too
 
 
 @dataclass(frozen=True)
 class Template:
+    """A template TOML and the summary from its first comment line."""
     path: Path
     summary: str
 
     @property
     def name(self) -> str:
+        """The file's stem (12gb, cpu-demo, ...)."""
         return self.path.stem
 
 
@@ -67,6 +66,7 @@ class PathPrompt(ModalScreen[Optional[Path]]):
         self.placeholder = placeholder
 
     def compose(self) -> ComposeResult:
+        """Title, a path input with completion, and the keys."""
         with Vertical(id="prompt-box"):
             yield Label(self.prompt_title, id="prompt-title")
             editor = Input(placeholder=self.placeholder, suggester=PathSuggester(), id="prompt-input", compact=True)
@@ -75,10 +75,12 @@ class PathPrompt(ModalScreen[Optional[Path]]):
             yield Static("Enter opens · → completes the path · Esc cancels", id="prompt-help")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Dismiss with the typed path (~ expanded), or None when empty."""
         text = event.value.strip()
         self.dismiss(Path(text).expanduser() if text else None)
 
     def action_cancel(self) -> None:
+        """Dismiss with None."""
         self.dismiss(None)
 
 
@@ -93,11 +95,12 @@ class StartScreen(Screen):
     ]
 
     @property
-    def wizard(self) -> WizardApp:
+    def wizard(self) -> Wizard:
         """The app, typed (sdxl_tui.wizard_app)."""
         return wizard_of(self)
 
     def compose(self) -> ComposeResult:
+        """Title, the ways to begin (templates, defaults, open, import, recent runs) and a message line."""
         with Vertical(id="start-box"):
             yield Static("[b]sdxl-tui[/b] · train an SDXL LoRA", id="start-title")
             yield Static("Pick how to begin. ↑/↓ moves, Enter chooses.", id="start-help")
@@ -122,6 +125,7 @@ class StartScreen(Screen):
         return options
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        """Begin the draft the chosen option names (template, defaults, a recent run's config) or ask for a path."""
         kind, _, value = (event.option.id or "").partition(":")
         app = self.wizard
         actions: dict[str, Callable[[], None]] = {
@@ -144,9 +148,11 @@ class StartScreen(Screen):
             self.show_message("Highlight a recent run first (they are listed at the bottom).")
 
     def action_open_config(self) -> None:
+        """Ask for a saved run config's path, then open it."""
         self.app.push_screen(PathPrompt("Open a saved run config"), self._opened)
 
     def action_import_kohya(self) -> None:
+        """Ask for an sd-scripts args TOML or kohya_ss GUI JSON path, then import it."""
         self.app.push_screen(PathPrompt("Import an sd-scripts config (--config_file TOML or kohya_ss GUI JSON)",
                                         "path/to/config.toml or .json"), self._imported)
 
@@ -159,4 +165,5 @@ class StartScreen(Screen):
             self.wizard.open_config(path, kohya=True)
 
     def show_message(self, text: str) -> None:
+        """Show `text` under the options."""
         self.query_one("#start-message", Static).update(text)

@@ -6,7 +6,7 @@ info panel also lists the rule issues (engine.config.rules) that involve this st
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 from textual import work
 from textual.app import ComposeResult
@@ -19,13 +19,11 @@ from textual.widgets import Button, Footer, Static
 from sdxl_tui.planning import PlanReady, make_draft_plan
 from sdxl_tui.screens import STEP_TITLES
 from sdxl_tui.widgets.fields import ConfigField
-from sdxl_tui.wizard_app import wizard_of
-
-if TYPE_CHECKING:
-    from sdxl_tui.app import WizardApp
+from sdxl_tui.wizard_app import Wizard, wizard_of
 
 
 def step_strip(current: int) -> str:
+    """The header strip of step numbers and short titles, `current` in reverse video (Rich markup)."""
     parts = []
     for number, title in enumerate(STEP_TITLES, start=1):
         short = title.split(" ")[0]
@@ -46,15 +44,17 @@ class StepScreen(Screen):
     ]
 
     @property
-    def wizard(self) -> WizardApp:
+    def wizard(self) -> Wizard:
         """The app, typed (sdxl_tui.wizard_app)."""
         return wizard_of(self)
 
     @property
     def title_text(self) -> str:
+        """This step's title (STEP_TITLES)."""
         return STEP_TITLES[self.STEP - 1]
 
     def compose(self) -> ComposeResult:
+        """Header (step title, how the draft began, step strip), fields and info side by side, Back/Next."""
         with Vertical(id="step-header"):
             note = self.wizard.state.source_note
             yield Static(f"[b]Step {self.STEP}/7 · {self.title_text}[/b]  [dim]{escape(note)}[/]", id="step-title")
@@ -72,24 +72,30 @@ class StepScreen(Screen):
         yield Footer()
 
     def compose_fields(self) -> Iterable[Widget]:
+        """The step's form: ConfigFields and other widgets for the left column."""
         return ()
 
     def compose_info(self) -> Iterable[Widget]:
+        """The step's info panel widgets (right column), filled by refresh_info."""
         return ()
 
     # -- keys that this step's issues are filtered by ----------------------------------------
     def field_keys(self) -> set[str]:
+        """The options this step edits; the rule issues shown here are those naming one of them."""
         return {f.key for f in self.query(ConfigField)}
 
     def on_screen_resume(self) -> None:
+        """Coming back from another step: reload every field from the draft (it may have changed there) and redraw."""
         for field in self.query(ConfigField):
             field.reload()
         self.refresh_everything()
 
     def on_mount(self) -> None:
+        """Fill the info panel and the issues (and plan) once the fields exist."""
         self.refresh_everything()
 
     def refresh_everything(self) -> None:
+        """Redraw the info panel and the issues, and re-plan the draft when the step shows plan figures."""
         self.refresh_info()
         self.refresh_issues()
         if self.NEEDS_PLAN:
@@ -105,6 +111,7 @@ class StepScreen(Screen):
         return outcome if fresh else None
 
     def request_plan(self) -> None:
+        """Plan the draft in a worker unless the current plan is already for it; on_plan_ready takes the result."""
         state = self.wizard.state
         if self.current_plan is None:
             self._plan_worker(state.cfg, state.dataset_draft, state.base_dir)
@@ -114,6 +121,8 @@ class StepScreen(Screen):
         self.post_message(PlanReady(make_draft_plan(cfg, dataset_draft, base_dir)))
 
     def on_plan_ready(self, message: PlanReady) -> None:
+        """Keep the plan when it was made for the draft as it is now (a stale one is dropped) and redraw the info
+        panel."""
         state = self.wizard.state
         if message.outcome.cfg == state.cfg and message.outcome.dataset_toml == state.dataset_toml:
             state.plan = message.outcome
@@ -123,12 +132,15 @@ class StepScreen(Screen):
         """Subclasses update their info panel from self.app.state."""
 
     def refresh_issues(self) -> None:
+        """Show the rule issues that involve this step's options."""
         keys = self.field_keys()
         issues = [i for i in self.wizard.state.issues() if keys & set(i.keys)]
         lines = [("[red]✗[/] " if i.level == "error" else "[yellow]![/] ") + escape(i.message) for i in issues]
         self.query_one("#step-issues", Static).update("\n".join(lines))
 
     def on_config_field_edited(self, event: ConfigField.Edited) -> None:
+        """After an edit: reload the other fields (rule fixes may have changed them), show the fixes' notes under the
+        edited one, redraw."""
         for field in self.query(ConfigField):
             if field is not event.field:
                 field.reload()
@@ -137,6 +149,7 @@ class StepScreen(Screen):
 
     # -- navigation --------------------------------------------------------------------------
     def on_button_pressed(self, event: Button.Pressed) -> None:
+        """The Back and Next buttons."""
         if event.button.id == "nav-next":
             event.stop()
             self.action_next_step()
@@ -145,16 +158,20 @@ class StepScreen(Screen):
             self.action_previous_step()
 
     def action_next_step(self) -> None:
+        """Ctrl+N: the next step."""
         self.wizard.goto_step(self.STEP + 1)
 
     def action_previous_step(self) -> None:
+        """Esc: the previous step (from step 1, the start screen)."""
         self.wizard.goto_step(self.STEP - 1)
 
     def action_goto_review(self) -> None:
+        """Ctrl+R: the review step."""
         self.wizard.goto_step(len(STEP_TITLES))
 
 
 def escape(text: str) -> str:
+    """`text` with Rich markup characters escaped, for showing file names and messages verbatim."""
     from rich.markup import escape as rich_escape
 
     return rich_escape(text)

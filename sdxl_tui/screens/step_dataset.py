@@ -54,6 +54,7 @@ def plan_text(outcome, base: Path) -> str:
 
 
 class DatasetStep(StepScreen):
+    """Step 2: a dataset TOML to use, or one built from image folders (repeats, class tokens, resolution, buckets)."""
     STEP = 2
     NEEDS_PLAN = True
 
@@ -64,6 +65,8 @@ class DatasetStep(StepScreen):
         self.folder_note = ""
 
     def compose_fields(self):
+        """A dataset TOML field, or the builder: image folder, repeats, class tokens, caption extension, resolution,
+        batch size, buckets and added subsets."""
         blink = getattr(self.app, "cursor_blink", True)
         draft: Optional[DatasetDraft] = self.wizard.state.dataset_draft
         first = draft.subsets[-1] if draft and draft.subsets else DatasetSubsetDraft(image_dir="")
@@ -88,18 +91,20 @@ class DatasetStep(StepScreen):
                           id="row-resolution")
         yield LabelledRow("Batch size", plain_input(str(d.batch_size), id="ds-batch", blink=blink),
                           "batch_size: images per batch for this dataset.", id="row-batch")
-        yield LabelledRow("Aspect buckets", Checkbox(switch_label(d.enable_bucket), value=d.enable_bucket, id="ds-buckets",
-                                                           compact=True),
+        yield LabelledRow("Aspect buckets", Checkbox(switch_label(d.enable_bucket), value=d.enable_bucket,
+                                                     id="ds-buckets", compact=True),
                           "enable_bucket: group images by aspect ratio instead of cropping square.",
                           id="row-buckets")
         yield Button("Add another subset", id="ds-add-subset", compact=True)
         yield Static("", id="ds-subsets")
 
     def compose_info(self):
+        """What the plan finds in the dataset."""
         yield Static("[b]What the plan finds[/b]", classes="info-title")
         yield Static("", id="dataset-plan")
 
     def refresh_info(self) -> None:
+        """The plan's dataset summary, and the subsets added so far."""
         base = self.wizard.state.base_dir
         self.query_one("#dataset-plan", Static).update(plan_text(self.current_plan, base))
         listed = [f"subset: {escape(display_path(s.image_dir, base))} × {s.num_repeats}"
@@ -161,6 +166,8 @@ class DatasetStep(StepScreen):
                      for sub in found.subsets)
 
     def rebuild_draft(self) -> None:
+        """Rebuild the draft's dataset from the builder's inputs (a `<repeats>_<tokens>` folder layout gives one
+        subset a folder); a built dataset replaces a named dataset_config."""
         state = self.wizard.state
         current = self._current_subset()
         folder = self._folder_subsets(current)
@@ -180,15 +187,18 @@ class DatasetStep(StepScreen):
         self.refresh_everything()
 
     def on_input_changed(self, event: Input.Changed) -> None:
+        """Rebuild the dataset as a builder input changes."""
         if event.input.id in BUILDER_INPUTS:
             self.rebuild_draft()
 
     def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        """Rebuild the dataset when bucketing is switched."""
         if event.checkbox.id == "ds-buckets":
             event.checkbox.label = switch_label(event.value)
             self.rebuild_draft()
 
     def on_config_field_edited(self, event: ConfigField.Edited) -> None:
+        """Naming a dataset TOML drops the built dataset and the builder's subsets."""
         if event.key == "dataset_config" and self.wizard.state.cfg.dataset.dataset_config:
             self.wizard.state.dataset_draft = None
             self.extra_subsets = ()
@@ -196,6 +206,7 @@ class DatasetStep(StepScreen):
         super().on_config_field_edited(event)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
+        """"Add subset": keep the current folder as a subset and clear the inputs for the next one."""
         if event.button.id == "ds-add-subset":
             event.stop()
             current = self._current_subset()

@@ -12,6 +12,8 @@ from sdxl_tui.widgets.fields import ConfigField
 
 
 def length_text(cfg, outcome) -> str:
+    """The info panel text for step 4: learning rates, effective batch, and the run's length once the plan is made
+    (Rich markup)."""
     o, t = cfg.optimizer, cfg.training
     lines = [
         f"UNet lr [b]{o.resolved_unet_lr:g}[/b]",
@@ -34,10 +36,12 @@ def length_text(cfg, outcome) -> str:
 
 
 class LearningStep(StepScreen):
+    """Step 4: learning rates, optimizer, scheduler and the run's length."""
     STEP = 4
     NEEDS_PLAN = True
 
     def compose_fields(self):
+        """Learning rates, optimizer and its args, scheduler, and the run's length options."""
         yield ConfigField("learning_rate", label="Learning rate")
         yield ConfigField("unet_lr", label="UNet lr")
         yield ConfigField("text_encoder_lr1", label="Text enc. 1 lr (CLIP-L)")
@@ -52,10 +56,12 @@ class LearningStep(StepScreen):
         yield ConfigField("gradient_accumulation_steps", label="Accumulation")
 
     def compose_info(self):
+        """The run's length (from the plan)."""
         yield Static("[b]Length[/b]", classes="info-title")
         yield Static("", id="learning-length")
 
     def refresh_info(self) -> None:
+        """Show length_text for the draft and its plan."""
         self.query_one("#learning-length", Static).update(
             length_text(self.wizard.state.cfg, self.current_plan))
 

@@ -16,12 +16,15 @@ from sdxl_tui.widgets.fields import ConfigField
 
 
 class GpuDetected(Message):
+    """Posted by the GPU-detecting worker."""
     def __init__(self, gpu: GpuInfo) -> None:
         super().__init__()
         self.gpu = gpu
 
 
 def vram_text(cfg, outcome, gpu) -> str:
+    """The info panel text for step 5: the VRAM estimate by part in GB (1e9 bytes) against the detected card (Rich
+    markup)."""
     from engine.plan.vram import estimate_vram
 
     plan = outcome.plan if outcome is not None and not outcome.error else None
@@ -44,10 +47,12 @@ def vram_text(cfg, outcome, gpu) -> str:
 
 
 class MemoryStep(StepScreen):
+    """Step 5: precision, gradient checkpointing and caching, with the VRAM estimate."""
     STEP = 5
     NEEDS_PLAN = True
 
     def compose_fields(self):
+        """Precision, gradient checkpointing, caching, fp32 VAE and the other memory options."""
         yield ConfigField("mixed_precision", label="Mixed precision")
         yield ConfigField("gradient_checkpointing", label="Gradient checkpointing")
         yield ConfigField("cache_latents", label="Cache latents")
@@ -58,28 +63,34 @@ class MemoryStep(StepScreen):
         yield ConfigField("fused_backward_pass", label="Fused backward pass")
 
     def compose_info(self):
+        """The VRAM estimate."""
         yield Static("[b]GPU memory[/b]", classes="info-title")
         yield Static("", id="memory-vram")
 
     def field_keys(self) -> set[str]:
+        """Also the options on other steps that change the estimate (UNet only, accumulation, optimizer)."""
         return super().field_keys() | {"network_train_unet_only", "gradient_accumulation_steps", "optimizer_type"}
 
     def on_mount(self) -> None:
+        """Detect the GPU once, in a worker, unless the app already knows it."""
         super().on_mount()
         if getattr(self.app, "gpu", None) is None:
             self.find_gpu()
 
     @work(thread=True, exclusive=True, group="gpu", exit_on_error=False)
     def find_gpu(self) -> None:
+        """Detect the GPU in a worker thread and post GpuDetected."""
         from sdxl_tui.gpu_info import detect_gpu
 
         self.post_message(GpuDetected(detect_gpu()))
 
     def on_gpu_detected(self, message: GpuDetected) -> None:
+        """Remember the GPU on the app and redraw the estimate against it."""
         self.wizard.gpu = message.gpu
         self.refresh_info()
 
     def refresh_info(self) -> None:
+        """Show vram_text for the draft, its plan and the GPU."""
         state = self.wizard.state
         self.query_one("#memory-vram", Static).update(
             vram_text(state.cfg, self.current_plan, getattr(self.app, "gpu", None)))

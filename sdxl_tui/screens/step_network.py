@@ -16,6 +16,7 @@ CONV_KEYS = ("conv_dim", "conv_alpha")
 
 
 def with_conv_args(args: list[str], conv_dim: str, conv_alpha: str) -> list[str]:
+    """network_args with conv_dim / conv_alpha replaced by the given values (both dropped when `conv_dim` is empty)."""
     kept = [a for a in args if pair_key(a) not in CONV_KEYS]
     if conv_dim:
         kept.append(f"conv_dim={conv_dim}")
@@ -25,8 +26,11 @@ def with_conv_args(args: list[str], conv_dim: str, conv_alpha: str) -> list[str]
 
 
 def network_summary(cfg) -> str:
+    """The info panel text for step 3: the LoRA scale alpha / rank (and the conv scale), and the trainable parameter
+    count (Rich markup)."""
     n = cfg.network
-    lines = [f"scale = alpha / rank = {n.network_alpha:g} / {n.network_dim} = [b]{n.network_alpha / n.network_dim:.3g}[/b]"]
+    scale = n.network_alpha / n.network_dim
+    lines = [f"scale = alpha / rank = {n.network_alpha:g} / {n.network_dim} = [b]{scale:.3g}[/b]"]
     if n.conv_dim:
         lines.append(f"conv scale = {n.conv_alpha:g} / {n.conv_dim} = [b]{n.conv_alpha / n.conv_dim:.3g}[/b]")
     from engine.plan.vram import text_encoder_lora_params, unet_lora_params
@@ -41,9 +45,11 @@ def network_summary(cfg) -> str:
 
 
 class NetworkStep(StepScreen):
+    """Step 3: rank, alpha, dropout, conv layers and which parts train."""
     STEP = 3
 
     def compose_fields(self):
+        """Rank, alpha, dropout, conv rank and alpha (kept in network_args), UNet only, and a LoRA to continue from."""
         blink = getattr(self.app, "cursor_blink", True)
         n = self.wizard.state.cfg.network
         yield ConfigField("network_dim", label="Rank (network_dim)")
@@ -51,7 +57,8 @@ class NetworkStep(StepScreen):
         yield ConfigField("network_dropout", label="Dropout")
         yield LabelledRow("Conv rank (conv_dim)", plain_input(str(n.conv_dim or ""), id="net-conv-dim", blink=blink,
                                                               placeholder="off"),
-                          "LoCon: also train the ResNet 3×3 convs with this rank (network_args conv_dim); empty is off.",
+                          "LoCon: also train the ResNet 3×3 convs with this rank (network_args conv_dim); "
+                          "empty is off.",
                           id="row-conv-dim")
         yield LabelledRow("Conv alpha", plain_input(n.parsed_args.get("conv_alpha", ""), id="net-conv-alpha",
                                                     blink=blink, placeholder="= conv rank"),
@@ -60,22 +67,28 @@ class NetworkStep(StepScreen):
         yield ConfigField("network_weights", label="Continue from LoRA", path=True)
 
     def compose_info(self):
+        """Scale and trainable parameters."""
         yield Static("[b]Network[/b]", classes="info-title")
         yield Static("", id="network-summary")
 
     def field_keys(self) -> set[str]:
+        """Also network_args (conv_dim and conv_alpha are edited here)."""
         return super().field_keys() | {"network_args"}
 
     def refresh_info(self) -> None:
+        """Show network_summary for the draft."""
         self.query_one("#network-summary", Static).update(network_summary(self.wizard.state.cfg))
 
     def on_screen_resume(self) -> None:
+        """Reload the conv inputs from network_args (another step may have changed them), then the fields."""
         n = self.wizard.state.cfg.network
         self.query_one("#net-conv-dim", Input).value = str(n.conv_dim or "")
         self.query_one("#net-conv-alpha", Input).value = n.parsed_args.get("conv_alpha", "")
         super().on_screen_resume()
 
     def on_input_changed(self, event: Input.Changed) -> None:
+        """Check conv rank (whole number > 0 or empty) and conv alpha (a number, needs a rank) and write them into
+        network_args."""
         if event.input.id not in ("net-conv-dim", "net-conv-alpha"):
             return
         dim = self.query_one("#net-conv-dim", Input).value.strip()

@@ -15,6 +15,7 @@ from sdxl_tui.widgets.fields import LabelledRow, plain_input
 
 
 def default_config_path(app) -> Path:
+    """Where the draft is saved by default: where it was opened from, else <save_dir>/<output_name>.toml."""
     state = app.state
     if state.config_path is not None:
         return state.config_path
@@ -48,6 +49,7 @@ def kohya_command(cfg, config_path: Path) -> str:
 
 
 class ReviewStep(StepScreen):
+    """Step 7: the config as it will be saved, its issues, the sd-scripts command; save, or save and train."""
     STEP = 7
     BINDINGS = [
         Binding("ctrl+s", "save", "Save", id="review.save", priority=True),
@@ -55,6 +57,7 @@ class ReviewStep(StepScreen):
     ]
 
     def compose_fields(self):
+        """The "Save as" path, what was saved, the issues, and the config TOML as it will be written."""
         blink = getattr(self.app, "cursor_blink", True)
         yield LabelledRow("Save as", plain_input(str(default_config_path(self.app)), id="review-path", path=True,
                                                  blink=blink),
@@ -68,6 +71,7 @@ class ReviewStep(StepScreen):
         yield Static("", id="review-kohya", markup=False)
 
     def compose_info(self):
+        """The keys to save or train, and buttons for both."""
         yield Static("[b]Ready?[/b]", classes="info-title")
         yield Static("Ctrl+S saves the config.\nCtrl+T saves it and starts training with the live dashboard.\n"
                      "The same file replays headless:\n  sdxl-tui train FILE", id="review-help")
@@ -76,16 +80,19 @@ class ReviewStep(StepScreen):
 
     @property
     def config_path(self) -> Path:
+        """The path typed in "Save as", relative to the app's save_dir (run.toml when empty)."""
         text = self.query_one("#review-path", Input).value.strip()
         path = Path(text or "run.toml").expanduser()
         return path if path.is_absolute() else Path(self.wizard.save_dir) / path
 
     def field_keys(self) -> set[str]:
+        """Every option: the review shows all issues."""
         from engine.config.schema import option_index
 
         return set(option_index())
 
     def refresh_issues(self) -> None:
+        """Show every issue of the draft (not only this step's) and the notes from an sd-scripts import."""
         issues = self.wizard.state.issues()
         errors = [i for i in issues if i.level == "error"]
         lines = [("[red]✗[/] " if i.level == "error" else "[yellow]![/] ") + escape(i.message) for i in issues]
@@ -98,6 +105,7 @@ class ReviewStep(StepScreen):
         self.query_one("#step-issues", Static).update("")
 
     def refresh_info(self) -> None:
+        """Show the config TOML as it will be saved at the typed path (or why it cannot be rendered)."""
         state = self.wizard.state
         path = self.config_path
         try:
@@ -108,10 +116,12 @@ class ReviewStep(StepScreen):
         self.query_one("#review-kohya", Static).update(kohya_command(state.final_config(path), path))
 
     def on_input_changed(self, event: Input.Changed) -> None:
+        """Redraw the TOML when the path changes (relative paths in it depend on it)."""
         if event.input.id == "review-path":
             self.refresh_info()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
+        """The Save and Save & Train buttons; others (Back/Next) as every step."""
         if event.button.id == "review-save-btn":
             event.stop()
             self.action_save()
@@ -122,6 +132,8 @@ class ReviewStep(StepScreen):
             super().on_button_pressed(event)
 
     def action_save(self) -> Path | None:
+        """Ctrl+S: save the config and its side files; returns the path, or None when saving failed (the error is
+        shown under the path)."""
         from engine.errors import SdxlTuiError
 
         path = self.config_path
@@ -136,6 +148,7 @@ class ReviewStep(StepScreen):
         return path
 
     def action_save_and_train(self) -> None:
+        """Ctrl+T: save, then train with the live dashboard; refused while the draft has errors."""
         issues = self.wizard.state.issues()
         if any(i.level == "error" for i in issues):
             self.notify("fix the errors listed under Save as first", severity="error", timeout=5)
@@ -145,6 +158,7 @@ class ReviewStep(StepScreen):
             self.wizard.start_training(path)
 
     def action_next_step(self) -> None:
+        """Next on the last step means Save & Train."""
         self.action_save_and_train()
 
 

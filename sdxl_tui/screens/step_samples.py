@@ -14,6 +14,7 @@ from sdxl_tui.widgets.fields import ConfigField, LabelledRow
 
 
 def existing_prompts(state) -> str:
+    """The draft's sample prompts: the text being edited, else the sample_prompts file's contents, else ""."""
     if state.prompts_text is not None:
         return state.prompts_text
     name = state.cfg.sampling.sample_prompts
@@ -29,9 +30,12 @@ def existing_prompts(state) -> str:
 
 
 class SamplesStep(StepScreen):
+    """Step 6: the sample prompts and how often samples are made."""
     STEP = 6
 
     def compose_fields(self):
+        """The prompts editor, when samples are made, and the saving options (output folder and name, how
+        often, what is kept)."""
         state = self.wizard.state
         prompts = TextArea(existing_prompts(state), id="samples-prompts", soft_wrap=True, show_line_numbers=False,
                            compact=True)
@@ -54,13 +58,16 @@ class SamplesStep(StepScreen):
         yield ConfigField("save_precision", label="Save precision")
 
     def compose_info(self):
+        """Where the LoRA files go and how many prompts there are."""
         yield Static("[b]Output[/b]", classes="info-title")
         yield Static("", id="samples-output")
 
     def field_keys(self) -> set[str]:
+        """Also sample_prompts (the editor replaces the file)."""
         return super().field_keys() | {"sample_prompts"}
 
     def refresh_info(self) -> None:
+        """Show the output file pattern and the prompt count (blank and # lines not counted)."""
         state = self.wizard.state
         s = state.cfg.saving
         prompts = [line for line in existing_prompts(state).splitlines() if line.strip() and not line.startswith("#")]
@@ -69,6 +76,7 @@ class SamplesStep(StepScreen):
         self.query_one("#samples-output", Static).update("\n".join(lines))
 
     def on_text_area_changed(self, event: TextArea.Changed) -> None:
+        """Edited prompts become the draft's prompts text (saved next to the config)."""
         state = self.wizard.state
         if event.text_area.text != existing_prompts(state):
             state.prompts_text = event.text_area.text

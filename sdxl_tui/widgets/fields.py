@@ -19,10 +19,7 @@ from textual.widgets import Checkbox, Input, Label, Select, Static
 
 from engine.config.schema import SECTIONS, help_for, locate
 from sdxl_tui.widgets.path_suggester import PathSuggester
-from sdxl_tui.wizard_app import wizard_of
-
-if typing.TYPE_CHECKING:
-    from sdxl_tui.app import WizardApp
+from sdxl_tui.wizard_app import Wizard, wizard_of
 
 
 def field_kind(section: str, key: str) -> tuple[str, tuple[Any, ...]]:
@@ -46,11 +43,13 @@ def field_kind(section: str, key: str) -> tuple[str, tuple[Any, ...]]:
 
 
 def is_optional(section: str, key: str) -> bool:
+    """True when the option may be unset (its annotation allows None)."""
     annotation = SECTIONS[section].model_fields[key].annotation
     return type(None) in typing.get_args(annotation)
 
 
 def format_value(kind: str, value: Any) -> str:
+    """`value` as an editor shows it: "" for unset, lists comma-separated, floats in %g."""
     if value is None:
         return ""
     if kind == "list":
@@ -76,11 +75,13 @@ def parse_text(kind: str, text: str, optional: bool) -> Any:
         try:
             return float(text)
         except ValueError:
-            raise ValueError("enter a number such as 1e-4" + (" (or leave empty for unset)" if optional else "")) from None
+            unset = " (or leave empty for unset)" if optional else ""
+            raise ValueError(f"enter a number such as 1e-4{unset}") from None
     return text
 
 
 def switch_label(on: bool) -> str:
+    """"on" or "off", said next to a checkbox."""
     # Said in words: the box's colour alone does not survive every terminal palette.
     return "on" if on else "off"
 
@@ -101,7 +102,7 @@ class ConfigField(Widget):
     """
 
     @property
-    def wizard(self) -> WizardApp:
+    def wizard(self) -> Wizard:
         """The app, typed (sdxl_tui.wizard_app)."""
         return wizard_of(self)
 
@@ -127,6 +128,7 @@ class ConfigField(Widget):
 
     # -- building ----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
+        """Label and editor on one row; help, error and note lines under them."""
         with Horizontal():
             yield Label(self.label_text, classes="field-label")
             yield self._make_editor()
@@ -164,6 +166,7 @@ class ConfigField(Widget):
 
     @property
     def editor(self) -> Widget:
+        """The widget that edits the value (Input, Select or Checkbox)."""
         return self.query_one(".field-editor")
 
     # -- syncing with the draft --------------------------------------------------------------
@@ -187,10 +190,12 @@ class ConfigField(Widget):
             return False
 
     def set_error(self, message: str) -> None:
+        """Show `message` under the field as refused ("" clears it)."""
         self.query_one(".field-error", Static).update(f"✗ {message}" if message else "")
         self.set_class(bool(message), "-invalid")
 
     def set_note(self, message: str) -> None:
+        """Show `message` under the field as a note, such as a rule fix ("" clears it)."""
         self.query_one(".field-note", Static).update(message)
         self.set_class(bool(message), "-noted")
 
@@ -205,6 +210,8 @@ class ConfigField(Widget):
             self.post_message(self.Edited(self, self.key, edit.notes))
 
     def on_input_changed(self, event: Input.Changed) -> None:
+        """Parse the typed text and apply it; a value that does not parse is shown as an error and the draft is left
+        unchanged."""
         event.stop()
         try:
             value = parse_text(self.kind, event.value, self.optional)
@@ -214,11 +221,13 @@ class ConfigField(Widget):
         self._apply(value)
 
     def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        """Apply the checkbox and say on/off in words."""
         event.stop()
         event.checkbox.label = switch_label(event.value)
         self._apply(event.value)
 
     def on_select_changed(self, event: Select.Changed) -> None:
+        """Apply the chosen value (a blank choice is ignored)."""
         event.stop()
         if event.value is not Select.BLANK:
             self._apply(event.value)
@@ -237,6 +246,7 @@ class LabelledRow(Widget):
         self.help_text = help_text
 
     def compose(self) -> ComposeResult:
+        """Label and editor on one row; help and error lines under them."""
         with Horizontal():
             yield Label(self.label_text, classes="field-label")
             self.editor_widget.add_class("field-editor")
@@ -245,11 +255,13 @@ class LabelledRow(Widget):
         yield Static("", classes="field-error", markup=False)
 
     def set_error(self, message: str) -> None:
+        """Show `message` under the row as refused ("" clears it)."""
         self.query_one(".field-error", Static).update(f"✗ {message}" if message else "")
         self.set_class(bool(message), "-invalid")
 
 
 def plain_input(value: str = "", *, id: str, placeholder: str = "", path: bool = False, blink: bool = True) -> Input:
+    """A compact Input for a value that is not a config option (with path completion when `path`)."""
     editor = Input(value, placeholder=placeholder, compact=True, id=id, select_on_focus=False,
                    suggester=PathSuggester() if path else None)
     editor.cursor_blink = blink

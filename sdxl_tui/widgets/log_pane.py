@@ -12,6 +12,7 @@ LEVEL_STYLES = {"warning": "yellow", "error": "bold red", "debug": "grey50"}
 
 
 def format_line(line: LogLine) -> Text:
+    """A log line as "HH:MM:SS message", coloured by level."""
     stamp = time.strftime("%H:%M:%S", time.localtime(line.time)) if line.time else "--:--:--"
     return Text.assemble((stamp + " ", "grey50"), (line.message, LEVEL_STYLES.get(line.level, "")))
 
@@ -29,6 +30,7 @@ class LogPane(RichLog):
         self._written = 0
 
     def show(self, view: RunView) -> None:
+        """Append the log lines of `view` not written yet."""
         first_index = view.log_total - len(view.log)
         new = view.log[max(0, self._written - first_index):]
         for line in new:

@@ -159,6 +159,7 @@ class LossChart(Widget):
         self._view: Optional[RunView] = None
 
     def show(self, view: RunView) -> None:
+        """Redraw for `view` when its loss or validation history changed."""
         old = self._view
         if old is not None and (old.loss_steps, old.loss, old.validation_steps) == \
                 (view.loss_steps, view.loss, view.validation_steps):
@@ -168,6 +169,7 @@ class LossChart(Widget):
         self.refresh()
 
     def render(self) -> Text:
+        """The loss plot (raw and smoothed against step) filling the widget, or a waiting line before the first step."""
         view = self._view
         width, height = self.content_size.width, self.content_size.height
         if view is None:

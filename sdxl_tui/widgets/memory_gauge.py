@@ -21,6 +21,7 @@ BAR_WIDTH = 20
 
 @dataclass(frozen=True)
 class CardUsage:
+    """A card's memory use from NVML in bytes (every process on it, not only this run)."""
     used: int
     total: int
     name: str = ""
@@ -41,9 +42,11 @@ class NvmlProbe:
 
     @property
     def available(self) -> bool:
+        """True when NVML answered at start."""
         return self._nvml is not None
 
     def usage(self, device: str) -> Optional[CardUsage]:
+        """Memory use of CUDA device `device` ("cuda" or "cuda:N"); None for another device or when NVML fails."""
         if self._nvml is None or not device.startswith("cuda"):
             return None
         index = int(device.split(":", 1)[1]) if ":" in device else 0
@@ -56,6 +59,7 @@ class NvmlProbe:
         return CardUsage(int(info.used), int(info.total), name.decode() if isinstance(name, bytes) else str(name))
 
     def close(self) -> None:
+        """Shut NVML down (idempotent; failures ignored)."""
         if self._nvml is not None:
             try:
                 self._nvml.nvmlShutdown()
@@ -65,6 +69,8 @@ class NvmlProbe:
 
 
 def bar(value: Optional[int], total: Optional[int], width: int = BAR_WIDTH) -> Text:
+    """A bar of `width` cells for value / total, green to yellow (> 80 %) to red (> 92 %); empty when either is
+    unknown."""
     if value is None or not total:
         return Text("")
     fraction = max(0.0, min(1.0, value / total))
@@ -74,6 +80,8 @@ def bar(value: Optional[int], total: Optional[int], width: int = BAR_WIDTH) -> T
 
 
 def memory_table(memory: Memory, card: Optional[CardUsage], bar_width: int = BAR_WIDTH) -> Table:
+    """Memory rows: allocated, reserved and peak against the card's total on CUDA (and NVML's whole-card use), else
+    the process's RSS."""
     table = Table.grid(padding=(0, 1))
     table.add_column(style="grey70")
     table.add_column()
@@ -108,13 +116,16 @@ class MemoryGauge(Static):
         self._rows: tuple = ()
 
     def show(self, view: RunView) -> None:
+        """Redraw for `view`."""
         self._view = view
         self._redraw()
 
     def on_resize(self) -> None:
+        """Redraw at the new width."""
         self._redraw()
 
     def show_card(self, card: Optional[CardUsage]) -> None:
+        """Redraw with the card's NVML figures (None when not available)."""
         self._card = card
         self._redraw()
 

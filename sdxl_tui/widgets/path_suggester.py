@@ -15,10 +15,13 @@ class PathSuggester(Suggester):
         super().__init__(use_cache=False, case_sensitive=True)
 
     async def get_suggestion(self, value: str) -> Optional[str]:
+        """Textual's suggester hook: complete_path(value)."""
         return complete_path(value)
 
 
 def complete_path(value: str) -> Optional[str]:
+    """`value` completed to the first matching file or folder name (a folder gets a trailing separator); None when
+    nothing matches or it is already complete. Hidden names are not offered."""
     if not value:
         return None
     expanded = os.path.expanduser(value)

@@ -27,6 +27,7 @@ def _bar(fraction: float, width: int = 24) -> Text:
 
 
 def status_table(view: RunView, bar_width: int = 24) -> Table:
+    """The status rows: phase, step progress bar (`bar_width` cells), time, epoch, speed, loss, learning rates."""
     table = Table.grid(padding=(0, 1))
     table.add_column(style="grey70", width=8)
     table.add_column()
@@ -73,11 +74,13 @@ class RunStatus(Static):
     """Always the same seven rows (height fixed in CSS), so updates skip the layout pass."""
 
     def show(self, view: RunView) -> None:
+        """Redraw for `view`, the bar as wide as the widget allows (6 to 24 cells)."""
         # label 8 + "12345/12345  100%" ~17 + gaps: the bar takes what is left, up to 24
         bar_width = max(6, min(24, (self.content_size.width or 60) - 28))
         self.update(status_table(view, bar_width), layout=False)
 
     def on_resize(self) -> None:
+        """Redraw with the screen's current view at the new width."""
         view = getattr(self.screen, "view", None)
         if view is not None:
             self.show(view)
@@ -96,6 +99,7 @@ def header_text(view: RunView, mode: str, stopping: bool = False) -> Text:
 
 
 def checkpoints_text(view: RunView, limit: int = 4) -> RenderableType:
+    """The last `limit` saves, with a count of earlier ones."""
     if not view.checkpoints:
         return Text("none yet (s saves now)", style="grey50")
     lines = [Text.assemble((f"step {saved.step:>6} ", "grey70"), (f"{saved.kind:<5} ", "grey50"),
@@ -107,6 +111,7 @@ def checkpoints_text(view: RunView, limit: int = 4) -> RenderableType:
 
 
 def warnings_text(view: RunView, limit: int = 3) -> RenderableType:
+    """The last `limit` warnings, with a count of earlier ones."""
     if not view.warnings:
         return Text("none", style="grey50")
     lines = [Text(f"! {message}", style="yellow", overflow="ellipsis", no_wrap=True)
@@ -117,4 +122,5 @@ def warnings_text(view: RunView, limit: int = 3) -> RenderableType:
 
 
 def final_text(view: RunView) -> RenderableType:
+    """How the run ended, as styled lines."""
     return Group(*(Text(text, style=style) for text, style in final_lines(view)))

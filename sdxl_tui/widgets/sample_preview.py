@@ -38,6 +38,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def load_image(path: Path):
+    """The image at `path` as RGB (Pillow). Raises OSError when it cannot be read."""
     from PIL import Image  # pillow is only needed once a sample exists
 
     with Image.open(path) as image:
@@ -63,6 +64,7 @@ def half_blocks(image, width: int, height: int) -> Text:
 
 
 class SamplePreview(Widget):
+    """The newest sample image, drawn with the terminal's best image protocol, half-blocks otherwise."""
     DEFAULT_CSS = """
     SamplePreview { height: 1fr; }
     """
@@ -79,6 +81,7 @@ class SamplePreview(Widget):
         self._cache: tuple = ((), None)
 
     def show(self, sample: Optional[Sample], output_dir: str) -> None:
+        """Show `sample` (its path relative to `output_dir`); an image that cannot be read is shown as a message."""
         if sample == self._sample:
             return
         self._sample, self._output_dir = sample, output_dir
@@ -97,13 +100,17 @@ class SamplePreview(Widget):
     # --- opt-in terminal graphics over the half-block layout ---
 
     def on_mount(self) -> None:
+        """With a graphics protocol, follow screen changes (the picture is drawn over the screen, so it must be
+        cleared when another screen shows)."""
         if self._protocol.is_graphics:
             self.app.screen_change_signal.subscribe(self, self._screen_changed)
 
     def on_resize(self) -> None:
+        """Draw the picture again at the new size."""
         self._schedule_graphics()
 
     def on_unmount(self) -> None:
+        """Remove a picture drawn with a graphics protocol."""
         self._clear_graphics()
 
     def _screen_changed(self, screen) -> None:
@@ -181,12 +188,14 @@ class SamplePreview(Widget):
         return candidate
 
     def render(self) -> Group | Text:
+        """Step, path and prompt above the image in half-blocks (kitty or sixel draw over them), or a line saying no
+        sample exists yet."""
         sample = self._sample
         if sample is None:
             return Text("no sample yet (p asks for one now)", style="grey50")
         # The path is never cut: it wraps (overflow fold) and the image gives up the rows.
-        caption = Text.assemble((f"step {sample.step}  ", "bold"), (display_path(sample.path, self._output_dir), "cyan"),
-                                overflow="fold")
+        caption = Text.assemble((f"step {sample.step}  ", "bold"),
+                                (display_path(sample.path, self._output_dir), "cyan"), overflow="fold")
         prompt = Text(sample.prompt, style="italic grey70", overflow="ellipsis", no_wrap=True)
         width = max(1, self.content_size.width)
         caption_rows = len(caption.wrap(self.app.console, width))

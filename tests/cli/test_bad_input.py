@@ -130,7 +130,8 @@ def test_pickle_ckpt_is_refused_and_never_unpickled(tmp_path, tiny_model, demo_d
     monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a) or {})
     monkeypatch.setattr(pickle, "load", lambda *a, **k: loads.append(a) or {})
     run, failed = _run_with_model(tmp_path, tiny_model, demo_dataset, str(ckpt))
-    _assert_model_error(run, failed, tmp_path, "is a pickle checkpoint (.ckpt)", "refused", "convert it to .safetensors")
+    _assert_model_error(run, failed, tmp_path, "is a pickle checkpoint (.ckpt)", "refused",
+                        "convert it to .safetensors")
     assert not marker.exists() and not loads
 
 

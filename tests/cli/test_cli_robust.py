@@ -44,6 +44,24 @@ def test_help_lists_exit_codes_and_environment():
         assert text in out, text
 
 
+def test_help_imports_no_command_module_and_nothing_heavy():
+    code = ("import sys\nfrom sdxl_tui.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(' '.join(sorted(sys.modules)), file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=120)
+    loaded = set(done.stderr.split())
+    assert "sdxl_tui.cli" in loaded and "usage: sdxl-tui" in done.stdout
+    assert [m for m in loaded if m.startswith("sdxl_tui.commands.")] == []  # the list comes from cli.COMMANDS
+    heavy = {"torch", "diffusers", "transformers", "pydantic", "textual", "rich", "numpy", "tomlkit", "engine"}
+    assert {m.split(".")[0] for m in loaded} & heavy == set()
+
+
+def test_a_commands_help_lists_its_own_options():
+    done = _cli("train", "--help")
+    assert done.returncode == 0 and "--plain" in done.stdout and "--set KEY=VALUE" in done.stdout
+
+
 def test_bare_command_without_a_terminal_exits_2():
     done = _cli()
     assert done.returncode == 2 and "needs a terminal" in done.stderr and "sdxl-tui train" in done.stderr

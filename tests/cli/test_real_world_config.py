@@ -8,10 +8,10 @@ import json
 import pytest
 from train_helpers import one_torch_thread, tiny_config  # noqa: F401  (one_torch_thread: autouse fixture)
 
+from engine.config.sample_prompts import read_sample_prompts
 from engine.config.schema import RunConfig
 from engine.config.toml_file import load_config, save_config
 from engine.errors import ConfigError
-from engine.config.sample_prompts import read_sample_prompts
 
 
 def _cli(argv: list[str], capsys) -> tuple[int, str]:
@@ -101,8 +101,8 @@ def test_plan_refuses_what_train_refuses_with_the_same_message(tmp_path, tiny_mo
     run_toml = save_config(cfg, tmp_path / "run.toml")
     said = {}
     for command in ("plan", "train"):
-        code, said[command] = _cli([command, str(run_toml), "--plain"] if command == "train" else [command, str(run_toml)],
-                                   capsys)
+        argv = [command, str(run_toml), "--plain"] if command == "train" else [command, str(run_toml)]
+        code, said[command] = _cli(argv, capsys)
         assert code == 78
     message = "cache_text_encoder_outputs needs network_train_unet_only = true"
     assert message in said["plan"] and message in said["train"]
@@ -153,7 +153,8 @@ def test_a_path_turned_into_control_characters_is_named_escaped_on_one_line(tmp_
         path.write_text('[[datasets]]\n[[datasets.subsets]]\nimage_dir = "D:\\train\\roses"\n')
         with pytest.raises(ConfigError) as caught:
             load_dataset_config(path)
-        expected = 'datasets[0].subsets[0].image_dir = "D:\\train\\roses" holds control characters (carriage return, tab)'
+        expected = ('datasets[0].subsets[0].image_dir = "D:\\train\\roses" holds control characters '
+                    '(carriage return, tab)')
     message = str(caught.value).split("\n  → ")[0]
     assert expected in message and "\n" not in message and "\t" not in message and "\r" not in message
     assert "single quotes" in caught.value.hint
@@ -166,7 +167,8 @@ def test_nan_hint_never_suggests_the_value_already_set():
     from engine.train.loop import _diverged
 
     assert "max_grad_norm" not in divergence_hint(RunConfig().with_values(max_grad_norm=1.0))
-    assert "set max_grad_norm = 1.0 (gradient clipping is off)" in divergence_hint(RunConfig().with_values(max_grad_norm=0))
+    assert "set max_grad_norm = 1.0 (gradient clipping is off)" in divergence_hint(
+        RunConfig().with_values(max_grad_norm=0))
     assert "lower max_grad_norm (now 5) to 1.0" in divergence_hint(RunConfig().with_values(max_grad_norm=5.0))
     fp16 = divergence_hint(RunConfig().with_values(mixed_precision="fp16", no_half_vae=True))
     assert "bf16" in fp16 and "no_half_vae" not in fp16
@@ -181,8 +183,8 @@ def test_resume_with_no_more_epochs_says_so_instead_of_a_difference(tmp_path):
     from engine.outputs.resume import ResumePoint, check_resume_config
 
     saved = RunConfig().with_values(max_train_epochs=3)
-    point = ResumePoint(tmp_path / "state" / "step-00000030", Position(global_step=30, epoch=3, batches_done_in_epoch=0),
-                        saved)
+    position = Position(global_step=30, epoch=3, batches_done_in_epoch=0)
+    point = ResumePoint(tmp_path / "state" / "step-00000030", position, saved)
     with pytest.raises(ConfigError) as caught:
         check_resume_config(point, saved)
     text = str(caught.value)

@@ -168,7 +168,8 @@ def test_relative_paths_resolve_against_config_folder(tmp_path):
 
 
 def test_importing_engine_and_cli_never_imports_textual_or_torch():
-    code = ("import sys, engine, engine.config.schema, engine.config.toml_file, engine.config.rules, engine.events.types, engine.control.run_control;"
+    code = ("import sys, engine, engine.config.schema, engine.config.toml_file, engine.config.rules, "
+            "engine.events.types, engine.control.run_control;"
             "assert 'textual' not in sys.modules, 'textual';"
             "assert 'sdxl_tui' not in sys.modules, 'sdxl_tui';"
             "assert 'torch' not in sys.modules, 'torch';"

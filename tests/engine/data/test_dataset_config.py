@@ -83,7 +83,8 @@ def test_defaults_match_sd_scripts(tmp_path):
 
 
 def test_caption_extension_gets_its_dot_like_sd_scripts(tmp_path):
-    path = write(tmp_path, '[[datasets]]\nresolution = 1024\n[[datasets.subsets]]\nimage_dir = "a"\ncaption_extension = "txt"\n')
+    path = write(tmp_path, '[[datasets]]\nresolution = 1024\n[[datasets.subsets]]\nimage_dir = "a"\n'
+                           'caption_extension = "txt"\n')
     assert load_dataset_config(path).all_subsets()[0].caption_extension == ".txt"
     with pytest.raises(ConfigError, match="file extension"):
         load_dataset_config(write(tmp_path, path.read_text().replace('"txt"', '""')))

@@ -36,7 +36,8 @@ def test_subsets_repeats_tokens_and_skipped_folders(tmp_path, demo_dataset):
     reg = _layout(tmp_path / "reg", demo_dataset, ["2_shape"])
     found = scan_folder_dataset(train, reg)
     got = [(s.image_dir.name, s.num_repeats, s.class_tokens, s.is_reg) for s in found.subsets]
-    assert got == [("1_extra", 1, "extra", False), ("3_ohwx shape", 3, "ohwx shape", False), ("2_shape", 2, "shape", True)]
+    assert got == [("1_extra", 1, "extra", False), ("3_ohwx shape", 3, "ohwx shape", False),
+                   ("2_shape", 2, "shape", True)]
     assert any("'0_off'" in w and "0 repeats" in w and "'1_off'" in w for w in found.warnings)
     assert any("'loose'" in w and "'10_loose'" in w for w in found.warnings)
     assert looks_like_folder_dataset(train) and not looks_like_folder_dataset(demo_dataset.image_dir)

@@ -123,7 +123,8 @@ def test_flattening_detection_and_every_key_noted(files):
     assert notes["xformers"].status == "not used" and notes["no_metadata"].status == "mapped"
     assert notes["noise_ofset"].status == "not used" and "did you mean 'noise_offset'" in notes["noise_ofset"].detail
     assert cfg.logging.log_with == "tensorboard"
-    assert not is_kohya_args(tomlkit.parse(Path(save_config(RunConfig(), args.parent / "ours.toml")).read_text()).unwrap())
+    ours = Path(save_config(RunConfig(), args.parent / "ours.toml"))
+    assert not is_kohya_args(tomlkit.parse(ours.read_text()).unwrap())
 
 
 def test_two_text_encoder_rates_and_sd_scripts_defaults():
@@ -164,7 +165,8 @@ def test_train_data_dir_without_dataset_builds_the_folder_dataset(tmp_path):
     (tmp_path / "train" / "10_mycat").mkdir(parents=True)
     (tmp_path / "reg" / "2_cat").mkdir(parents=True)
     args = tmp_path / "kohya.toml"
-    args.write_text(f'pretrained_model_name_or_path = "m.safetensors"\ntrain_data_dir = "{(tmp_path / "train").as_posix()}"\n'
+    args.write_text('pretrained_model_name_or_path = "m.safetensors"\n'
+                    f'train_data_dir = "{(tmp_path / "train").as_posix()}"\n'
                     'reg_data_dir = "reg"\nresolution = "768,1024"\ncaption_extension = ".caption"\n'
                     f'output_dir = "{(tmp_path / "out").as_posix()}"\n')
     result = convert_kohya_args(read_toml(args), base_dir=tmp_path)

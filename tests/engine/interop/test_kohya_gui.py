@@ -135,7 +135,8 @@ def test_import_export_import_gives_the_same_run_config(tmp_path, demo_dataset):
     gui = {**BASE, "train_data_dir": str(tmp_path / "train"), "LoRA_type": "Kohya LoCon", "conv_dim": 4,
            "conv_alpha": 2, "lr_warmup": 5, "max_grad_norm": 0.5, "caption_extension": ".txt",
            "enable_bucket": True, "min_bucket_reso": 32, "max_bucket_reso": 128, "bucket_reso_steps": 32,
-           "additional_parameters": "--log_prefix=mine --network_train_unet_only --max_grad_norm=0", "output_dir": str(tmp_path / "o"),
+           "additional_parameters": "--log_prefix=mine --network_train_unet_only --max_grad_norm=0",
+           "output_dir": str(tmp_path / "o"),
            "sample_prompts": "a shape --w 64 --h 64", "seed": 7}
     (tmp_path / "first.json").write_text(json.dumps(gui))
     first = import_kohya_gui(tmp_path / "first.json", side_path=tmp_path / "first.toml").config

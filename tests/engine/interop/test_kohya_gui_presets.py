@@ -29,7 +29,8 @@ pytestmark = pytest.mark.skipif(not PRESETS.is_dir(), reason=f"kohya_ss presets 
 
 LYCO_LOKR_1IMG = ["preset=full", "conv_dim=100000", "conv_alpha=1", "use_tucker=False", "rank_dropout=0",
                   "bypass_mode=False", "dora_wd=False", "module_dropout=0", "factor=6", "use_cp=False",
-                  "use_scalar=False", "decompose_both=False", "rank_dropout_scale=False", "algo=lokr", "train_norm=False"]
+                  "use_scalar=False", "decompose_both=False", "rank_dropout_scale=False", "algo=lokr",
+                  "train_norm=False"]
 # sd-scripts options per preset (a few each), as kohya_ss would pass them.
 EXPECTED: dict[str, dict] = {
     "SDXL - 1 image LoRA v1.0.json": dict(

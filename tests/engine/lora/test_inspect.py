@@ -72,7 +72,8 @@ def test_our_file_loads_everywhere(our_file, network, capsys):
 
 
 def test_untrained_file_warns_all_zero_up(tmp_path, network):
-    fresh = {k: (torch.zeros_like(v) if k.endswith("lora_up.weight") else v) for k, v in network.kohya_state_dict().items()}
+    fresh = {k: (torch.zeros_like(v) if k.endswith("lora_up.weight") else v)
+             for k, v in network.kohya_state_dict().items()}
     path = save_lora(tmp_path / "fresh.safetensors", fresh, {}, "fp32")
     report = inspect_lora(path)
     assert not report.broken and any("every lora_up weight is zero" in w for w in report.warnings)

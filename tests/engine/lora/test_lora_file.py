@@ -38,7 +38,8 @@ def _info(**overrides) -> TrainingInfo:
                   session_id=123456, num_train_images=40, num_reg_images=8, num_batches_per_epoch=40,
                   num_epochs=3, max_train_steps=120, resolution=(1024, 1024),
                   datasets=[{"is_dreambooth": True, "num_train_images": 40, "subsets": [{"image_dir": "cat"}]}],
-                  tag_frequency={"cat": {"a cat": 10}}, bucket_info={"buckets": {"0": {"resolution": [1024, 1024], "count": 40}}},
+                  tag_frequency={"cat": {"a cat": 10}},
+                  bucket_info={"buckets": {"0": {"resolution": [1024, 1024], "count": 40}}},
                   dataset_dirs={"cat": {"n_repeats": 4, "img_count": 10}}, dataset_manifest_hash="abc123")
     values.update(overrides)
     return TrainingInfo(**values)

@@ -120,7 +120,8 @@ def test_configs_that_cannot_work_are_refused_before_loading(monkeypatch):
         return [i.message for i in check_rules(cfg, None) if i.level == "error" and "dataset" not in i.message]
 
     assert errors(network_module="lycoris.kohya", network_args=["algo=loha", "factor=4"]) == []
-    assert "not a lycoris.kohya option" in errors(network_module="lycoris.kohya", network_args=["algo=loha", "foo=1"])[0]
+    assert "not a lycoris.kohya option" in errors(network_module="lycoris.kohya",
+                                                  network_args=["algo=loha", "foo=1"])[0]
     assert "'glora' is not supported" in errors(network_module="lycoris.kohya", network_args=["algo=glora"])[0]
     assert "does not read network_dropout" in errors(network_module="lycoris.kohya", network_dropout=0.1)[0]
     monkeypatch.setattr(network_rules, "lycoris_installed", lambda: False)

@@ -154,7 +154,8 @@ def test_dim_from_weights_and_base_weights_merge(small_parts):
     # base_weights: merging the file at 0.5 equals applying the network with multiplier 0.5
     layer_name, module = next((n, m) for n, m in source.modules_by_part()["unet"].items() if "proj_in" in n)
     layer = module.org_module
-    x = torch.randn(2, layer.in_features) if isinstance(layer, torch.nn.Linear) else torch.randn(2, layer.in_channels, 4, 4)
+    x = (torch.randn(2, layer.in_features) if isinstance(layer, torch.nn.Linear)
+         else torch.randn(2, layer.in_channels, 4, 4))
     source.eval()
     source.set_multiplier(0.5)
     source.apply()

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from train_helpers import one_torch_thread  # noqa: F401  (autouse: one thread is faster for the tiny model here)
 
-from engine.errors import ConfigError
 from engine.config.sample_prompts import SamplePrompt, parse_sample_prompts
+from engine.errors import ConfigError
 
 # ---- prompt files -----------------------------------------------------------------------------
 

@@ -105,7 +105,8 @@ def test_kill_9_at_random_moments_never_leaves_a_broken_file_under_a_final_name(
         mid_save += in_save
         steps.append(int(found["complete"][-1].split("-")[1]) if found["complete"] else 0)
         print(f"kill {attempt + 1}: newest complete state {found['complete'][-1:]}, "
-              f"{found['loras']} LoRA files, mid-save leftovers: {found['temp_files'] + [i.path.name for i in found['incomplete']]}")
+              f"{found['loras']} LoRA files, mid-save leftovers: "
+              f"{found['temp_files'] + [i.path.name for i in found['incomplete']]}")
         if prior_incomplete:  # what the previous kill left, this resume named
             assert any("ignoring incomplete" in n for n in _resume_notes(out, before)), _resume_notes(out, before)
         prior_incomplete = found["incomplete"]
