@@ -87,15 +87,19 @@ def _from_single_file(cls, path: Path, config: Path, subfolder: str):
 
 
 def _read_prefixed(path: Path, prefix: str) -> dict:
-    from safetensors import safe_open
+    from engine.model.safetensors_read import read_prefixed
 
-    with safe_open(str(path), "pt") as handle:
-        out = {}
-        for key in handle.keys():
-            if key.startswith(prefix):
-                tensor = handle.get_tensor(key)
-                out[key[len(prefix):]] = tensor.float() if tensor.is_floating_point() else tensor
-        return out
+    try:
+        return read_prefixed(path, prefix, float_dtype=_float32())
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"could not read {prefix}* from {path}: {exc}",
+                         hint="the file may be damaged or not an SDXL checkpoint") from exc
+
+
+def _float32():
+    import torch
+
+    return torch.float32
 
 
 def _text_encoder(cls, config_dir: Path, subfolder: str, state_dict: dict, path: Path):
