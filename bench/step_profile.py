@@ -23,7 +23,8 @@ hits them alike:
 
 The ratio ours / bare is the cost of our own per-step code; bare / peft compares our LoRA
 forward with peft's. `--profile` adds a torch.profiler table (top operators by self CPU time)
-of a few steps of each loop. GC pauses inside the timed steps are counted (gc.callbacks).
+of a few steps of each loop. GC pauses inside the timed steps are counted (gc.callbacks); our
+loop freezes the objects alive at its start out of the GC (Trainer.train), the bare loop does not.
 
     .venv/bin/python bench/step_profile.py --json bench/results/step_profile_tiny.json
     .venv/bin/python bench/step_profile.py --case model=sdxl,resolution=128,precision=fp32,checkpointing=false \
@@ -47,7 +48,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from train_step import Case, _build_unet, _trainer, parse_case  # noqa: E402
 
-SECTIONS = ("data", "unet_forward", "batch_loss_other", "backward", "optimizer", "ours_other")
+SECTIONS = ("data", "unet_forward", "batch_loss_other", "backward", "optimizer", "ours_other", "after_step")
 
 
 class Clock:
@@ -169,7 +170,8 @@ class Ours:
         after_step = trainer.after_step
 
         def closing_after_step():
-            after_step()
+            with clock.section("after_step"):
+                after_step()
             clock.steps.append(self._close())
         trainer.after_step = closing_after_step
         self._step_started = time.perf_counter()
@@ -277,6 +279,7 @@ def summarize(records: list[dict[str, float]], kind: str) -> dict:
                                                     for r in records)
         out["ours_other"] = statistics.median(
             r["total"] - sum(r.get(k, 0.0) for k in ("data", "batch_loss", "backward", "optimizer")) for r in records)
+        # after_step is part of ours_other (events, logging, control); also shown alone
         out.pop("batch_loss", None)
     return {k: round(v, 5) for k, v in out.items()}
 
@@ -316,7 +319,7 @@ def _transformer_linears(unet):
                     yield f"{name}.{child_name}", child
 
 
-def run(case: Case, rounds: int, profile: bool, peft: bool, gc_freeze: bool, cfg_values: dict) -> dict:
+def run(case: Case, rounds: int, profile: bool, peft: bool, cfg_values: dict) -> dict:
     import torch
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
@@ -347,9 +350,8 @@ def run(case: Case, rounds: int, profile: bool, peft: bool, gc_freeze: bool, cfg
         unet.enable_gradient_checkpointing()
     unet.train()
     setup_seconds = time.perf_counter() - started
-    if gc_freeze:
-        gc.collect()
-        gc.freeze()  # the model's objects leave the GC's generations (engine/train/run.py does the same)
+    # Our Trainer.train freezes the objects alive at its start out of the GC (engine/train/loop.py);
+    # the bare loop does not: GC pauses are counted for each.
     pauses = GcPauses()
     gc.callbacks.append(pauses)
 
@@ -384,7 +386,7 @@ def run(case: Case, rounds: int, profile: bool, peft: bool, gc_freeze: bool, cfg
             timed[kind] += clock.steps
     del bare_hooks_clock
     result = {"case": case.__dict__, "label": case.label, "device": str(device), "threads": torch.get_num_threads(),
-              "rounds": rounds, "gc_freeze": gc_freeze, "cfg_values": cfg_values,
+              "rounds": rounds, "cfg_values": cfg_values,
               "setup_s": round(setup_seconds, 2), "network_create_s": round(network_seconds, 3),
               "lora_parameters": sum(p.numel() for p in network.parameters()),
               "lora_modules": sum(1 for _ in network.lora_modules())}
@@ -446,7 +448,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="ours/bare rounds, interleaved")
     parser.add_argument("--profile", action="store_true", help="add torch.profiler operator tables")
     parser.add_argument("--peft", action="store_true", help="also time peft's LoRA on the plain diffusers UNet")
-    parser.add_argument("--no-gc-freeze", action="store_true", help="leave the model's objects in the GC")
     parser.add_argument("--cfg", default="", help="RunConfig values for our loop, key=value,... (ints)")
     parser.add_argument("--json", help="also write the result here")
     args = parser.parse_args(argv)
@@ -454,7 +455,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     case = dataclasses.replace(parse_case(args.case), steps=args.steps, warmup=args.warmup)
     cfg_values = {k: int(v) for k, _, v in (item.partition("=") for item in filter(None, args.cfg.split(",")))}
-    result = run(case, args.rounds, args.profile, args.peft, not args.no_gc_freeze, cfg_values)
+    result = run(case, args.rounds, args.profile, args.peft, cfg_values)
     from bench_env import environment
 
     result["environment"] = environment()
