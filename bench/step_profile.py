@@ -39,14 +39,14 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-from train_step import Case, _build_unet, _trainer, parse_case  # noqa: E402
+from train_step import Case, _build_unet, _trainer, parse_case
 
 SECTIONS = ("data", "unet_forward", "batch_loss_other", "backward", "optimizer", "ours_other", "after_step")
 
@@ -192,7 +192,7 @@ class Ours:
         trainer.train()
 
 
-def bare_step_fn(case: Case, unet, params_groups, device, clock: Optional[Clock], noise_scheduler):
+def bare_step_fn(case: Case, unet, params_groups, device, clock: Clock | None, noise_scheduler):
     """The floor: forward, MSE loss, backward, clip, AdamW step, in plain PyTorch."""
     import torch
 
@@ -439,7 +439,7 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", default="model=tiny,precision=fp32,checkpointing=false,resolution=64,rank=4,threads=1",
                         help="train_step.py's key=value case (model=sdxl for the full UNet)")

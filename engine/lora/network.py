@@ -13,7 +13,6 @@ from typing import Any, Iterable, Mapping, Optional
 
 import torch
 from torch import nn
-from torch.nn.utils import skip_init
 
 from engine.config.network_args import LoraArgs
 from engine.errors import ConfigError
@@ -40,6 +39,19 @@ def dims_from_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, tuple[int,
     return out
 
 
+def _linear_without_init(in_features: int, out_features: int, device) -> nn.Linear:
+    """nn.Linear(in_features, out_features, bias=False) with its weight left uninitialised: the
+    constructor's kaiming init would be overwritten at once, and for the full UNet's 722
+    adapters x 2 layers it (and torch's skip_init, which goes through `meta`) cost seconds of
+    start-up. Same class, attributes and state-dict keys as the constructor's."""
+    layer = nn.Linear.__new__(nn.Linear)
+    nn.Module.__init__(layer)
+    layer.in_features, layer.out_features = in_features, out_features
+    layer.weight = nn.Parameter(torch.empty(out_features, in_features, device=device))
+    layer.register_parameter("bias", None)
+    return layer
+
+
 class LoRAModule(nn.Module):
     """Low-rank update of one Linear or Conv2d: y = W x + multiplier · (alpha / rank) · up(down(x))."""
 
@@ -50,16 +62,13 @@ class LoRAModule(nn.Module):
         self.lora_name = lora_name
         self.lora_dim = dim
         device = org_module.weight.device
-        # skip_init: the layers' own (kaiming) init would be thrown away below; with hundreds of
-        # adapters on the full UNet that is seconds of start-up for nothing.
         if isinstance(org_module, nn.Conv2d):
-            self.lora_down = skip_init(nn.Conv2d, org_module.in_channels, dim, org_module.kernel_size,
-                                       org_module.stride, org_module.padding, bias=False, device=device)
-            self.lora_up = skip_init(nn.Conv2d, dim, org_module.out_channels, (1, 1), (1, 1), bias=False,
-                                     device=device)
+            self.lora_down = nn.Conv2d(org_module.in_channels, dim, org_module.kernel_size, org_module.stride,
+                                       org_module.padding, bias=False, device=device)
+            self.lora_up = nn.Conv2d(dim, org_module.out_channels, (1, 1), (1, 1), bias=False, device=device)
         elif isinstance(org_module, nn.Linear):
-            self.lora_down = skip_init(nn.Linear, org_module.in_features, dim, bias=False, device=device)
-            self.lora_up = skip_init(nn.Linear, dim, org_module.out_features, bias=False, device=device)
+            self.lora_down = _linear_without_init(org_module.in_features, dim, device)
+            self.lora_up = _linear_without_init(dim, org_module.out_features, device)
         else:
             raise TypeError(f"LoRA wraps nn.Linear or nn.Conv2d, not {type(org_module).__name__}")
         self._linear = isinstance(org_module, nn.Linear)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 # safetensors dtype names -> torch dtype attribute names
 _DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
@@ -34,7 +34,7 @@ def read_header(path: Path) -> tuple[dict[str, Any], int]:
     return header, 8 + size
 
 
-def read_prefixed(path: Path, prefix: str, float_dtype: Optional[Any] = None) -> dict:
+def read_prefixed(path: Path, prefix: str, float_dtype: Any | None = None) -> dict:
     """{key without `prefix`: tensor} for every key starting with `prefix`, floating tensors cast
     to `float_dtype` (kept as stored when None), each read into fresh memory (no memory map)."""
     import torch

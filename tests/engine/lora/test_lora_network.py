@@ -265,8 +265,9 @@ def test_adapter_forward_adds_no_op_that_does_no_work(layer):
 
 
 def test_adapters_skip_the_layers_default_init():
-    """lora_down gets sd-scripts' kaiming init and lora_up zeros, once each on real memory
-    (skip_init: the nn.Linear constructor's own random init runs on `meta`, costing nothing)."""
+    """lora_down gets sd-scripts' kaiming init and lora_up zeros, once each (the nn.Linear
+    constructor's own random init, thrown away at once, is skipped); the layers are plain
+    nn.Linear as the constructor makes them."""
     from unittest import mock
 
     layer = nn.Linear(16, 8)
@@ -279,5 +280,7 @@ def test_adapters_skip_the_layers_default_init():
 
     with mock.patch.object(nn.init, "kaiming_uniform_", recording):
         module = LoRAModule("lora_test", layer, dim=4, alpha=1.0)
-    assert [d for d in devices if d != "meta"] == ["cpu"]
+    assert devices == ["cpu"]
+    assert repr(module.lora_down) == repr(nn.Linear(16, 4, bias=False))
+    assert [k for k, _ in module.lora_up.named_parameters()] == ["weight"] and module.lora_up.bias is None
     assert torch.count_nonzero(module.lora_up.weight) == 0 and torch.count_nonzero(module.lora_down.weight) > 0
