@@ -26,8 +26,10 @@ forward with peft's. `--profile` adds a torch.profiler table (top operators by s
 of a few steps of each loop. GC pauses inside the timed steps are counted (gc.callbacks); our
 loop freezes the objects alive at its start out of the GC (Trainer.train), the bare loop does not.
 
-    .venv/bin/python bench/step_profile.py --json bench/results/step_profile_tiny.json
-    .venv/bin/python bench/step_profile.py --case model=sdxl,resolution=128,precision=fp32,checkpointing=false \
+Run from the repository root with PYTHONPATH=. (the engine under test is the one on the path):
+
+    PYTHONPATH=. .venv/bin/python bench/step_profile.py --json bench/results/step_profile_tiny.json
+    PYTHONPATH=. .venv/bin/python bench/step_profile.py --case model=sdxl,resolution=128,precision=fp32,checkpointing=false \
         --steps 3 --warmup 1 --rounds 2 --json bench/results/step_profile_sdxl.json
 """
 from __future__ import annotations
@@ -44,7 +46,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from train_step import Case, _build_unet, _trainer, parse_case
 
