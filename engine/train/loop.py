@@ -148,7 +148,9 @@ class Trainer:
             for index, batch in enumerate(self.data.epoch_batches(epoch, skip=skip), start=skip):
                 group_start = (index // accumulation) * accumulation
                 group_size = min(accumulation, batches - group_start)
-                loss = self.batch_loss(batch) / group_size
+                loss = self.batch_loss(batch)
+                if group_size > 1:  # no op (and no autograd node) for the usual single batch per step
+                    loss = loss / group_size
                 self.accelerator.backward(loss)
                 step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
                 step_paths.extend(str(p) for p in batch.paths)
