@@ -39,19 +39,6 @@ def dims_from_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, tuple[int,
     return out
 
 
-def _linear_without_init(in_features: int, out_features: int, device) -> nn.Linear:
-    """nn.Linear(in_features, out_features, bias=False) with its weight left uninitialised: the
-    constructor's kaiming init would be overwritten at once, and for the full UNet's 722
-    adapters x 2 layers it (and torch's skip_init, which goes through `meta`) cost seconds of
-    start-up. Same class, attributes and state-dict keys as the constructor's."""
-    layer = nn.Linear.__new__(nn.Linear)
-    nn.Module.__init__(layer)
-    layer.in_features, layer.out_features = in_features, out_features
-    layer.weight = nn.Parameter(torch.empty(out_features, in_features, device=device))
-    layer.register_parameter("bias", None)
-    return layer
-
-
 class LoRAModule(nn.Module):
     """Low-rank update of one Linear or Conv2d: y = W x + multiplier · (alpha / rank) · up(down(x))."""
 
@@ -67,8 +54,11 @@ class LoRAModule(nn.Module):
                                        org_module.padding, bias=False, device=device)
             self.lora_up = nn.Conv2d(dim, org_module.out_channels, (1, 1), (1, 1), bias=False, device=device)
         elif isinstance(org_module, nn.Linear):
-            self.lora_down = _linear_without_init(org_module.in_features, dim, device)
-            self.lora_up = _linear_without_init(dim, org_module.out_features, device)
+            # The constructors' own init is overwritten below, but it draws from torch's global
+            # generator exactly as sd-scripts' LoRAModule does: skipping it would change every
+            # seeded run's LoRA init, noise and timesteps against sd-scripts (issue 17 tried).
+            self.lora_down = nn.Linear(org_module.in_features, dim, bias=False, device=device)
+            self.lora_up = nn.Linear(dim, org_module.out_features, bias=False, device=device)
         else:
             raise TypeError(f"LoRA wraps nn.Linear or nn.Conv2d, not {type(org_module).__name__}")
         self._linear = isinstance(org_module, nn.Linear)
@@ -135,8 +125,8 @@ class LoRAModule(nn.Module):
         result has its output's shape and dtype. Module dropout skips the whole update; rank
         dropout zeroes ranks per sample and rescales by 1 / (1 - p) (sd-scripts' LoRAModule.forward)."""
         # This runs once per adapted layer per step (hundreds of times), so it avoids every op
-        # that does no work: no-op casts, the separate scale multiply, nn.Module call overhead
-        # for the two Linear adapters (F.linear on their weights; same parameters, same graph).
+        # that does no work: no-op casts and nn.Module call overhead for the two Linear adapters
+        # (F.linear on their weights; same parameters, same graph, same rounding as before).
         out = self._org_forward(x)
         training = self.training
         if self.module_dropout is not None and training and torch.rand(1) < self.module_dropout:
@@ -157,9 +147,8 @@ class LoRAModule(nn.Module):
             lx = lx * mask
             scale = self.scale / (1.0 - self.rank_dropout)
         lx = nn.functional.linear(lx, self.lora_up.weight) if self._linear else self.lora_up(lx)
-        if lx.dtype != out.dtype:
-            return out + (lx * (self.multiplier * scale)).to(out.dtype)
-        return torch.add(out, lx, alpha=self.multiplier * scale)  # out + s·lx in one op
+        lx = lx * (self.multiplier * scale)
+        return out + (lx if lx.dtype == out.dtype else lx.to(out.dtype))
 
 
 @dataclass

