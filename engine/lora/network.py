@@ -54,10 +54,14 @@ class LoRAModule(nn.Module):
                                        org_module.padding, bias=False, device=device)
             self.lora_up = nn.Conv2d(dim, org_module.out_channels, (1, 1), (1, 1), bias=False, device=device)
         elif isinstance(org_module, nn.Linear):
+            # The constructors' own init is overwritten below, but it draws from torch's global
+            # generator exactly as sd-scripts' LoRAModule does: skipping it would change every
+            # seeded run's LoRA init, noise and timesteps against sd-scripts (issue 17 tried).
             self.lora_down = nn.Linear(org_module.in_features, dim, bias=False, device=device)
             self.lora_up = nn.Linear(dim, org_module.out_features, bias=False, device=device)
         else:
             raise TypeError(f"LoRA wraps nn.Linear or nn.Conv2d, not {type(org_module).__name__}")
+        self._linear = isinstance(org_module, nn.Linear)
         # sd-scripts: alpha None or 0 means "no scaling", i.e. alpha = rank.
         alpha = float(dim) if not alpha else float(alpha)
         self.register_buffer("alpha", torch.tensor(alpha, dtype=torch.float32, device=device))
@@ -120,16 +124,21 @@ class LoRAModule(nn.Module):
         `x` is the wrapped layer's input ([B, T, in] for Linear, [B, C, H, W] for Conv2d), the
         result has its output's shape and dtype. Module dropout skips the whole update; rank
         dropout zeroes ranks per sample and rescales by 1 / (1 - p) (sd-scripts' LoRAModule.forward)."""
+        # This runs once per adapted layer per step (hundreds of times), so it avoids every op
+        # that does no work: no-op casts and nn.Module call overhead for the two Linear adapters
+        # (F.linear on their weights; same parameters, same graph, same rounding as before).
         out = self._org_forward(x)
-        if self.module_dropout is not None and self.training and torch.rand(1) < self.module_dropout:
+        training = self.training
+        if self.module_dropout is not None and training and torch.rand(1) < self.module_dropout:
             return out
-        if not torch.is_autocast_enabled(x.device.type):
-            x = x.to(self.lora_down.weight.dtype)  # fp32 adapter on a bf16/fp16 base
-        lx = self.lora_down(x)
-        if self.dropout is not None and self.training:
+        down = self.lora_down.weight
+        if x.dtype != down.dtype and not torch.is_autocast_enabled(x.device.type):
+            x = x.to(down.dtype)  # fp32 adapter on a bf16/fp16 base
+        lx = nn.functional.linear(x, down) if self._linear else self.lora_down(x)
+        if self.dropout is not None and training:
             lx = nn.functional.dropout(lx, p=self.dropout)
         scale = self.scale
-        if self.rank_dropout is not None and self.training:
+        if self.rank_dropout is not None and training:
             mask = torch.rand((lx.size(0), self.lora_dim), device=lx.device) > self.rank_dropout
             if lx.dim() == 3:  # text encoder: [B, tokens, rank]
                 mask = mask.unsqueeze(1)
@@ -137,8 +146,9 @@ class LoRAModule(nn.Module):
                 mask = mask.unsqueeze(-1).unsqueeze(-1)
             lx = lx * mask
             scale = self.scale / (1.0 - self.rank_dropout)
-        lx = self.lora_up(lx)
-        return out + (lx * (self.multiplier * scale)).to(out.dtype)
+        lx = nn.functional.linear(lx, self.lora_up.weight) if self._linear else self.lora_up(lx)
+        lx = lx * (self.multiplier * scale)
+        return out + (lx if lx.dtype == out.dtype else lx.to(out.dtype))
 
 
 @dataclass

@@ -124,6 +124,21 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def train(self, *, skip_first_batches: int = 0) -> Position:
+        """Optimizer steps until `total_steps` or a stop; returns the position reached.
+
+        The objects alive now (model, network, optimizer: hundreds of thousands for the full
+        UNet) are frozen out of Python's cyclic GC for the loop, so the GC's full passes do
+        not walk them every few steps (issue 17); they are unfrozen when the loop ends."""
+        import gc
+
+        gc.collect()
+        gc.freeze()
+        try:
+            return self._train(skip_first_batches)
+        finally:
+            gc.unfreeze()
+
+    def _train(self, skip_first_batches: int) -> Position:
         pos = self.position
         accumulation = self.cfg.training.gradient_accumulation_steps
         meter = self.meter
@@ -136,7 +151,9 @@ class Trainer:
             for index, batch in enumerate(self.data.epoch_batches(epoch, skip=skip), start=skip):
                 group_start = (index // accumulation) * accumulation
                 group_size = min(accumulation, batches - group_start)
-                loss = self.batch_loss(batch) / group_size
+                loss = self.batch_loss(batch)
+                if group_size > 1:  # no op (and no autograd node) for the usual single batch per step
+                    loss = loss / group_size
                 self.accelerator.backward(loss)
                 step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
                 step_paths.extend(str(p) for p in batch.paths)

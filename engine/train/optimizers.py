@@ -88,6 +88,8 @@ def build_optimizer(optimizer_type: str, param_groups: list[dict], args: dict[st
                               f"sets {key}={args[key]}", key="optimizer.optimizer_args",
                               hint=f"remove {key} from optimizer_args, or choose another optimizer")
     kwargs = {**spec.defaults, **args, **spec.fixed}
+    if spec.name == "AdamW" and fused_adamw_fits(param_groups, kwargs):
+        kwargs["fused"] = True
     try:
         if spec.family == "adafactor":
             return _adafactor(cls, param_groups, kwargs)
@@ -98,6 +100,20 @@ def build_optimizer(optimizer_type: str, param_groups: list[dict], args: dict[st
     if spec.family == "schedulefree":
         optimizer.train()
     return optimizer
+
+
+def fused_adamw_fits(param_groups: list[dict], kwargs: dict[str, Any]) -> bool:
+    """Whether torch's AdamW can take its fused kernel: the same update rule as the default
+    (per-tensor loop on the CPU), computed in one kernel per tensor instead of ~10 dispatched
+    ops; on the CPU that is ~4x less optimizer time for a LoRA's hundreds of small tensors.
+    Only for fp32 parameters on the CPU or CUDA, and never when optimizer_args choose an
+    implementation (fused / foreach) or need `differentiable`."""
+    import torch
+
+    if {"fused", "foreach", "differentiable", "capturable"} & kwargs.keys():
+        return False
+    params = [p for group in param_groups for p in group["params"]]
+    return bool(params) and all(p.dtype == torch.float32 and p.device.type in ("cpu", "cuda") for p in params)
 
 
 def _adafactor(cls, param_groups: list[dict], kwargs: dict[str, Any]):

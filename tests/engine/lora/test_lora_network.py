@@ -222,3 +222,43 @@ def test_under_autocast_the_adapter_runs_in_the_autocast_dtype_and_keeps_fp32_gr
     assert y.dtype == torch.bfloat16
     y.float().sum().backward()
     assert lora.lora_down.weight.grad.dtype == torch.float32 and lora.lora_down.weight.grad.abs().sum() > 0
+
+
+def _aten_ops(fn) -> list[str]:
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen: list[str] = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        fn()
+    return seen
+
+
+@pytest.mark.parametrize("layer", [nn.Linear(16, 8), nn.Conv2d(4, 6, 3, padding=1)], ids=["linear", "conv"])
+def test_adapter_forward_adds_no_op_that_does_no_work(layer):
+    """Issue 17: the adapter runs once per wrapped layer per step, so beyond the base layer and
+    its two low-rank products it adds exactly the scale and the sum (out + s·up(down(x))): no
+    dtype casts on same-dtype inputs (they were 3 more dispatched ops per adapter)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 16) if isinstance(layer, nn.Linear) else torch.randn(2, 4, 5, 5)
+    base = _aten_ops(lambda: layer(x))
+    module = LoRAModule("lora_test", layer, dim=2, alpha=1.0)
+    nn.init.normal_(module.lora_up.weight)
+    module.apply_to()
+    with torch.no_grad():
+        expected = layer._conv_forward(x, layer.weight, layer.bias) if isinstance(layer, nn.Conv2d) \
+            else nn.functional.linear(x, layer.weight, layer.bias)
+        expected = expected + 0.5 * module.lora_up(module.lora_down(x))
+    low_rank = _aten_ops(lambda: module.lora_up(module.lora_down(x)))
+    adapted = _aten_ops(lambda: layer(x))
+    extra = list(adapted)
+    for op in base + low_rank:
+        if op in extra:
+            extra.remove(op)
+    assert extra == ["mul", "add"], adapted
+    torch.testing.assert_close(layer(x), expected)

@@ -77,9 +77,23 @@ def _run(tmp_path, tiny_model, demo_dataset, **options):
 
 
 @pytest.mark.e2e
-def test_no_engine_sync_between_logging_intervals(tmp_path, tiny_model, demo_dataset, sync_counter):
-    """Six steps, logging only at the end: the loop never reads a device value while stepping."""
+def test_no_engine_sync_between_logging_intervals(tmp_path, tiny_model, demo_dataset, sync_counter, monkeypatch):
+    """Six steps, logging only at the end: the loop never reads a device value while stepping.
+    And the objects alive at the start are out of the GC's reach while steps run (issue 17),
+    given back to it afterwards."""
+    import gc
+
+    frozen = []
+    counted_step = loop.Trainer.optimizer_step
+
+    def optimizer_step(self):
+        frozen.append(gc.get_freeze_count())
+        counted_step(self)
+
+    monkeypatch.setattr(loop.Trainer, "optimizer_step", optimizer_step)
     _run(tmp_path, tiny_model, demo_dataset, log_every_n_steps=1000)
+    assert len(frozen) == 6 and min(frozen) > 10_000, frozen
+    assert gc.get_freeze_count() == 0
     assert not sync_counter.in_steps, f"host<->device syncs inside the step loop: {dict(sync_counter.in_steps)}"
     # the one read of the interval happens, after the last step
     assert any("loop.py" in where and "log" in where for where in sync_counter.outside)

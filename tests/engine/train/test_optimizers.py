@@ -213,3 +213,24 @@ def test_run_refuses_a_missing_optimizer_before_any_model_loads(tmp_path, tiny_m
     result = run_module.run(tiny_config(tmp_path, tiny_model, demo_dataset, **options), lambda event: None)
     assert not result.ok and result.exit_code == 78 and message in str(result.error)
     assert not (tmp_path / "out").exists(), "the output folder was claimed"
+
+
+def test_adamw_takes_the_fused_kernel_for_fp32_parameters_unless_args_choose():
+    """torch's fused AdamW: the same update as its default loop in one kernel per tensor
+    (fewer dispatched ops per step; issue 17). Chosen only for fp32 parameters, never over an
+    optimizer_args choice, and it moves the weights as the unfused loop does."""
+    def groups(dtype=torch.float32):
+        torch.manual_seed(0)
+        return [{"params": [torch.nn.Parameter(torch.randn(8, 4, dtype=dtype))], "lr": 1e-2}]
+
+    fused, plain = groups(), groups()
+    a = build_optimizer("AdamW", fused, {})
+    b = build_optimizer("AdamW", plain, {"fused": False})
+    assert a.defaults["fused"] is True and b.defaults["fused"] is False
+    for _ in range(3):
+        for opt, gs in ((a, fused), (b, plain)):
+            gs[0]["params"][0].grad = torch.ones(8, 4)
+            opt.step()
+    torch.testing.assert_close(fused[0]["params"][0], plain[0]["params"][0])
+    assert not build_optimizer("AdamW", groups(), {"foreach": True}).defaults.get("fused")
+    assert not build_optimizer("AdamW", groups(torch.bfloat16), {}).defaults.get("fused")
