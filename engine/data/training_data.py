@@ -1,7 +1,7 @@
 """From the dataset config and the loaded model to the batches the training loop consumes.
 
 `prepare_training_data` scans the dataset, caches latents and/or text-encoder outputs as the
-config asks (engine/data/caching.py), then puts the VAE and text encoders where the loop needs
+config asks (engine/data/latent_cache.py, text_cache.py), then puts the VAE and text encoders where the loop needs
 them: off the device once their outputs are cached (and the encoders are not trained), on it
 otherwise. `TrainingData.epoch_batches(epoch)` yields `Batch`es, deterministic for a seed and
 an epoch. `epoch` is 0-based (epochs completed before this one, as the loop counts); caption
@@ -23,18 +23,12 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 from engine.data import batching
 from engine.data.batching import training_length
 from engine.data.buckets import crop_geometry
-from engine.data.caching import (
-    LatentJob,
-    LatentStore,
-    Progress,
-    TextStore,
-    cache_latents,
-    cache_text_outputs,
-    pixels_to_tensor,
-)
 from engine.data.captions import CaptionOptions, process_caption
 from engine.data.dataset_config import SubsetSpec
+from engine.data.latent_cache import LatentJob, LatentStore, cache_latents, pixels_to_tensor
+from engine.data.progress import Progress
 from engine.data.scan import ImageItem, ScannedDataset
+from engine.data.text_cache import TextStore, cache_text_outputs
 from engine.data.transfer import to_device
 from engine.errors import ConfigError
 from engine.events.types import CACHING_LATENTS, CACHING_TEXT, SCANNING_DATASET, Phase, Warning_
