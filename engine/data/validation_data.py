@@ -24,7 +24,8 @@ def validation_data(cfg: RunConfig, training: TrainingData, model: SdxlModel, *,
     """The held-out images' data (latents / text outputs cached when the training ones are), or None
     when nothing is held out. `interrupted` is set when a stop came during caching. Caching shares
     the work over processes as the training data's does (`rank`, `world_size`)."""
-    from engine.data.training_data import TrainingData, fill_caches
+    from engine.data.cache_fill import fill_caches
+    from engine.data.training_data import TrainingData
 
     held = training.scanned.validation_set()
     if held is None:
