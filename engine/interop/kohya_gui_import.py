@@ -25,7 +25,7 @@ def _refuse_network_args(ga: GuiArgs, lora_type: str) -> None:
     plain LoRA); networks.lora here reads only the network_args keys the rules know."""
     from pydantic import ValidationError
 
-    from engine.config.schema import NetworkSection
+    from engine.config.learning_sections import NetworkSection
 
     module = ga.args.get("network_module", "networks.lora")
     try:
