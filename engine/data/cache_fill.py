@@ -7,21 +7,30 @@ ranks and disk caching, each rank writes its share of the latent files, then all
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from engine.data.buckets import crop_geometry
 from engine.data.captions import CaptionOptions, process_caption
 from engine.data.latent_cache import LatentJob, LatentStore, cache_latents
 from engine.data.progress import Progress
 from engine.data.scan import ScannedDataset
-from engine.data.text_cache import cache_text_outputs
+from engine.data.text_cache import TextStore, cache_text_outputs
 from engine.errors import ConfigError
 from engine.events.types import CACHING_LATENTS, CACHING_TEXT
 
 if TYPE_CHECKING:  # pragma: no cover
     from engine.config.schema import RunConfig
-    from engine.data.training_data import TrainingData
     from engine.model.load import SdxlModel
+
+
+class CacheTarget(Protocol):
+    """What fill_caches reads and fills: a TrainingData (engine/data/training_data.py), named here
+    by its fields so the two modules do not import each other."""
+    scanned: ScannedDataset
+    device: Any
+    dtype: Any
+    latents: Optional[LatentStore]
+    text: Optional[TextStore]
 
 
 def _refuse_changing_inputs(scanned: ScannedDataset, what: str, keys: tuple[str, ...]) -> None:
@@ -91,7 +100,7 @@ def _cache_latents_for(cfg: RunConfig, scanned: ScannedDataset, model: SdxlModel
                          num_workers=workers, vae_batch_size=cfg.caching.vae_batch_size)
 
 
-def fill_caches(cfg: RunConfig, data: TrainingData, model: SdxlModel, *, emit, control, rank: int,
+def fill_caches(cfg: RunConfig, data: CacheTarget, model: SdxlModel, *, emit, control, rank: int,
                 world_size: int) -> bool:
     """Cache `data`'s latents / text-encoder outputs as the config asks; False when a stop came first."""
     caching, scanned = cfg.caching, data.scanned

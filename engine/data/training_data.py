@@ -17,7 +17,6 @@ from __future__ import annotations
 import gc
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from engine.data import batching
@@ -26,7 +25,8 @@ from engine.data.buckets import crop_geometry
 from engine.data.cache_fill import fill_caches, place_module
 from engine.data.captions import CaptionOptions, process_caption
 from engine.data.dataset_config import SubsetSpec
-from engine.data.latent_cache import LatentStore, pixels_to_tensor
+from engine.data.epoch_images import EpochImages, ImageTask
+from engine.data.latent_cache import LatentStore
 from engine.data.scan import ImageItem, ScannedDataset
 from engine.data.text_cache import TextStore
 from engine.data.transfer import to_device
@@ -57,45 +57,6 @@ def sample_rng(seed: int, epoch: int, rank: int, position: int, slot: int, purpo
     """A generator fixed by its arguments (no global state), so augmentations and caption shuffles
     are the same on a resume as in the uninterrupted run."""
     return random.Random(f"{purpose}:{seed}:{epoch}:{rank}:{position}:{slot}")
-
-
-# ---- loading uncached images (in DataLoader workers) ----------------------------------------
-
-@dataclass(frozen=True)
-class _ImageTask:
-    path: Path
-    bucket: tuple[int, int]
-    resized: tuple[int, int]
-    random_crop: bool
-    flip_aug: bool
-    color_aug: bool
-    interpolation: Optional[str]
-    rng_name: str
-
-
-class _EpochImages:
-    """A torch Dataset whose item k is the pixels and time ids of the k-th batch."""
-
-    def __init__(self, tasks: list[list[_ImageTask]]) -> None:
-        self.tasks = tasks
-
-    def __len__(self) -> int:
-        return len(self.tasks)
-
-    def __getitem__(self, k: int) -> dict:
-        import torch
-
-        from engine.data.images import load_training_image
-
-        pixels, time_ids = [], []
-        for task in self.tasks[k]:
-            loaded = load_training_image(task.path, task.bucket, rng=random.Random(task.rng_name),
-                                         resized=task.resized, random_crop=task.random_crop,
-                                         flip_aug=task.flip_aug, color_aug=task.color_aug,
-                                         interpolation=task.interpolation)
-            pixels.append(pixels_to_tensor(loaded.pixels))
-            time_ids.append(loaded.time_ids())
-        return {"pixels": torch.stack(pixels), "time_ids": torch.tensor(time_ids, dtype=torch.float32)}
 
 
 # ---- the data ------------------------------------------------------------------------------
@@ -227,7 +188,7 @@ class TrainingData:
             for slot, index in enumerate(planned.items):
                 item = self.scanned.items[index]
                 subset = self._subsets[item.subset_index]
-                batch_tasks.append(_ImageTask(
+                batch_tasks.append(ImageTask(
                     item.path, item.bucket, item.resized, subset.random_crop, subset.flip_aug, subset.color_aug,
                     subset.resize_interpolation,
                     f"image:{self.seed}:{epoch}:{self.rank}:{position}:{slot}"))
@@ -238,7 +199,7 @@ class TrainingData:
         # (whose iterator starts mid-epoch) and shift every later noise sample. Its own
         # generator keeps the training stream untouched (the images use named generators).
         loader_rng = torch.Generator().manual_seed(hash((self.seed, epoch, self.rank)) & 0x7FFFFFFF)
-        return DataLoader(_EpochImages(tasks), batch_size=None, shuffle=False, num_workers=self.num_workers,
+        return DataLoader(EpochImages(tasks), batch_size=None, shuffle=False, num_workers=self.num_workers,
                           pin_memory=on_cuda, generator=loader_rng)
 
 
@@ -294,8 +255,6 @@ def prepare_training_data(cfg: RunConfig, model: SdxlModel, *, emit, device, dty
     if not fill_caches(cfg, data, model, emit=emit, control=control, rank=rank, world_size=world_size):
         data.interrupted = True
         return data
-    from engine.data.validation_data import validation_data
-
     data.validation = validation_data(cfg, data, model, emit=emit, control=control, rank=rank, world_size=world_size)
     if data.validation is not None and data.validation.interrupted:
         data.interrupted = True
@@ -313,3 +272,19 @@ def _planned_steps(cfg: RunConfig, data: TrainingData) -> int:
     """Total optimizer steps, counted as the plan counts them (token warm-up may be a fraction)."""
     return training_length(data.batches_per_epoch, data.gradient_accumulation_steps, cfg.training.max_train_steps,
                            cfg.training.max_train_epochs).total_steps
+
+
+def validation_data(cfg: RunConfig, training: TrainingData, model: SdxlModel, *, emit, control, rank: int = 0,
+                    world_size: int = 1) -> Optional[TrainingData]:
+    """The held-out images' data (engine/data/validation_data.py says how it is chosen and batched),
+    latents / text outputs cached when the training ones are; None when nothing is held out.
+    `interrupted` is set when a stop came during caching. Caching shares the work over processes
+    as the training data's does (`rank`, `world_size`)."""
+    held = training.scanned.validation_set()
+    if held is None:
+        return None
+    data = TrainingData(scanned=held, seed=training.seed, device=training.device, dtype=training.dtype,
+                        num_workers=training.num_workers, max_train_steps=training.max_train_steps)
+    if not fill_caches(cfg, data, model, emit=emit, control=control, rank=rank, world_size=world_size):
+        data.interrupted = True
+    return data
