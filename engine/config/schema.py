@@ -3,27 +3,19 @@
 Field names are sd-scripts' option names wherever one exists, so a user's habits and
 files carry over. Every field's `description` is the help text the wizard shows and the
 comment written beside the key in a saved TOML file. Loading and saving live in
-`config_io`; cross-option rules in `rules`.
+`toml_file`; cross-option rules in `rules`. The network and optimizer sections are in
+`learning_sections`.
 """
 from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 
-from engine.config.key_value import parse_pairs
-from engine.config.optimizer_names import canonical_optimizer_name, unknown_name_message
+from engine.config.learning_sections import NetworkSection, OptimizerSection
+from engine.config.section import Section
 
 SCHEMA_VERSION = 1
-
-SchedulerName = Literal[
-    "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",
-    "adafactor", "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay", "piecewise_constant",
-]
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
 
 class ModelSection(Section):
@@ -34,12 +26,14 @@ class ModelSection(Section):
     tokenizer_cache_dir: str = Field(
         "", description="Folder holding the two CLIP tokenizers, for single-file models on offline machines.")
     clip_skip: Optional[int] = Field(
-        None, ge=1, description="Accepted for sd-scripts compatibility; SDXL always uses the penultimate layer, so it is ignored.")
+        None, ge=1, description="Accepted for sd-scripts compatibility; SDXL always uses the penultimate layer, so it "
+                                "is ignored.")
     v2: bool = Field(False, description="SD 2.x flag from sd-scripts; not valid for SDXL (must stay false).")
     v_parameterization: bool = Field(
         False, description="Train as v-prediction (v-pred SDXL models); a file with a v_pred key is v-pred anyway.")
     zero_terminal_snr: bool = Field(
-        False, description="Rescale the noise schedule to zero SNR at the last timestep (arXiv 2305.08891); for v-pred.")
+        False, description="Rescale the noise schedule to zero SNR at the last timestep (arXiv 2305.08891); for "
+                           "v-pred.")
 
 
 class DatasetSection(Section):
@@ -53,120 +47,6 @@ class DatasetSection(Section):
         0, ge=0, description="DataLoader worker processes (0 loads in the training process).")
 
 
-class NetworkSection(Section):
-    network_module: Literal["networks.lora", "lycoris.kohya"] = Field(
-        "networks.lora", description="networks.lora (sd-scripts' LoRA, LoCon via conv_dim) or lycoris.kohya "
-                                     "(LyCORIS: network_args algo=locon/loha/lokr/ia3/full, needs the lycoris extra).")
-    network_dim: int = Field(16, ge=1, le=100_000, description=(
-        "LoRA rank: size of the low-rank update per layer (LyCORIS LoKr reads a very large value, e.g. 100000, "
-        "as a full-size w2)."))
-    network_alpha: float = Field(
-        8.0, gt=0.0, description="LoRA alpha: the update is scaled by alpha / dim (e.g. 8 / 16 = 0.5).")
-    network_dropout: Optional[float] = Field(
-        None, ge=0.0, lt=1.0, description="Dropout on the LoRA down projection's output (none when unset).")
-    network_args: list[str] = Field(
-        default_factory=list,
-        description='Extra "key=value" network options as in sd-scripts: conv_dim=4, conv_alpha=1.')
-    network_train_unet_only: bool = Field(
-        False, description="Train LoRA on the UNet only (no text-encoder modules in the file).")
-    network_weights: str = Field("", description="Existing LoRA .safetensors to continue training from.")
-    # --- issue 13 (networks) ---
-    network_train_text_encoder_only: bool = Field(
-        False, description="Train LoRA on the text encoders only (no UNet modules in the file).")
-    dim_from_weights: bool = Field(
-        False, description="Take rank and alpha of every module from network_weights instead of network_dim/alpha.")
-    base_weights: list[str] = Field(
-        default_factory=list, description="LoRA files merged into the base model before training (not trained).")
-    base_weights_multiplier: list[float] = Field(
-        default_factory=list, description="Strength of each base_weights file (1.0 each when unset).")
-    scale_weight_norms: Optional[float] = Field(
-        None, gt=0.0, description="Max-norm regularisation: scale down any module whose update norm exceeds this "
-                                  "(1.0 is common); off when unset.")
-
-    @property
-    def lora_args(self):
-        """network_args parsed for networks.lora (engine.config.network_args.LoraArgs)."""
-        from engine.config.network_args import parse_lora_args
-
-        return parse_lora_args(self.parsed_args, self.network_dim, self.network_alpha)
-
-    @property
-    def parsed_args(self) -> dict[str, str]:
-        return parse_pairs(self.network_args)
-
-    @property
-    def conv_dim(self) -> Optional[int]:
-        value = self.parsed_args.get("conv_dim")
-        return int(value) if value else None
-
-    @property
-    def conv_alpha(self) -> Optional[float]:
-        value = self.parsed_args.get("conv_alpha")
-        if value:
-            return float(value)
-        # sd-scripts' networks.lora takes conv_alpha = 1.0 when only conv_dim is given.
-        return 1.0 if self.conv_dim else None
-
-
-class OptimizerSection(Section):
-    optimizer_type: str = Field(
-        "AdamW8bit", description="Optimizer: any sd-scripts name (AdamW8bit, Lion, DAdaptAdam, Prodigy, Adafactor, "
-                                 "AdamWScheduleFree, ...; any case) or a class path such as torch.optim.RAdam.")
-    optimizer_args: list[str] = Field(
-        default_factory=list, description='Extra "key=value" optimizer arguments, e.g. weight_decay=0.01.')
-    learning_rate: float = Field(1e-4, gt=0.0, description="Base learning rate; the default for the three below.")
-    unet_lr: Optional[float] = Field(None, gt=0.0, description="UNet LoRA learning rate (defaults to learning_rate).")
-    text_encoder_lr1: Optional[float] = Field(
-        None, ge=0.0,
-        description="Text encoder 1 (CLIP ViT-L, 768 wide, 12 layers) learning rate; defaults to learning_rate.")
-    text_encoder_lr2: Optional[float] = Field(
-        None, ge=0.0,
-        description="Text encoder 2 (OpenCLIP ViT-bigG, 1280 wide, 32 layers) learning rate; defaults to learning_rate.")
-    lr_scheduler: SchedulerName = Field("constant", description="Learning-rate schedule.")
-    lr_warmup_steps: float = Field(
-        0, ge=0, description="Warm-up: a step count, or below 1 a fraction of the total steps.")
-    lr_scheduler_num_cycles: int = Field(
-        1, ge=1, description="Cycles of cosine_with_restarts; cosine_with_min_lr and warmup_stable_decay get half of it "
-                             "as their cosine's cycles (1 = one half-cosine), as sd-scripts passes it.")
-    lr_scheduler_power: float = Field(1.0, gt=0.0, description="Power for the polynomial schedule.")
-    # --- i13b: schedule timing options (sd-scripts names) ---
-    lr_decay_steps: float = Field(
-        0, ge=0, description="Decay length of warmup_stable_decay: a step count, or below 1 a fraction of the total steps.")
-    lr_scheduler_timescale: Optional[int] = Field(
-        None, ge=1, description="Time scale of inverse_sqrt (unset: the warm-up length).")
-    lr_scheduler_min_lr_ratio: Optional[float] = Field(
-        None, ge=0.0, le=1.0, description="Lowest rate as a ratio of the base rate (cosine_with_min_lr, warmup_stable_decay).")
-    lr_scheduler_type: str = Field(
-        "", description="A scheduler class instead of lr_scheduler: a torch.optim.lr_scheduler name or a class path.")
-    lr_scheduler_args: list[str] = Field(
-        default_factory=list, description='"key=value" arguments of the scheduler, e.g. T_max=100 or step_rules="1:10,0.1".')
-    max_grad_norm: float = Field(1.0, ge=0.0, description="Clip gradients to this norm (0 turns clipping off).")
-
-    @field_validator("optimizer_type", mode="before")
-    @classmethod
-    def _known_optimizer(cls, value: object) -> str:
-        name = canonical_optimizer_name(str(value))
-        if name is None:
-            raise ValueError(unknown_name_message(str(value)))
-        return name
-
-    @property
-    def resolved_unet_lr(self) -> float:
-        return self.unet_lr if self.unet_lr is not None else self.learning_rate
-
-    @property
-    def resolved_text_encoder_lr1(self) -> float:
-        return self.text_encoder_lr1 if self.text_encoder_lr1 is not None else self.learning_rate
-
-    @property
-    def resolved_text_encoder_lr2(self) -> float:
-        return self.text_encoder_lr2 if self.text_encoder_lr2 is not None else self.learning_rate
-
-    @property
-    def parsed_args(self) -> dict[str, str]:
-        return parse_pairs(self.optimizer_args)
-
-
 class TrainingSection(Section):
     max_train_steps: Optional[int] = Field(
         None, ge=1, description="Stop after this many optimizer steps (wins over max_train_epochs when both are set).")
@@ -175,7 +55,8 @@ class TrainingSection(Section):
     gradient_accumulation_steps: int = Field(1, ge=1, description="Batches per optimizer step.")
     seed: int = Field(42, ge=0, description="Random seed: same seed, same data, same result.")
     noise_offset: float = Field(0.0, ge=0.0, description="Noise offset (helps very dark/bright images); 0 is off.")
-    min_snr_gamma: Optional[float] = Field(None, gt=0.0, description="Min-SNR-γ loss weighting (5 is common); off when unset.")
+    min_snr_gamma: Optional[float] = Field(None, gt=0.0, description="Min-SNR-γ loss weighting (5 is common); off "
+                                                                     "when unset.")
     # --- sd-scripts' noise, timestep and loss options (issue 12); formulas: engine/train/noise.py, loss_terms.py
     noise_offset_random_strength: bool = Field(
         False, description="Draw the noise offset uniformly from 0..noise_offset each step (sd-scripts default false).")
@@ -220,9 +101,11 @@ class TrainingSection(Section):
     ema_update_every: int = Field(1, ge=1, description="Update the EMA every N optimizer steps.")
     # --- issue 14: starting part-way (sd-scripts' names and meanings) ---
     initial_epoch: Optional[int] = Field(
-        None, ge=1, description="Start counting at this epoch (1 = the first); initial_step = (N - 1) x steps per epoch.")
+        None, ge=1, description="Start counting at this epoch (1 = the first); initial_step = (N - 1) x steps per "
+                                "epoch.")
     initial_step: Optional[int] = Field(
-        None, ge=0, description="Start at this step: with skip_until_initial_step its data is skipped, else only epochs.")
+        None, ge=0, description="Start at this step: with skip_until_initial_step its data is skipped, else only "
+                                "epochs.")
     skip_until_initial_step: bool = Field(
         False, description="Skip the data of the first initial_step steps and continue the step count from there.")
 
@@ -242,11 +125,14 @@ class PrecisionSection(Section):
     torch_compile: bool = Field(False, description="Compile the UNet with torch.compile (slower start, faster steps).")
     # --- issue 14: half-precision LoRA, fp8 base weights (sd-scripts' names and meanings) ---
     full_fp16: bool = Field(
-        False, description="LoRA weights and gradients in fp16 too (needs mixed_precision = fp16): less memory, less exact.")
+        False, description="LoRA weights and gradients in fp16 too (needs mixed_precision = fp16): less memory, less "
+                           "exact.")
     full_bf16: bool = Field(
-        False, description="LoRA weights and gradients in bf16 too (needs mixed_precision = bf16): less memory, less exact.")
+        False, description="LoRA weights and gradients in bf16 too (needs mixed_precision = bf16): less memory, less "
+                           "exact.")
     fp8_base: bool = Field(
-        False, description="Store the frozen UNet and text-encoder weights as float8_e4m3fn (computed in the mixed precision).")
+        False, description="Store the frozen UNet and text-encoder weights as float8_e4m3fn (computed in the mixed "
+                           "precision).")
     fp8_base_unet: bool = Field(
         False, description="Store only the frozen UNet weights as float8_e4m3fn (computed in the mixed precision).")
 
@@ -259,11 +145,13 @@ class CachingSection(Section):
     cache_text_encoder_outputs_to_disk: bool = Field(
         False, description="Keep cached text-encoder outputs on disk, reused by later runs.")
     vae_batch_size: int = Field(
-        4, ge=1, description="Images per VAE call while caching latents (speed/memory only: each image keeps its own noise).")
+        4, ge=1, description="Images per VAE call while caching latents (speed/memory only: each image keeps its own "
+                             "noise).")
 
 
 class SavingSection(Section):
-    output_dir: str = Field("output", description="Folder for LoRA files, state, samples, config.toml and events.jsonl.")
+    output_dir: str = Field("output", description="Folder for LoRA files, state, samples, config.toml and "
+                                                  "events.jsonl.")
     output_name: str = Field("lora", description="Base name of the LoRA files.")
     save_model_as: Literal["safetensors"] = Field(
         "safetensors", description="File format (safetensors only: pickle formats can run code).")
@@ -271,10 +159,12 @@ class SavingSection(Section):
     save_every_n_epochs: Optional[int] = Field(None, ge=1, description="Save a LoRA every N epochs.")
     save_every_n_steps: Optional[int] = Field(None, ge=1, description="Save a LoRA every N steps.")
     save_last_n_epochs: Optional[int] = Field(None, ge=1, description="Keep only the newest N epoch saves.")
-    save_state: bool = Field(False, description="Also save optimizer/scheduler/RNG state with each save, for exact resume.")
+    save_state: bool = Field(False, description="Also save optimizer/scheduler/RNG state with each save, for exact "
+                                                "resume.")
     # --- issue 14: keeping saves, metadata (sd-scripts' names and meanings) ---
     save_last_n_steps: Optional[int] = Field(
-        None, ge=1, description="Remove step saves older than N steps (sd-scripts: keep saves until N steps have passed).")
+        None, ge=1, description="Remove step saves older than N steps (sd-scripts: keep saves until N steps have "
+                                "passed).")
     save_last_n_epochs_state: Optional[int] = Field(
         None, ge=1, description="Keep only the newest N epoch states (defaults to save_last_n_epochs).")
     save_last_n_steps_state: Optional[int] = Field(
@@ -318,7 +208,8 @@ class LoggingSection(Section):
     log_every_n_steps: int = Field(
         10, ge=1, description="Read loss from the device and emit metrics every N steps (a GPU sync).")
     # --- issue 14: trackers (sd-scripts' names and meanings) ---
-    log_tracker_name: str = Field("", description='Tracker project / run name (default "network_train", as sd-scripts).')
+    log_tracker_name: str = Field(
+        "", description='Tracker project / run name (default "network_train", as sd-scripts).')
     log_tracker_config: str = Field(
         "", description="TOML file of per-tracker init arguments, e.g. [wandb] entity = ...; replaces the defaults.")
     wandb_run_name: str = Field("", description="wandb run name (the key comes from WANDB_API_KEY, never from a file).")

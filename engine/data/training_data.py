@@ -1,7 +1,7 @@
 """From the dataset config and the loaded model to the batches the training loop consumes.
 
 `prepare_training_data` scans the dataset, caches latents and/or text-encoder outputs as the
-config asks (engine/data/caching.py), then puts the VAE and text encoders where the loop needs
+config asks (engine/data/latent_cache.py, text_cache.py), then puts the VAE and text encoders where the loop needs
 them: off the device once their outputs are cached (and the encoders are not trained), on it
 otherwise. `TrainingData.epoch_batches(epoch)` yields `Batch`es, deterministic for a seed and
 an epoch. `epoch` is 0-based (epochs completed before this one, as the loop counts); caption
@@ -17,27 +17,21 @@ from __future__ import annotations
 import gc
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from engine.data import batching
 from engine.data.batching import training_length
 from engine.data.buckets import crop_geometry
-from engine.data.caching import (
-    LatentJob,
-    LatentStore,
-    Progress,
-    TextStore,
-    cache_latents,
-    cache_text_outputs,
-    pixels_to_tensor,
-)
+from engine.data.cache_fill import fill_caches, place_module
 from engine.data.captions import CaptionOptions, process_caption
 from engine.data.dataset_config import SubsetSpec
+from engine.data.epoch_images import EpochImages, ImageTask
+from engine.data.latent_cache import LatentStore
 from engine.data.scan import ImageItem, ScannedDataset
+from engine.data.text_cache import TextStore
 from engine.data.transfer import to_device
 from engine.errors import ConfigError
-from engine.events.types import CACHING_LATENTS, CACHING_TEXT, SCANNING_DATASET, Phase, Warning_
+from engine.events.types import SCANNING_DATASET, Phase, Warning_
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -63,45 +57,6 @@ def sample_rng(seed: int, epoch: int, rank: int, position: int, slot: int, purpo
     """A generator fixed by its arguments (no global state), so augmentations and caption shuffles
     are the same on a resume as in the uninterrupted run."""
     return random.Random(f"{purpose}:{seed}:{epoch}:{rank}:{position}:{slot}")
-
-
-# ---- loading uncached images (in DataLoader workers) ----------------------------------------
-
-@dataclass(frozen=True)
-class _ImageTask:
-    path: Path
-    bucket: tuple[int, int]
-    resized: tuple[int, int]
-    random_crop: bool
-    flip_aug: bool
-    color_aug: bool
-    interpolation: Optional[str]
-    rng_name: str
-
-
-class _EpochImages:
-    """A torch Dataset whose item k is the pixels and time ids of the k-th batch."""
-
-    def __init__(self, tasks: list[list[_ImageTask]]) -> None:
-        self.tasks = tasks
-
-    def __len__(self) -> int:
-        return len(self.tasks)
-
-    def __getitem__(self, k: int) -> dict:
-        import torch
-
-        from engine.data.images import load_training_image
-
-        pixels, time_ids = [], []
-        for task in self.tasks[k]:
-            loaded = load_training_image(task.path, task.bucket, rng=random.Random(task.rng_name),
-                                         resized=task.resized, random_crop=task.random_crop,
-                                         flip_aug=task.flip_aug, color_aug=task.color_aug,
-                                         interpolation=task.interpolation)
-            pixels.append(pixels_to_tensor(loaded.pixels))
-            time_ids.append(loaded.time_ids())
-        return {"pixels": torch.stack(pixels), "time_ids": torch.tensor(time_ids, dtype=torch.float32)}
 
 
 # ---- the data ------------------------------------------------------------------------------
@@ -233,7 +188,7 @@ class TrainingData:
             for slot, index in enumerate(planned.items):
                 item = self.scanned.items[index]
                 subset = self._subsets[item.subset_index]
-                batch_tasks.append(_ImageTask(
+                batch_tasks.append(ImageTask(
                     item.path, item.bucket, item.resized, subset.random_crop, subset.flip_aug, subset.color_aug,
                     subset.resize_interpolation,
                     f"image:{self.seed}:{epoch}:{self.rank}:{position}:{slot}"))
@@ -244,21 +199,11 @@ class TrainingData:
         # (whose iterator starts mid-epoch) and shift every later noise sample. Its own
         # generator keeps the training stream untouched (the images use named generators).
         loader_rng = torch.Generator().manual_seed(hash((self.seed, epoch, self.rank)) & 0x7FFFFFFF)
-        return DataLoader(_EpochImages(tasks), batch_size=None, shuffle=False, num_workers=self.num_workers,
+        return DataLoader(EpochImages(tasks), batch_size=None, shuffle=False, num_workers=self.num_workers,
                           pin_memory=on_cuda, generator=loader_rng)
 
 
 # ---- preparing -------------------------------------------------------------------------------
-
-def _refuse_changing_inputs(scanned: ScannedDataset, what: str, keys: tuple[str, ...]) -> None:
-    """engine/config/rules.py refuses these first; this guards callers that skipped the rules."""
-    for subset in scanned.config.all_subsets():
-        for key in keys:
-            if getattr(subset, key):
-                raise ConfigError(f"{what} cannot be used with {key} (subset {subset.index}): the input "
-                                  "changes every step, so a cached result would be wrong", key=key,
-                                  hint=f"turn off {key} or {what}")
-
 
 def _refuse_unsupported(scanned: ScannedDataset) -> None:
     """Dataset keys that parse (sd-scripts files carry them) but that no batch can honour yet:
@@ -275,69 +220,12 @@ def _refuse_unsupported(scanned: ScannedDataset) -> None:
                               key="network_multiplier", hint="remove network_multiplier from the dataset config")
 
 
-def _latent_jobs(scanned: ScannedDataset) -> list[LatentJob]:
-    subsets = {s.index: s for s in scanned.config.all_subsets()}
-    jobs = []
-    for index, item in enumerate(scanned.items):
-        geometry = crop_geometry(item.size, item.bucket, resized=item.resized)
-        jobs.append(LatentJob(index, item.path, item.bucket, item.resized, geometry.crop_top_left,
-                              subsets[item.subset_index].flip_aug,
-                              subsets[item.subset_index].resize_interpolation))
-    return jobs
-
-
-def _fixed_captions(scanned: ScannedDataset) -> dict[int, str]:
-    """Each item's caption when it cannot change between steps (prefix/suffix applied)."""
-    subsets = {s.index: s for s in scanned.config.all_subsets()}
-    out = {}
-    for index, item in enumerate(scanned.items):
-        options = CaptionOptions.from_subset(subsets[item.subset_index])
-        if not options.is_static:
-            raise ConfigError(f"cache_text_encoder_outputs cannot be used with caption shuffling, dropout or "
-                              f"token warm-up (subset {item.subset_index}): the caption changes every step",
-                              key="cache_text_encoder_outputs", hint="turn those off, or stop caching text")
-        out[index] = process_caption(item.caption, options, random.Random(0))
-    return out
-
-
-def _barrier(world_size: int) -> None:
-    if world_size > 1:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.barrier()
-
-
-def _place(module: Any, device: Any) -> None:
-    if module is not None:
-        module.to(device)
-
-
 def _free_device_memory() -> None:
     import torch
 
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         gc.collect()  # drop lingering references first, so the cached blocks can be returned
         torch.cuda.empty_cache()
-
-
-def _cache_latents_for(cfg: RunConfig, scanned: ScannedDataset, model: SdxlModel, *, emit, device, dtype, control,
-                       rank: int, world_size: int) -> tuple[LatentStore, bool]:
-    _refuse_changing_inputs(scanned, "cache_latents", ("random_crop", "color_aug"))
-    to_disk = cfg.caching.cache_latents_to_disk
-    jobs = _latent_jobs(scanned)
-    workers = cfg.dataset.max_data_loader_n_workers
-    _place(model.vae, device)
-    if to_disk and world_size > 1:  # each rank writes its share, then everyone reads them all
-        share = Progress(emit, CACHING_LATENTS, 0, control)
-        _, complete = cache_latents(jobs[rank::world_size], model.vae, to_disk=True, device="cpu", dtype=dtype,
-                                    progress=share, num_workers=workers, vae_batch_size=cfg.caching.vae_batch_size)
-        _barrier(world_size)
-        if not complete:
-            return LatentStore(), False
-    progress = Progress(emit, CACHING_LATENTS, len(jobs), control)
-    return cache_latents(jobs, model.vae, to_disk=to_disk, device=device, dtype=dtype, progress=progress,
-                         num_workers=workers, vae_batch_size=cfg.caching.vae_batch_size)
 
 
 def prepare_training_data(cfg: RunConfig, model: SdxlModel, *, emit, device, dtype, control, rank: int = 0,
@@ -367,46 +255,36 @@ def prepare_training_data(cfg: RunConfig, model: SdxlModel, *, emit, device, dty
     if not fill_caches(cfg, data, model, emit=emit, control=control, rank=rank, world_size=world_size):
         data.interrupted = True
         return data
-    from engine.data.validation_data import validation_data
-
     data.validation = validation_data(cfg, data, model, emit=emit, control=control, rank=rank, world_size=world_size)
     if data.validation is not None and data.validation.interrupted:
         data.interrupted = True
         return data
 
-    _place(model.vae, "cpu" if cache_latents_on else device)
+    place_module(model.vae, "cpu" if cache_latents_on else device)
     encoders_home = "cpu" if cache_text_on and cfg.network.network_train_unet_only else device
-    _place(model.text_encoder1, encoders_home)
-    _place(model.text_encoder2, encoders_home)
+    place_module(model.text_encoder1, encoders_home)
+    place_module(model.text_encoder2, encoders_home)
     _free_device_memory()
     return data
-
-
-def fill_caches(cfg: RunConfig, data: TrainingData, model: SdxlModel, *, emit, control, rank: int,
-                world_size: int) -> bool:
-    """Cache `data`'s latents / text-encoder outputs as the config asks; False when a stop came first."""
-    caching, scanned = cfg.caching, data.scanned
-    if caching.cache_latents or caching.cache_latents_to_disk:
-        data.latents, complete = _cache_latents_for(cfg, scanned, model, emit=emit, device=data.device,
-                                                    dtype=data.dtype, control=control, rank=rank,
-                                                    world_size=world_size)
-        if not complete:
-            return False
-    if caching.cache_text_encoder_outputs or caching.cache_text_encoder_outputs_to_disk:
-        captions = _fixed_captions(scanned)
-        _place(model.text_encoder1, data.device)
-        _place(model.text_encoder2, data.device)
-        progress = Progress(emit, CACHING_TEXT, 0, control)
-        data.text, complete = cache_text_outputs(
-            captions, {i: item.path for i, item in enumerate(scanned.items)}, model,
-            to_disk=caching.cache_text_encoder_outputs_to_disk, device=data.device, dtype=data.dtype,
-            progress=progress)
-        if not complete:
-            return False
-    return True
 
 
 def _planned_steps(cfg: RunConfig, data: TrainingData) -> int:
     """Total optimizer steps, counted as the plan counts them (token warm-up may be a fraction)."""
     return training_length(data.batches_per_epoch, data.gradient_accumulation_steps, cfg.training.max_train_steps,
                            cfg.training.max_train_epochs).total_steps
+
+
+def validation_data(cfg: RunConfig, training: TrainingData, model: SdxlModel, *, emit, control, rank: int = 0,
+                    world_size: int = 1) -> Optional[TrainingData]:
+    """The held-out images' data (engine/data/validation_data.py says how it is chosen and batched),
+    latents / text outputs cached when the training ones are; None when nothing is held out.
+    `interrupted` is set when a stop came during caching. Caching shares the work over processes
+    as the training data's does (`rank`, `world_size`)."""
+    held = training.scanned.validation_set()
+    if held is None:
+        return None
+    data = TrainingData(scanned=held, seed=training.seed, device=training.device, dtype=training.dtype,
+                        num_workers=training.num_workers, max_train_steps=training.max_train_steps)
+    if not fill_caches(cfg, data, model, emit=emit, control=control, rank=rank, world_size=world_size):
+        data.interrupted = True
+    return data

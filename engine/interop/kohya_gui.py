@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from engine.errors import ConfigError
+from engine.interop.kohya_arg_keys import KeyNote
 from engine.interop.kohya_cli_args import parse_additional_parameters, split_words
 from engine.interop.kohya_gui_keys import (
     FAMILY_FLAGS,
@@ -32,7 +33,6 @@ from engine.interop.kohya_gui_keys import (
     gui_int,
 )
 from engine.interop.kohya_gui_network import network_from_gui, network_keys
-from engine.interop.kohya_import import KeyNote
 
 # kohya_ss' widget values for keys a file may lack, where they differ from sd-scripts' defaults.
 GUI_DEFAULTS: dict[str, Any] = {

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from engine.errors import ConfigError
+from engine.interop.kohya_arg_keys import KeyNote
 from engine.interop.kohya_gui import GuiArgs, gui_to_sd_args, read_gui_json
-from engine.interop.kohya_import import ImportResult, KeyNote, changes_training, convert_kohya_args, place_dataset
+from engine.interop.kohya_import import ImportResult, changes_training, convert_kohya_args, place_dataset
 
 _PATH_KEYS = ("pretrained_model_name_or_path", "train_data_dir", "reg_data_dir", "dataset_config", "vae",
               "network_weights", "in_json", "output_dir", "logging_dir")
@@ -24,7 +25,7 @@ def _refuse_network_args(ga: GuiArgs, lora_type: str) -> None:
     plain LoRA); networks.lora here reads only the network_args keys the rules know."""
     from pydantic import ValidationError
 
-    from engine.config.schema import NetworkSection
+    from engine.config.learning_sections import NetworkSection
 
     module = ga.args.get("network_module", "networks.lora")
     try:

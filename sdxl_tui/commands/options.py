@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     """Print every config option (section.key = default, allowed values, sd-scripts' default, help) whose name
     contains the filter; returns 0."""
     from engine.config.schema import SECTIONS
-    from engine.interop.kohya_import import SD_SCRIPTS_DEFAULTS
+    from engine.interop.kohya_key_tables import SD_SCRIPTS_DEFAULTS
 
     for section, cls in SECTIONS.items():
         for key, info in cls.model_fields.items():

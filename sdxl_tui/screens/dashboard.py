@@ -26,7 +26,7 @@ from engine.control.run_control import RunControl
 from engine.events.types import Event, Failed, Finished, Log
 from sdxl_tui.messages import EngineEvent, EventsEnded, is_metric
 from sdxl_tui.run_model import FinalState, RunModel, RunView, final_lines
-from sdxl_tui.screens.dashboard_modals import ConfigScreen, ConfirmScreen
+from sdxl_tui.screens.dashboard_commands import DashboardCommands
 from sdxl_tui.widgets.log_pane import LogPane
 from sdxl_tui.widgets.loss_chart import LossChart
 from sdxl_tui.widgets.memory_gauge import MemoryGauge, NvmlProbe
@@ -53,7 +53,7 @@ def bell_wanted(flag: Optional[bool]) -> bool:
     return os.environ.get(NO_BELL_ENV, "") not in ("1", "true", "yes")
 
 
-class DashboardScreen(Screen[Optional[FinalState]]):
+class DashboardScreen(DashboardCommands, Screen[Optional[FinalState]]):
     """Dismisses with the run's FinalState, or None when left while the run goes on."""
 
     CSS_PATH = CSS_FILE
@@ -314,75 +314,9 @@ class DashboardScreen(Screen[Optional[FinalState]]):
             return " training "
         return " report " if self.view.final is not None else " watching "
 
-    # --- commands out ---------------------------------------------------------------------
-
-    def check_action(self, action: str, parameters: tuple) -> Optional[bool]:
-        if action in ("stop", "save_now", "sample_now"):
-            can_command = self.owns_run or self._commands is not None
-            return True if (can_command and self.view.running) else None
-        return True
-
-    def _send(self, command: str) -> None:
-        if self.owns_run:
-            {"stop": lambda: self.control.request_stop("stopped from the dashboard"),
-             "save_now": self.control.save_now, "sample_now": self.control.sample_now}[command]()
-        elif self._commands is not None:
-            self._commands(command)
-
-    def action_stop(self) -> None:
-        def answered(yes: Optional[bool]) -> None:
-            if yes:
-                self._request_stop()
-
-        self.app.push_screen(ConfirmScreen(
-            "Stop training? The current step finishes, the LoRA is saved, then the run ends.",
-            "stop and save", "keep training"), answered)
-
-    def _request_stop(self) -> None:
-        self._send("stop")
-        self.stopping = True
-        self._render_view()
-
-    def action_save_now(self) -> None:
-        self._send("save_now")
-        self.notify("Save requested: the LoRA is written after the current step.")
-
-    def action_sample_now(self) -> None:
-        self._send("sample_now")
-        self.notify("Sample requested: images are made after the current step.")
-
     def action_toggle_log(self) -> None:
         log = self.query_one(LogPane)
         log.display = not log.display
-
-    def action_show_config(self) -> None:
-        title = f"Config: {self.config_path}" if self.config_path else "Config"
-        if self.view.running:
-            title += " (read-only while running)"
-        self.app.push_screen(ConfigScreen(self._config_text(), title))
-
-    def _config_text(self) -> str:
-        if self.config_path is not None and self.config_path.exists():
-            return self.config_path.read_text(encoding="utf-8")
-        if self.cfg is not None:
-            from engine.config.toml_file import dumps_config
-
-            return dumps_config(self.cfg)
-        return "# no config.toml was found next to this run's events.jsonl\n"
-
-    def action_leave(self) -> None:
-        if not self.owns_run or not self.view.running:
-            self.dismiss(self.view.final)
-            return
-
-        def answered(yes: Optional[bool]) -> None:
-            if yes:
-                self._leave_when_done = True
-                self._request_stop()
-
-        self.app.push_screen(ConfirmScreen(
-            "The run is still going, and it ends when this app does. Stop it (finish the step, "
-            "save) and leave once it is saved?", "stop, save and leave", "keep training"), answered)
 
 
 def printed_line(text: str) -> str:

@@ -79,7 +79,7 @@ def test_refused_preset_exits_78_naming_the_key(tmp_path):
     (tmp_path / "lokr.json").write_text(json.dumps(gui))
     done = _cli("import-kohya", str(tmp_path / "lokr.json"), "-o", str(tmp_path / "run.toml"), timeout=120)
     try:
-        from engine.config.schema import NetworkSection
+        from engine.config.learning_sections import NetworkSection
 
         NetworkSection.model_validate({"network_module": "lycoris.kohya"})
     except Exception:

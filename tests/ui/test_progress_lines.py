@@ -1,20 +1,20 @@
 """Progress on long work, headless: caching prints n of N, the rate and the ETA in plain mode
 (throttled, the last line always), and model loading reports each part (sdxl_tui/console_view.py,
-engine/data/caching.py Progress, engine/model/parts.py)."""
+engine/data/progress.py Progress, engine/model/parts.py)."""
 from __future__ import annotations
 
 import io
 
-from engine.data import caching
+from engine.data import progress as data_progress
 from engine.events import types as ev
 from sdxl_tui.console_view import PLAIN_PROGRESS_INTERVAL_S, PlainView, progress_line
 
 
 def test_caching_progress_carries_rate_and_eta(monkeypatch):
     clock = iter([100.0, 102.0, 104.0, 106.0, 108.0])
-    monkeypatch.setattr(caching.time, "time", lambda: next(clock))
+    monkeypatch.setattr(data_progress.time, "time", lambda: next(clock))
     events: list = []
-    progress = caching.Progress(events.append, ev.CACHING_LATENTS, 4)
+    progress = data_progress.Progress(events.append, ev.CACHING_LATENTS, 4)
     progress.start()
     for _ in range(4):
         progress.advance()

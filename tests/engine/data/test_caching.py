@@ -15,8 +15,9 @@ from train_helpers import one_torch_thread, scan_for  # noqa: E402,F401  (autous
 
 from engine.config.schema import RunConfig  # noqa: E402
 from engine.control.run_control import RunControl  # noqa: E402
-from engine.data.caching import latent_cache_path, pixels_to_tensor, read_cache_key, text_cache_path  # noqa: E402
+from engine.data.cache_files import latent_cache_path, read_cache_key, text_cache_path  # noqa: E402
 from engine.data.images import load_training_image  # noqa: E402
+from engine.data.latent_cache import pixels_to_tensor  # noqa: E402
 from engine.data.training_data import prepare_training_data  # noqa: E402
 from engine.events.types import Phase, PhaseProgress  # noqa: E402
 from engine.model.encode import encode_captions  # noqa: E402

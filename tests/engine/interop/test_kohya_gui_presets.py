@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config.schema import NetworkSection
+from engine.config.learning_sections import NetworkSection
 from engine.errors import ConfigError
 from engine.interop.kohya_gui import gui_to_sd_args, read_gui_json
 from engine.interop.kohya_gui_import import convert_kohya_gui

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from engine.errors import ConfigError
-from engine.interop.kohya_import import _HARMLESS, convert_kohya_args
+from engine.interop.kohya_import import convert_kohya_args
+from engine.interop.kohya_key_tables import HARMLESS as _HARMLESS
 
 BASE = {"pretrained_model_name_or_path": "m", "dataset_config": "d.toml", "max_train_steps": 10}
 MAPPED = {

@@ -37,7 +37,7 @@ def test_every_optimizer_name_and_schedule_option_imports_without_a_not_used_not
 
 
 def test_every_schedule_name_imports():
-    from engine.config.schema import SchedulerName
+    from engine.config.learning_sections import SchedulerName
 
     for name in SchedulerName.__args__:
         cfg, notes = _notes({"lr_scheduler": name})

@@ -13,7 +13,8 @@ import torch
 
 pytest.importorskip("lycoris")
 
-from engine.config.schema import NetworkSection, RunConfig  # noqa: E402
+from engine.config.learning_sections import NetworkSection  # noqa: E402
+from engine.config.schema import RunConfig  # noqa: E402
 from engine.lora.lycoris_adapter import create_lycoris_network, lycoris_module_names  # noqa: E402
 
 ALGOS = {

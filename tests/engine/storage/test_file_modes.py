@@ -11,7 +11,7 @@ import torch
 from engine.config.schema import RunConfig
 from engine.config.toml_file import save_config
 from engine.control.command_file import send_command
-from engine.data.caching import write_cache
+from engine.data.cache_files import write_cache
 from engine.lora.file import save_lora
 from engine.storage.atomic import atomic_write_bytes, current_umask
 

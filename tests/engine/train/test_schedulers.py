@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from engine.config.schema import OptimizerSection
+from engine.config.learning_sections import OptimizerSection
 from engine.errors import ConfigError
 from engine.train.schedulers import build_scheduler_for, parse_scheduler_args, resolve_warmup_steps
 
