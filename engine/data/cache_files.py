@@ -76,12 +76,22 @@ def module_fingerprint(module: Any) -> str:
         flat = tensor.detach().reshape(-1)
         if flat.numel() == 0 or not flat.is_floating_point():
             continue
-        positions = torch.linspace(0, flat.numel() - 1, min(FINGERPRINT_SAMPLES, flat.numel()),
-                                   device=flat.device).long()
-        samples.append(flat[positions].float())
+        samples.append(flat[sample_positions(flat.numel(), FINGERPRINT_SAMPLES).to(flat.device)].float())
     if samples:
         digest.update(torch.cat(samples).cpu().numpy().tobytes())
     return digest.hexdigest()[:32]
+
+
+def sample_positions(numel: int, samples: int) -> Any:
+    """`min(samples, numel)` evenly spaced indices from 0 to `numel - 1` (int64 tensor), in integer
+    arithmetic: a float32 linspace rounds the last index of a 37.9 M-element tensor (SDXL's CLIP-L
+    token embedding) up to `numel`, out of bounds."""
+    import torch
+
+    count = min(samples, numel)
+    if count <= 1:
+        return torch.zeros(count, dtype=torch.int64)
+    return torch.arange(count, dtype=torch.int64) * (numel - 1) // (count - 1)
 
 
 def dtype_name(dtype: Any) -> str:

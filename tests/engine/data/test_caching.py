@@ -15,7 +15,7 @@ from train_helpers import one_torch_thread, scan_for  # noqa: E402,F401  (autous
 
 from engine.config.schema import RunConfig  # noqa: E402
 from engine.control.run_control import RunControl  # noqa: E402
-from engine.data.cache_files import latent_cache_path, read_cache_key, text_cache_path  # noqa: E402
+from engine.data.cache_files import latent_cache_path, read_cache_key, sample_positions, text_cache_path  # noqa: E402
 from engine.data.images import load_training_image  # noqa: E402
 from engine.data.latent_cache import pixels_to_tensor  # noqa: E402
 from engine.data.training_data import prepare_training_data  # noqa: E402
@@ -390,3 +390,11 @@ def test_each_rank_can_fill_the_disk_cache(model, demo_dataset, tmp_path, counte
     assert len(list((tmp_path / "images").glob("*x*.sdxl-tui.safetensors"))) == 12
     assert len(data.latents) == 12
     assert all(b.latents is not None for b in data.epoch_batches(0))
+
+
+@pytest.mark.parametrize("numel", [1, 2, 63, 64, 65, 37_945_344])  # the last: SDXL's CLIP-L token embedding
+def test_fingerprint_sample_positions_span_the_tensor_and_stay_in_bounds(numel):
+    positions = sample_positions(numel, 64)
+    assert len(positions) == min(64, numel)
+    assert int(positions[0]) == 0 and int(positions[-1]) == numel - 1
+    assert bool((positions[1:] > positions[:-1]).all())
