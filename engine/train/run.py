@@ -503,8 +503,8 @@ def _outputs(session: _Session, optimizer, scheduler, total_steps: int, total_ep
 
 def _initial_position(session: _Session, position, steps_per_epoch: int, total_steps: int, total_epochs: int):
     """(position, the step the loop stops at) with initial_epoch / initial_step applied."""
-    from engine.train.initial_step import initial_start
     from engine.outputs.checkpoint import Position
+    from engine.train.initial_step import initial_start
 
     start = initial_start(session.cfg.training, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                           batches_per_epoch=session.data.batches_per_epoch, total_epochs=total_epochs)

@@ -14,8 +14,8 @@ from pathlib import Path
 import dashboard_script as script
 import pytest
 
-from engine.events.follow import EventFileReader, follow_events, read_events
 from engine.events import types as ev
+from engine.events.follow import EventFileReader, follow_events, read_events
 from sdxl_tui.commands import watch
 from sdxl_tui.run_model import fold
 

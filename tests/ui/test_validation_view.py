@@ -7,7 +7,6 @@ from argparse import Namespace
 import dashboard_script as script
 import pytest
 
-from engine.events import types as ev
 from sdxl_tui.commands import watch
 from sdxl_tui.run_model import RunModel
 from sdxl_tui.widgets.loss_chart import VALIDATION_STYLE, plot
