@@ -36,7 +36,7 @@ def test_train_writes_a_lora_and_set_takes_effect(tmp_path, tiny_model, demo_dat
     cfg = tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=2, output_dir="run-out")
     config_path = save_config(cfg, tmp_path / "run.toml")
     done = _cli("train", str(config_path), "--set", "network_dim=2", "--set", "saving.output_name=mine",
-                "--set", "network_train_unet_only=true")
+                "--set", "network_train_unet_only=true", "--set", "cache_text_encoder_outputs=true")
     assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "run-out"  # relative output_dir: relative to the config file's folder
     lora = out / "mine.safetensors"
@@ -64,7 +64,8 @@ def test_config_error_exits_78_before_loading_anything(tmp_path, tiny_model, dem
 
 @pytest.mark.e2e
 def test_sigint_stops_saves_and_exits_130_then_resume_finishes(tmp_path, tiny_model, demo_dataset):
-    cfg = tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=200, output_dir="run-out")
+    cfg = tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=200, output_dir="run-out",
+                      network_train_unet_only=True, cache_text_encoder_outputs=True)
     config_path = save_config(cfg, tmp_path / "run.toml")
     out = tmp_path / "run-out"
     process = subprocess.Popen([sys.executable, "-m", "sdxl_tui", "train", str(config_path)], cwd=ROOT, env=_env(),
@@ -76,7 +77,7 @@ def test_sigint_stops_saves_and_exits_130_then_resume_finishes(tmp_path, tiny_mo
                 break
             if process.poll() is not None:
                 break
-            time.sleep(0.2)
+            time.sleep(0.05)
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=120)
     finally:

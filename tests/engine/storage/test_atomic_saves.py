@@ -15,6 +15,8 @@ from train_helpers import tiny_config
 from engine.config.toml_file import save_config
 
 SLOW_SAVE = "SDXL_TUI_TEST_SAVE_DELAY"
+# what a kill interrupts is the save, whatever trains: UNet-only with cached text outputs is cheapest
+FAST = dict(network_train_unet_only=True, cache_text_encoder_outputs=True)
 
 
 def _check_everything_loads(out: Path) -> dict:
@@ -49,7 +51,7 @@ def test_kill_9_in_the_middle_of_a_state_save_then_resume_skips_it_and_says_so(t
                                                                               demo_dataset):
     out = tmp_path / "out"
     cfg = tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=1000, save_every_n_steps=2,
-                      save_state=True)
+                      save_state=True, **FAST)
     config = save_config(cfg, tmp_path / "run.toml")
     run = CliProcess.start(["train", str(config), "--plain"], out, **{SLOW_SAVE: "1.5"})
     run.wait_for(lambda: (out / "state" / "step-00000002" / "COMPLETE").exists(), what="the state of step 2")
@@ -86,7 +88,7 @@ def test_kill_9_at_random_moments_never_leaves_a_broken_file_under_a_final_name(
     killed at random moments, then resumed, again and again."""
     out = tmp_path / "out"
     cfg = tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=1000, save_every_n_steps=1,
-                      save_state=True)
+                      save_state=True, **FAST)
     config = save_config(cfg, tmp_path / "run.toml")
     rng = random.Random(1234)
     attempts, mid_save, steps, prior_incomplete = 5, 0, [], []
