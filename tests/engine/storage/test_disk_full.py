@@ -17,6 +17,9 @@ from train_helpers import one_torch_thread, tiny_config, train  # noqa: F401  (o
 from engine.config.toml_file import save_config
 from engine.events.types import Failed, Saved
 
+# a full disk stops the save whatever trains: UNet-only with cached text outputs is cheapest
+FAST = dict(network_train_unet_only=True, cache_text_encoder_outputs=True)
+
 
 @pytest.fixture()
 def small_disk(tmp_path):
@@ -94,7 +97,7 @@ def test_enospc_during_a_state_write_is_a_disk_full_error_and_nothing_half_writt
     disk = small_disk(12)
     monkeypatch.setattr(engine.storage.disk, "ensure_space", lambda *args, **kwargs: None)  # let the write hit the wall
     cfg = tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=20, save_every_n_steps=1,
-                      save_state=True, output_dir=str(disk / "out"))
+                      save_state=True, output_dir=str(disk / "out"), **FAST)
     run = train(cfg)
     assert run.result.exit_code == 74, run.result.error
     failed = run.of(Failed)[-1]
@@ -129,10 +132,10 @@ def test_size_limited_stand_in_stops_before_the_save_with_sizes_named(tmp_path, 
 
     def fill_the_disk(event):
         if isinstance(event, Saved) and event.kind == "state" and event.step == 2:
-            limit["free"] = 3_000_000  # less than a 1.5 MB LoRA + the 4 MB margin
+            limit["free"] = 3_000_000  # less than the 4 MB margin alone
 
     cfg = tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=6, save_every_n_steps=2,
-                      save_state=True)
+                      save_state=True, **FAST)
     run = train(cfg, on_event=fill_the_disk)
     assert run.result.exit_code == 74
     failed = run.of(Failed)[-1]
