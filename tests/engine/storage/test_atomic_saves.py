@@ -88,7 +88,7 @@ def test_kill_9_at_random_moments_never_leaves_a_broken_file_under_a_final_name(
     killed at random moments, then resumed, again and again."""
     out = tmp_path / "out"
     cfg = tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=1000, save_every_n_steps=1,
-                      save_state=True, **FAST)
+                      save_state=True)
     config = save_config(cfg, tmp_path / "run.toml")
     rng = random.Random(1234)
     attempts, mid_save, steps, prior_incomplete = 5, 0, [], []
