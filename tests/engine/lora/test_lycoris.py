@@ -10,6 +10,7 @@ import types
 
 import pytest
 import torch
+from train_helpers import one_torch_thread  # noqa: F401  (autouse: a tiny UNet's forward is slower on a thread pool)
 
 pytest.importorskip("lycoris")
 
@@ -27,8 +28,8 @@ ALGOS = {
 EXPECTED_KEY = {"loha": "hada_w1_a", "lokr": "lokr_w1", "ia3": "on_input", "full": "diff", "dora": "dora_scale"}
 
 
-@pytest.fixture()
-def small_model():
+@pytest.fixture(scope="module")
+def _built_model():
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
@@ -39,6 +40,12 @@ def small_model():
         unet=UNet2DConditionModel(**unet_config()),
         text_encoder1=CLIPTextModel(text_encoder_config(32, 12, 4, "quick_gelu", 32, 100, 99)),
         text_encoder2=CLIPTextModelWithProjection(text_encoder_config(48, 10, 4, "gelu", 40, 100, 0)))
+
+
+@pytest.fixture()
+def small_model(_built_model):
+    """A fresh copy for each test (the tests wrap its layers); building it once saves its random init."""
+    return copy.deepcopy(_built_model)
 
 
 def _unet_out(unet, seed=3):

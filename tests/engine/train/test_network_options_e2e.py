@@ -20,6 +20,8 @@ def _falls(losses: list[float]) -> tuple[float, float]:
     return first, last
 
 
+# the options below act on the UNet's modules; the text encoders add time, not coverage
+FAST = dict(network_train_unet_only=True, cache_text_encoder_outputs=True)
 BLOCK_DIMS = ",".join(["4"] * 5 + ["2"] * 5 + ["0", "4", "0"] + ["4"] * 10)  # middle_block 0 and 2 off
 
 
@@ -31,7 +33,7 @@ def test_lora_options_train_and_show_their_effect(tmp_path, tiny_model, demo_dat
     cfg = tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=24, learning_rate=1e-2,
                       network_args=[f"block_dims={BLOCK_DIMS}", "rank_dropout=0.1", "module_dropout=0.1",
                                     "loraplus_lr_ratio=4", "up_lr_weight=zeros+0.5"],
-                      scale_weight_norms=1.0)
+                      scale_weight_norms=1.0, **FAST)
     run = train(cfg)
     assert run.result.ok, run.result.error
     print("lora options: loss %.4f -> %.4f" % _falls(run.losses))
@@ -75,7 +77,8 @@ def _stop_at(step: int):
 
 @pytest.mark.e2e
 def test_ema_saves_the_average_and_resumes_bit_identically(tmp_path, tiny_model, demo_dataset):
-    options = dict(max_train_steps=8, learning_rate=1e-2, ema_decay=0.8, ema_update_every=2, save_state=True)
+    options = dict(max_train_steps=6, learning_rate=1e-2, ema_decay=0.8, ema_update_every=2, save_state=True,
+                   **FAST)
     whole = train(tiny_config(tmp_path / "whole", tiny_model, demo_dataset, **options))
     assert whole.result.ok, whole.result.error
     plain = train(tiny_config(tmp_path / "plain", tiny_model, demo_dataset, **{**options, "ema_decay": None}))

@@ -52,7 +52,9 @@ RESUMED = ("AdamW8bit-linear", "DAdaptAdam-polynomial", "Prodigy-constant_with_w
 
 
 def _config(tmp_path, tiny_model, demo_dataset, options: dict):
-    base = dict(max_train_steps=STEPS, learning_rate=1e-3, max_grad_norm=0.0, cache_latents=True)
+    # UNet-only with cached text outputs: an optimizer family or a schedule is the same code for any parameter
+    base = dict(max_train_steps=STEPS, learning_rate=1e-3, max_grad_norm=0.0, cache_latents=True,
+                network_train_unet_only=True, cache_text_encoder_outputs=True)
     return tiny_config(tmp_path, tiny_model, demo_dataset, **{**base, **options})
 
 
