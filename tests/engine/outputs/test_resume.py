@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from small_dataset import small_dataset
 from train_helpers import one_torch_thread, tiny_config, train  # noqa: F401  (one_torch_thread: autouse fixture)
 
 from engine.control.run_control import RunControl
@@ -68,17 +69,21 @@ def test_stopped_and_resumed_run_equals_the_uninterrupted_one_bit_for_bit(tmp_pa
 
 @pytest.mark.e2e
 def test_resume_with_gradient_accumulation_and_epoch_saves(tmp_path, tiny_model, demo_dataset):
-    options = dict(max_train_steps=7, gradient_accumulation_steps=2, save_every_n_epochs=1, save_state=True, **FAST)
-    whole = train(tiny_config(tmp_path / "whole", tiny_model, demo_dataset, **options))
-    cfg = tiny_config(tmp_path / "split", tiny_model, demo_dataset, **options)
-    first = _stopped_run(cfg, 5)
+    # 3 images at batch size 1, 2 batches a step: an epoch is 2 steps, the second of one batch
+    data = small_dataset(tmp_path / "data", demo_dataset, images=3)
+    options = dict(max_train_steps=4, gradient_accumulation_steps=2, save_every_n_epochs=1, save_state=True, **FAST)
+    whole = train(tiny_config(tmp_path / "whole", tiny_model, data, **options))
+    assert whole.of(RunStarted)[0].steps_per_epoch == 2
+    cfg = tiny_config(tmp_path / "split", tiny_model, data, **options)
+    first = _stopped_run(cfg, 1)
     resumed = train(cfg, resume=True)
     assert resumed.result.ok, resumed.result.error
     assert first.losses + resumed.losses == whole.losses
     _assert_same_tensors(resumed.lora(), whole.lora())
     epoch_saves = [e for e in whole.of(Saved) if e.kind == "lora" and "-0000" in Path(e.path).name]
-    assert epoch_saves, "an epoch save was expected: 6 steps of 2 batches make an epoch"
+    assert epoch_saves, "an epoch save was expected: 3 batches in steps of 2 make an epoch of 2 steps"
     name = Path(epoch_saves[0].path).name
+    assert name in [Path(e.path).name for e in resumed.of(Saved)], "the epoch save comes after the resume"
     _assert_same_tensors(resumed.lora(name), whole.lora(name))
 
 
