@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from small_dataset import small_dataset
 from train_helpers import one_torch_thread, tiny_config, train  # noqa: F401  (one_torch_thread: autouse fixture)
 
 from engine.control.run_control import RunControl
@@ -37,46 +38,52 @@ def _assert_same_tensors(a: dict, b: dict) -> None:
     assert not different, f"{len(different)} of {len(a)} tensors differ, e.g. {different[:3]}"
 
 
-@pytest.fixture(scope="module")
-def whole_run(tmp_path_factory, tiny_model, demo_dataset):
-    """14 steps uninterrupted; the demo data makes 12 steps per epoch, so the second epoch is reached."""
-    tmp = tmp_path_factory.mktemp("whole")
-    return train(tiny_config(tmp, tiny_model, demo_dataset, max_train_steps=14))
+FAST = dict(network_train_unet_only=True, cache_text_encoder_outputs=True)
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("stop_step", [3, 12])  # 12: the last step of epoch 1
-def test_stopped_and_resumed_run_equals_the_uninterrupted_one_bit_for_bit(tmp_path, tiny_model, demo_dataset,
-                                                                        whole_run, stop_step):
-    assert whole_run.result.ok, whole_run.result.error
-    assert whole_run.of(RunStarted)[0].steps_per_epoch == 12
-    cfg = tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=14)
-    first = _stopped_run(cfg, stop_step)
+def test_stopped_and_resumed_run_equals_the_uninterrupted_one_bit_for_bit(tmp_path, tiny_model, demo_dataset):
+    """One run stopped twice, mid-epoch (step 3) and at the last step of epoch 1 (step 12; the demo
+    data makes 12 steps per epoch), each time resumed, equals the 14 steps left alone."""
+    whole = train(tiny_config(tmp_path / "whole", tiny_model, demo_dataset, max_train_steps=14))
+    assert whole.result.ok, whole.result.error
+    assert whole.of(RunStarted)[0].steps_per_epoch == 12
+    cfg = tiny_config(tmp_path / "split", tiny_model, demo_dataset, max_train_steps=14)
+    first = _stopped_run(cfg, 3)
+    control, on_event = _stop_at(12)
+    middle = train(cfg, control, on_event=on_event, resume=True)
+    assert middle.result.ok and middle.result.stopped and middle.result.step == 12, middle.result.error
     resumed = train(cfg, resume=True)
     assert resumed.result.ok, resumed.result.error
     # the global step continues: never restarted
-    assert resumed.of(RunStarted)[0].resumed_from_step == stop_step
-    assert [e.step for e in resumed.of(Step)] == list(range(stop_step + 1, 15))
+    assert middle.of(RunStarted)[0].resumed_from_step == 3
+    assert resumed.of(RunStarted)[0].resumed_from_step == 12
+    assert [e.step for e in middle.of(Step)] == list(range(4, 13))
+    assert [e.step for e in resumed.of(Step)] == [13, 14]
     assert resumed.result.step == 14
     # the same loss at every step, exactly (not approximately)
-    assert first.losses + resumed.losses == whole_run.losses
-    print(f"stop at {stop_step}: {len(whole_run.losses)} losses equal, e.g. step 14 {whole_run.losses[-1]!r}")
-    _assert_same_tensors(resumed.lora(), whole_run.lora())
+    assert first.losses + middle.losses + resumed.losses == whole.losses
+    print(f"{len(whole.losses)} losses equal, e.g. step 14 {whole.losses[-1]!r}")
+    _assert_same_tensors(resumed.lora(), whole.lora())
 
 
 @pytest.mark.e2e
 def test_resume_with_gradient_accumulation_and_epoch_saves(tmp_path, tiny_model, demo_dataset):
-    options = dict(max_train_steps=8, gradient_accumulation_steps=2, save_every_n_epochs=1, save_state=True)
-    whole = train(tiny_config(tmp_path / "whole", tiny_model, demo_dataset, **options))
-    cfg = tiny_config(tmp_path / "split", tiny_model, demo_dataset, **options)
-    first = _stopped_run(cfg, 5)
+    # 3 images at batch size 1, 2 batches a step: an epoch is 2 steps, the second of one batch
+    data = small_dataset(tmp_path / "data", demo_dataset, images=3)
+    options = dict(max_train_steps=4, gradient_accumulation_steps=2, save_every_n_epochs=1, save_state=True, **FAST)
+    whole = train(tiny_config(tmp_path / "whole", tiny_model, data, **options))
+    assert whole.of(RunStarted)[0].steps_per_epoch == 2
+    cfg = tiny_config(tmp_path / "split", tiny_model, data, **options)
+    first = _stopped_run(cfg, 1)
     resumed = train(cfg, resume=True)
     assert resumed.result.ok, resumed.result.error
     assert first.losses + resumed.losses == whole.losses
     _assert_same_tensors(resumed.lora(), whole.lora())
     epoch_saves = [e for e in whole.of(Saved) if e.kind == "lora" and "-0000" in Path(e.path).name]
-    assert epoch_saves, "an epoch save was expected: 6 steps of 2 batches make an epoch"
+    assert epoch_saves, "an epoch save was expected: 3 batches in steps of 2 make an epoch of 2 steps"
     name = Path(epoch_saves[0].path).name
+    assert name in [Path(e.path).name for e in resumed.of(Saved)], "the epoch save comes after the resume"
     _assert_same_tensors(resumed.lora(name), whole.lora(name))
 
 
@@ -86,8 +93,8 @@ def test_resume_is_exact_with_uncached_latents_dropout_workers_8bit_and_a_schedu
     """VAE sampling every step and LoRA dropout draw from the torch RNG the state restores; the
     image loader's workers must not draw from it; 8-bit optimizer and cosine schedule states
     come back exactly."""
-    options = dict(max_train_steps=5, cache_latents=False, network_dropout=0.1, max_data_loader_n_workers=2,
-                   optimizer_type="AdamW8bit", lr_scheduler="cosine", lr_warmup_steps=1)
+    options = dict(max_train_steps=4, cache_latents=False, network_dropout=0.1, max_data_loader_n_workers=2,
+                   optimizer_type="AdamW8bit", lr_scheduler="cosine", lr_warmup_steps=1, **FAST)
     whole = train(tiny_config(tmp_path / "whole", tiny_model, demo_dataset, **options))
     cfg = tiny_config(tmp_path / "split", tiny_model, demo_dataset, **options)
     first = _stopped_run(cfg, 2)
@@ -95,22 +102,6 @@ def test_resume_is_exact_with_uncached_latents_dropout_workers_8bit_and_a_schedu
     assert resumed.result.ok, resumed.result.error
     assert first.losses + resumed.losses == whole.losses
     _assert_same_tensors(resumed.lora(), whole.lora())
-
-
-@pytest.mark.e2e
-def test_state_holds_everything_resume_needs(tmp_path, tiny_model, demo_dataset):
-    run = _stopped_run(tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=9), 2)
-    from engine.outputs import checkpoint
-
-    folder = Path(run.result.output_dir) / "state" / "step-00000002"
-    names = {p.name for p in folder.iterdir()}
-    assert {"lora.safetensors", "optimizer.pt", "scheduler.pt", "rng.pt", "rng.json", "progress.json",
-            "config.toml", "COMPLETE"} <= names
-    state = checkpoint.load_state(folder)
-    assert state.progress.global_step == 2 and state.progress.batches_done_in_epoch == 2
-    assert len(state.progress.dataset_hash) == 64
-    assert {"python", "numpy", "torch"} <= set(state.rng)
-    assert state.optimizer["state"], "optimizer moments were saved"
 
 
 # ---------------------------------------------------------------- the config policy
@@ -134,6 +125,21 @@ def stopped(stopped_once, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(stopped_once.saving.output_dir, out)
     return tmp_path, stopped_once.with_values(output_dir=str(out))
+
+
+@pytest.mark.e2e
+def test_state_holds_everything_resume_needs(stopped_once):
+    from engine.outputs import checkpoint
+
+    folder = Path(stopped_once.saving.output_dir) / "state" / "step-00000002"
+    names = {p.name for p in folder.iterdir()}
+    assert {"lora.safetensors", "optimizer.pt", "scheduler.pt", "rng.pt", "rng.json", "progress.json",
+            "config.toml", "COMPLETE"} <= names
+    state = checkpoint.load_state(folder)
+    assert state.progress.global_step == 2 and state.progress.batches_done_in_epoch == 2
+    assert len(state.progress.dataset_hash) == 64
+    assert {"python", "numpy", "torch"} <= set(state.rng)
+    assert state.optimizer["state"], "optimizer moments were saved"
 
 
 def _never_load(monkeypatch):
@@ -197,8 +203,8 @@ def test_changed_dataset_is_refused_after_the_scan(tmp_path, tiny_model):
     from engine.demo.dataset import make_demo_dataset
 
     data = make_demo_dataset(tmp_path / "data", resolution=64)
-    cfg = tiny_config(tmp_path, tiny_model, data, max_train_steps=6)
-    _stopped_run(cfg, 2)
+    cfg = tiny_config(tmp_path, tiny_model, data, max_train_steps=6, **FAST)
+    _stopped_run(cfg, 1)
     caption = sorted(data.image_dir.glob("*.txt"))[0]
     caption.write_text("a completely different caption", encoding="utf-8")
     run = train(cfg, resume=True)
@@ -217,7 +223,7 @@ def test_incomplete_states_are_ignored_and_reported(stopped, tiny_model, demo_da
     (unmarked / "lora.safetensors").write_bytes(b"half a file")
     staging = root / ".step-00000006.tmp"
     staging.mkdir()
-    run = train(cfg, resume=True)
+    run = train(cfg.with_values(max_train_steps=3), resume=True)  # one step is enough to show the choice
     assert run.result.ok, run.result.error
     assert run.of(RunStarted)[0].resumed_from_step == 2
     notes = [w.message for w in run.of(Warning_)]

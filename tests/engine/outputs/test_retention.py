@@ -8,12 +8,19 @@ from types import SimpleNamespace
 
 import pytest
 from safetensors import safe_open
+from small_dataset import small_dataset
 from train_helpers import one_torch_thread, tiny_config, train  # noqa: F401  (one_torch_thread: autouse fixture)
 
 from engine.events.types import Saved
 from engine.outputs import retention
 
 FAST = dict(network_train_unet_only=True, cache_text_encoder_outputs=True)
+
+
+@pytest.fixture(scope="module")
+def one_image_dataset(tmp_path_factory, demo_dataset):
+    """One demo image at batch size 1: one step per epoch, so epoch options show in a few steps."""
+    return small_dataset(tmp_path_factory.mktemp("one_image"), demo_dataset)
 
 
 def _names(out: Path) -> list[str]:
@@ -61,8 +68,8 @@ def test_state_keep_count_follows_the_state_options_then_the_lora_ones():
 
 
 @pytest.mark.e2e
-def test_save_last_n_steps_and_save_last_n_steps_state_prune_by_step(tmp_path, tiny_model, demo_dataset):
-    run = train(tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=6, save_every_n_steps=1,
+def test_save_last_n_steps_and_save_last_n_steps_state_prune_by_step(tmp_path, tiny_model, one_image_dataset):
+    run = train(tiny_config(tmp_path, tiny_model, one_image_dataset, max_train_steps=6, save_every_n_steps=1,
                             save_last_n_steps=2, save_state=True, save_last_n_steps_state=1, **FAST))
     assert run.result.ok, run.result.error
     out = Path(run.result.output_dir)
@@ -75,9 +82,9 @@ def test_save_last_n_steps_and_save_last_n_steps_state_prune_by_step(tmp_path, t
 
 
 @pytest.mark.e2e
-def test_save_last_n_epochs_state_keeps_more_states_than_the_default(tmp_path, tiny_model, demo_dataset):
-    run = train(tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=None, max_train_epochs=4,
-                            gradient_accumulation_steps=12, save_every_n_epochs=1, save_state=True,
+def test_save_last_n_epochs_state_keeps_more_states_than_the_default(tmp_path, tiny_model, one_image_dataset):
+    run = train(tiny_config(tmp_path, tiny_model, one_image_dataset, max_train_steps=None, max_train_epochs=4,
+                            save_every_n_epochs=1, save_state=True,
                             save_last_n_epochs_state=3, **FAST))
     assert run.result.ok, run.result.error
     # one step per epoch: epoch states at 1, 2, 3 and the end state at 4; the newest 3 stay (default: 2)
@@ -85,9 +92,9 @@ def test_save_last_n_epochs_state_keeps_more_states_than_the_default(tmp_path, t
 
 
 @pytest.mark.e2e
-def test_save_n_epoch_ratio_sets_the_epoch_save_interval(tmp_path, tiny_model, demo_dataset):
-    run = train(tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=None, max_train_epochs=4,
-                            gradient_accumulation_steps=12, save_n_epoch_ratio=2, **FAST))
+def test_save_n_epoch_ratio_sets_the_epoch_save_interval(tmp_path, tiny_model, one_image_dataset):
+    run = train(tiny_config(tmp_path, tiny_model, one_image_dataset, max_train_steps=None, max_train_epochs=4,
+                            save_n_epoch_ratio=2, **FAST))
     assert run.result.ok, run.result.error
     # floor(4 / 2) = 2: a save after epoch 2; epoch 4 is the end (the final file)
     assert _names(Path(run.result.output_dir)) == ["lora-000002.safetensors", "lora.safetensors"]
@@ -95,15 +102,15 @@ def test_save_n_epoch_ratio_sets_the_epoch_save_interval(tmp_path, tiny_model, d
 
 @pytest.mark.e2e
 def test_save_state_on_train_end_and_resume_keeps_the_earlier_final_lora(tmp_path, tiny_model, demo_dataset):
-    cfg = tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=3, save_state_on_train_end=True, **FAST)
+    cfg = tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=2, save_state_on_train_end=True, **FAST)
     first = train(cfg)
     assert first.result.ok, first.result.error
     out = Path(first.result.output_dir)
-    assert _states(out) == ["step-00000003"]  # save_state is off: only the end state
+    assert _states(out) == ["step-00000002"]  # save_state is off: only the end state
     before = (out / "lora.safetensors").read_bytes()
-    resumed = train(cfg.with_values(max_train_steps=5), resume=True)
+    resumed = train(cfg.with_values(max_train_steps=3), resume=True)
     assert resumed.result.ok, resumed.result.error
-    assert _names(out) == ["lora-step00000003.safetensors", "lora.safetensors"]
-    assert (out / "lora-step00000003.safetensors").read_bytes() == before
-    assert _steps_of(out / "lora.safetensors") == "5"
-    assert _states(out) == ["step-00000003", "step-00000005"]
+    assert _names(out) == ["lora-step00000002.safetensors", "lora.safetensors"]
+    assert (out / "lora-step00000002.safetensors").read_bytes() == before
+    assert _steps_of(out / "lora.safetensors") == "3"
+    assert _states(out) == ["step-00000002", "step-00000003"]

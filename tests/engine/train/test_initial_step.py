@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 from safetensors import safe_open
+from small_dataset import small_dataset
 from train_helpers import one_torch_thread, tiny_config, train  # noqa: F401  (one_torch_thread: autouse fixture)
 
 from engine.config.rules import check_rules
@@ -57,9 +58,10 @@ def test_skip_until_initial_step_continues_the_step_count(tmp_path, tiny_model, 
 
 @pytest.mark.e2e
 def test_initial_epoch_without_skip_only_starts_the_epoch_count_later(tmp_path, tiny_model, demo_dataset):
-    # one step per epoch (12 batches, accumulation 12): 3 epochs from epoch 2 are 2 steps
-    run = train(tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=None, max_train_epochs=3,
-                            gradient_accumulation_steps=12, initial_epoch=2, save_every_n_epochs=1, **FAST))
+    # one step per epoch (one image at batch size 1): 3 epochs from epoch 2 are 2 steps
+    one = small_dataset(tmp_path / "data", demo_dataset)
+    run = train(tiny_config(tmp_path, tiny_model, one, max_train_steps=None, max_train_epochs=3,
+                            initial_epoch=2, save_every_n_epochs=1, **FAST))
     assert run.result.ok, run.result.error
     assert [e.step for e in run.of(Step)] == [1, 2]
     assert sorted(p.name for p in Path(run.result.output_dir).glob("*.safetensors")) == [

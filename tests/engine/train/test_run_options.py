@@ -7,12 +7,28 @@ from pathlib import Path
 
 import pytest
 import torch
+from small_dataset import small_dataset
 from train_helpers import one_torch_thread, tiny_config, train  # noqa: F401  (one_torch_thread: autouse fixture)
 
 from engine.events.types import RunStarted, Sample, Saved, Step
 
 # UNet only with cached text outputs: the fastest run, for options that are not about text encoders.
 FAST = dict(network_train_unet_only=True, cache_text_encoder_outputs=True)
+
+
+_RUNS: dict = {}  # finished runs that several tests read, by their options
+
+
+def _shared(tmp_path_factory, tiny_model, demo_dataset, **options):
+    """One run per set of options in this process (tests only read its events and files)."""
+    key = tuple(sorted(options.items()))
+    if key not in _RUNS:
+        _RUNS[key] = train(tiny_config(tmp_path_factory.mktemp("shared"), tiny_model, demo_dataset, **options))
+    assert _RUNS[key].result.ok, _RUNS[key].result.error
+    return _RUNS[key]
+
+
+ONE_SGD_STEP = dict(max_train_steps=1, optimizer_type="SGD", max_grad_norm=0.0, learning_rate=1e-2)
 
 
 def _parts(tensors: dict) -> dict[str, list[str]]:
@@ -23,8 +39,9 @@ def _parts(tensors: dict) -> dict[str, list[str]]:
 
 
 @pytest.mark.e2e
-def test_unet_only_writes_no_text_encoder_keys_and_default_trains_both_encoders(tmp_path, tiny_model, demo_dataset):
-    unet_only = train(tiny_config(tmp_path / "u", tiny_model, demo_dataset, max_train_steps=2, **FAST))
+def test_unet_only_writes_no_text_encoder_keys_and_default_trains_both_encoders(tmp_path, tmp_path_factory,
+                                                                                tiny_model, demo_dataset):
+    unet_only = _shared(tmp_path_factory, tiny_model, demo_dataset, max_train_steps=2, **FAST)
     both = train(tiny_config(tmp_path / "b", tiny_model, demo_dataset, max_train_steps=2))
     assert not _parts(unet_only.lora())["te1"] and not _parts(unet_only.lora())["te2"]
     tensors = both.lora()
@@ -34,13 +51,13 @@ def test_unet_only_writes_no_text_encoder_keys_and_default_trains_both_encoders(
 
 
 @pytest.mark.e2e
-def test_three_learning_rates_are_three_groups_moving_at_their_rates(tmp_path, tiny_model, demo_dataset):
+def test_three_learning_rates_are_three_groups_moving_at_their_rates(tmp_path, tmp_path_factory, tiny_model,
+                                                                     demo_dataset):
     # One SGD step from zero-initialised lora_up: the update is -lr * grad, and the gradient of
     # the first step is the same in both runs, so each part's update scales with its own rate.
-    common = dict(max_train_steps=1, optimizer_type="SGD", max_grad_norm=0.0, learning_rate=1e-2)
-    same = train(tiny_config(tmp_path / "a", tiny_model, demo_dataset, **common))
+    same = _shared(tmp_path_factory, tiny_model, demo_dataset, **ONE_SGD_STEP)
     split = train(tiny_config(tmp_path / "b", tiny_model, demo_dataset, unet_lr=1e-2, text_encoder_lr1=2e-2,
-                              text_encoder_lr2=4e-2, **common))
+                              text_encoder_lr2=4e-2, **ONE_SGD_STEP))
     assert split.of(Step)[0].lr == pytest.approx({"unet": 1e-2, "te1": 2e-2, "te2": 4e-2})
     a, b = same.lora(), split.lora()
     for part, factor in (("unet", 1.0), ("te1", 2.0), ("te2", 4.0)):
@@ -59,8 +76,8 @@ def test_text_encoder_rate_zero_freezes_that_encoder(tmp_path, tiny_model, demo_
 
 
 @pytest.mark.e2e
-def test_conv_lora_adds_conv_modules(tmp_path, tiny_model, demo_dataset):
-    plain = train(tiny_config(tmp_path / "p", tiny_model, demo_dataset, max_train_steps=1, **FAST)).lora()
+def test_conv_lora_adds_conv_modules(tmp_path, tmp_path_factory, tiny_model, demo_dataset):
+    plain = _shared(tmp_path_factory, tiny_model, demo_dataset, max_train_steps=1, **FAST).lora()
     conv = train(tiny_config(tmp_path / "c", tiny_model, demo_dataset, max_train_steps=1,
                              network_args=["conv_dim=2", "conv_alpha=1"], **FAST)).lora()
     added = set(conv) - set(plain)
@@ -73,37 +90,37 @@ def test_conv_lora_adds_conv_modules(tmp_path, tiny_model, demo_dataset):
 
 @pytest.mark.e2e
 def test_gradient_accumulation_groups_batches_into_steps(tmp_path, tiny_model, demo_dataset):
-    single = train(tiny_config(tmp_path / "1", tiny_model, demo_dataset, max_train_steps=None, max_train_epochs=1,
-                               **FAST))
-    grouped = train(tiny_config(tmp_path / "5", tiny_model, demo_dataset, max_train_steps=None, max_train_epochs=1,
-                                gradient_accumulation_steps=5, **FAST))
-    # 12 batches per epoch: 12 steps, or ceil(12 / 5) = 3 steps (the last one from 2 batches)
-    assert single.of(RunStarted)[0].steps_per_epoch == 12 and len(single.losses) == 12
-    assert grouped.of(RunStarted)[0].steps_per_epoch == 3 and [s.step for s in grouped.of(Step)] == [1, 2, 3]
-    assert grouped.of(RunStarted)[0].total_steps == 3
+    three = small_dataset(tmp_path / "data", demo_dataset, images=3)
+    single = train(tiny_config(tmp_path / "1", tiny_model, three, max_train_steps=None, max_train_epochs=1, **FAST))
+    grouped = train(tiny_config(tmp_path / "2", tiny_model, three, max_train_steps=None, max_train_epochs=1,
+                                gradient_accumulation_steps=2, **FAST))
+    # 3 batches per epoch: 3 steps, or ceil(3 / 2) = 2 steps (the last one from 1 batch)
+    assert single.of(RunStarted)[0].steps_per_epoch == 3 and len(single.losses) == 3
+    assert grouped.of(RunStarted)[0].steps_per_epoch == 2 and [s.step for s in grouped.of(Step)] == [1, 2]
+    assert grouped.of(RunStarted)[0].total_steps == 2
 
 
 @pytest.mark.e2e
-def test_noise_offset_and_min_snr_change_the_loss(tmp_path, tiny_model, demo_dataset):
+def test_noise_offset_and_min_snr_change_the_loss(tmp_path, tmp_path_factory, tiny_model, demo_dataset):
     def first_loss(name: str, **options) -> float:
         return train(tiny_config(tmp_path / name, tiny_model, demo_dataset, max_train_steps=1, **FAST,
                                  **options)).losses[0]
 
-    base = first_loss("base")
+    base = _shared(tmp_path_factory, tiny_model, demo_dataset, max_train_steps=1, **FAST).losses[0]
     assert first_loss("offset", noise_offset=0.5) != pytest.approx(base, rel=1e-4)
     # min(SNR, 1) / SNR <= 1 on the same draws: the weighted loss is strictly smaller
     assert first_loss("snr", min_snr_gamma=1.0) < base
 
 
 @pytest.mark.e2e
-def test_v_prediction_model_trains_on_velocity(tmp_path, tiny_model, demo_dataset):
+def test_v_prediction_model_trains_on_velocity(tmp_path, tmp_path_factory, tiny_model, demo_dataset):
     model = tmp_path / "v-model"
     shutil.copytree(tiny_model.diffusers_dir, model)
     config_file = model / "scheduler" / "scheduler_config.json"
     config = json.loads(config_file.read_text())
     config["prediction_type"] = "v_prediction"
     config_file.write_text(json.dumps(config))
-    eps = train(tiny_config(tmp_path / "e", tiny_model, demo_dataset, max_train_steps=1, **FAST))
+    eps = _shared(tmp_path_factory, tiny_model, demo_dataset, max_train_steps=1, **FAST)
     v = train(tiny_config(tmp_path / "v", tiny_model, demo_dataset, max_train_steps=1,
                           pretrained_model_name_or_path=str(model), **FAST))
     assert v.result.ok, v.result.error
@@ -120,8 +137,9 @@ def test_save_every_n_steps_names_files_like_sd_scripts(tmp_path, tiny_model, de
 
 @pytest.mark.e2e
 def test_save_every_n_epochs_with_save_last_n_epochs_keeps_the_newest(tmp_path, tiny_model, demo_dataset):
-    run = train(tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=None, max_train_epochs=4,
-                            gradient_accumulation_steps=12, save_every_n_epochs=1, save_last_n_epochs=2,
+    one = small_dataset(tmp_path / "data", demo_dataset)
+    run = train(tiny_config(tmp_path, tiny_model, one, max_train_steps=None, max_train_epochs=4,
+                            save_every_n_epochs=1, save_last_n_epochs=2,
                             save_state=True, sample_every_n_epochs=2, sample_prompts=str(demo_dataset.sample_prompts),
                             **FAST))
     out = Path(run.result.output_dir)
@@ -139,9 +157,10 @@ def test_save_every_n_epochs_with_save_last_n_epochs_keeps_the_newest(tmp_path, 
 @pytest.mark.parametrize("precision,dtype", [("fp16", torch.float16), ("bf16", torch.bfloat16),
                                              ("fp32", torch.float32)])
 @pytest.mark.e2e
-def test_save_precision_sets_the_file_dtype(tmp_path, tiny_model, demo_dataset, precision, dtype):
-    tensors = train(tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=1, save_precision=precision,
-                                **FAST)).lora()
+def test_save_precision_sets_the_file_dtype(tmp_path_factory, tiny_model, demo_dataset, precision, dtype):
+    # (fp32, tiny_config's own, is the run the other one-step tests read)
+    tensors = _shared(tmp_path_factory, tiny_model, demo_dataset, max_train_steps=1, **FAST,
+                      **({} if precision == "fp32" else {"save_precision": precision})).lora()
     weights = [t for k, t in tensors.items() if k.endswith(".weight")]
     assert weights and all(t.dtype == dtype for t in weights)
 
@@ -169,8 +188,8 @@ def test_schedulers_set_the_rate_of_each_step(tmp_path, tiny_model, demo_dataset
 
 
 @pytest.mark.e2e
-def test_network_weights_continues_from_a_file(tmp_path, tiny_model, demo_dataset):
-    first = train(tiny_config(tmp_path / "a", tiny_model, demo_dataset, max_train_steps=2, **FAST))
+def test_network_weights_continues_from_a_file(tmp_path, tmp_path_factory, tiny_model, demo_dataset):
+    first = _shared(tmp_path_factory, tiny_model, demo_dataset, max_train_steps=2, **FAST)
     # a rate so small that the second run leaves the loaded weights as they are
     second = train(tiny_config(tmp_path / "b", tiny_model, demo_dataset, max_train_steps=1, optimizer_type="SGD",
                                learning_rate=1e-30, network_weights=first.result.lora_path, **FAST))
@@ -278,13 +297,14 @@ def test_no_half_vae_keeps_the_vae_in_fp32(tmp_path, tiny_model, demo_dataset, m
 
 
 @pytest.mark.e2e
-def test_gradient_checkpointing_on_trained_text_encoders_keeps_their_gradients(tmp_path, tiny_model, demo_dataset):
+def test_gradient_checkpointing_on_trained_text_encoders_keeps_their_gradients(tmp_path, tmp_path_factory,
+                                                                               tiny_model, demo_dataset):
     # Checkpointed encoder layers must still pass gradients to their LoRA (frozen embeddings
-    # feed them, the classic way to lose them silently).
-    options = dict(max_train_steps=2, optimizer_type="SGD", learning_rate=1e-2, max_grad_norm=0.0)
-    plain = train(tiny_config(tmp_path / "p", tiny_model, demo_dataset, **options)).lora()
+    # feed them, the classic way to lose them silently). One SGD step from zero lora_up: each
+    # up matrix is -lr * its gradient.
+    plain = _shared(tmp_path_factory, tiny_model, demo_dataset, **ONE_SGD_STEP).lora()
     checkpointed = train(tiny_config(tmp_path / "c", tiny_model, demo_dataset, gradient_checkpointing=True,
-                                     **options)).lora()
+                                     **ONE_SGD_STEP)).lora()
     te_ups = [k for k in plain if k.startswith("lora_te") and k.endswith("lora_up.weight")]
     assert any(checkpointed[k].abs().max() > 0 for k in te_ups)
     for key in plain:

@@ -82,8 +82,8 @@ def test_lora_loads_in_diffusers_with_no_keys_left_and_changes_the_unet(overfit,
 
 @pytest.mark.e2e
 def test_same_seed_gives_same_losses_and_tensors(tmp_path, tiny_model, demo_dataset):
-    runs = [train(tiny_config(tmp_path / str(i), tiny_model, demo_dataset, max_train_steps=3)) for i in range(2)]
-    other = train(tiny_config(tmp_path / "other", tiny_model, demo_dataset, max_train_steps=3, seed=8))
+    runs = [train(tiny_config(tmp_path / str(i), tiny_model, demo_dataset, max_train_steps=2)) for i in range(2)]
+    other = train(tiny_config(tmp_path / "other", tiny_model, demo_dataset, max_train_steps=2, seed=8))
     assert runs[0].losses == runs[1].losses
     a, b = runs[0].lora(), runs[1].lora()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -194,15 +194,16 @@ def test_existing_run_is_refused_and_resume_continues_the_step_count(tmp_path, t
         if isinstance(event, Step) and event.step == 2:
             control.request_stop()
 
-    cfg = tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=4)
+    fast = dict(max_train_steps=3, network_train_unet_only=True, cache_text_encoder_outputs=True)
+    cfg = tiny_config(tmp_path, tiny_model, demo_dataset, **fast)
     first = train(cfg, control, on_event=stop_at_two)
     assert first.result.stopped
     again = train(cfg)
     assert again.result.exit_code == 73 and "resume" in again.of(Failed)[-1].hint
     resumed = train(cfg, resume=True)
     assert resumed.result.ok and resumed.of(RunStarted)[0].resumed_from_step == 2
-    assert [e.step for e in resumed.of(Step)] == [3, 4]
-    uninterrupted = train(tiny_config(tmp_path / "whole", tiny_model, demo_dataset, max_train_steps=4))
+    assert [e.step for e in resumed.of(Step)] == [3]
+    uninterrupted = train(tiny_config(tmp_path / "whole", tiny_model, demo_dataset, **fast))
     assert first.losses + resumed.losses == pytest.approx(uninterrupted.losses, rel=1e-6)
     a, b = resumed.lora(), uninterrupted.lora()
     for key in a:
@@ -242,7 +243,7 @@ def test_fused_backward_run_resumes_with_its_optimizer_state(tmp_path, tiny_mode
         if isinstance(event, Step) and event.step == 2:
             control.request_stop()
 
-    options = dict(max_train_steps=4, fused_backward_pass=True, max_grad_norm=0.0, learning_rate=1e-2)
+    options = dict(max_train_steps=3, fused_backward_pass=True, max_grad_norm=0.0, learning_rate=1e-2)
     cfg = tiny_config(tmp_path / "split", tiny_model, demo_dataset, **options)
     first = train(cfg, control, on_event=stop_at_two)
     assert first.result.stopped

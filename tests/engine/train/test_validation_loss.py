@@ -38,16 +38,16 @@ def test_validation_loss_cadence_repeatable_and_leaves_the_lora_bit_identical(tm
     import torch
 
     dataset = str(_held_out_dataset(tmp_path, demo_dataset))
-    common = dict(dataset_config=dataset, max_train_steps=4, network_dropout=0.1, **FAST)
-    validated = train(tiny_config(tmp_path / "a", tiny_model, demo_dataset, validate_every_n_steps=2,
+    common = dict(dataset_config=dataset, max_train_steps=2, network_dropout=0.1, **FAST)
+    validated = train(tiny_config(tmp_path / "a", tiny_model, demo_dataset, validate_every_n_steps=1,
                                   max_validation_steps=1, log_with="tensorboard", **common))
     # the same held-out images, but no evaluation falls in this run (epoch 100 never comes)
     plain = train(tiny_config(tmp_path / "b", tiny_model, demo_dataset, validate_every_n_epochs=100, **common))
     assert validated.result.ok and plain.result.ok
     assert plain.of(Validation) == []
     found = validated.of(Validation)
-    # steps 2 and 4, then the epoch validation of the epoch max_train_steps cut short (as sd-scripts)
-    assert [(v.kind, v.step, v.epoch) for v in found] == [("step", 2, 1), ("step", 4, 1), ("epoch", 4, 1)]
+    # steps 1 and 2, then the epoch validation of the epoch max_train_steps cut short (as sd-scripts)
+    assert [(v.kind, v.step, v.epoch) for v in found] == [("step", 1, 1), ("step", 2, 1), ("epoch", 2, 1)]
     assert all(v.batches == 1 and math.isfinite(v.loss) and v.loss > 0 for v in found)
     assert found[1].loss == found[2].loss  # the same weights evaluate to the same value
     assert found[0].loss != found[1].loss  # ... and other weights to another
@@ -59,7 +59,7 @@ def test_validation_loss_cadence_repeatable_and_leaves_the_lora_bit_identical(tm
     with safe_open(validated.result.lora_path, framework="pt") as handle:
         meta = handle.metadata()
     assert (meta["ss_validate_every_n_steps"], meta["ss_max_validation_steps"], meta["ss_validation_split"],
-            meta["ss_num_validation_images"], meta["ss_validate_every_n_epochs"]) == ("2", "1", "0.25", "3", "None")
+            meta["ss_num_validation_images"], meta["ss_validate_every_n_epochs"]) == ("1", "1", "0.25", "3", "None")
     # events.jsonl and TensorBoard, under sd-scripts' keys
     lines = (Path(validated.result.output_dir) / "events.jsonl").read_text().splitlines()
     assert sum('"type": "Validation"' in line for line in lines) == 3
@@ -69,5 +69,5 @@ def test_validation_loss_cadence_repeatable_and_leaves_the_lora_bit_identical(tm
     accumulator = EventAccumulator(str(logs))
     accumulator.Reload()
     assert [(s.step, pytest.approx(s.value)) for s in accumulator.Scalars("loss/validation/step_average")] == \
-        [(2, found[0].loss), (4, found[1].loss)]
-    assert [s.step for s in accumulator.Scalars("loss/validation/epoch_average")] == [4]
+        [(1, found[0].loss), (2, found[1].loss)]
+    assert [s.step for s in accumulator.Scalars("loss/validation/epoch_average")] == [2]
