@@ -27,5 +27,6 @@ system-deps:
 demo: install
 	$(BIN)/sdxl-tui demo
 
+# --dist loadfile: a test module runs on one worker, so the runs its module fixtures share are trained once
 test: install system-deps
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
