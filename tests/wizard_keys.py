@@ -1,19 +1,63 @@
-"""Key sequences shared by the wizard's Pilot and snapshot tests (keyboard only)."""
+"""Key sequences shared by the wizard's Pilot and snapshot tests (keyboard only).
+
+A sequence is key names plus `Paste` items: text arrives mostly as one terminal paste (what a
+bracketed paste sends), one event instead of one re-render per character. Typing key by key is
+`keystrokes`, kept by the walk test in test_wizard_pilot.py so the per-key path stays covered.
+Play a sequence with `play(pilot, sequence)`.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence, Union
 
 
-def typed(text: str) -> list[str]:
-    """Pilot key names that type `text` into the focused input."""
+@dataclass(frozen=True)
+class Paste:
+    """Text pasted into the focused input in one go (Textual's events.Paste, as a terminal sends it)."""
+    text: str
+
+
+Item = Union[str, Paste]
+Enter = Callable[[str], list]  # how text gets into the focused input
+
+
+def keystrokes(text: str) -> list[str]:
+    """Pilot key names that type `text` into the focused input one key at a time."""
     names = {" ": "space", "/": "slash", ".": "full_stop", "-": "minus", "_": "underscore", "=": "equals_sign",
              ",": "comma", ":": "colon"}
     return [names.get(ch, ch) for ch in text]
 
 
-def replace_text(text: str) -> list[str]:
-    """Clear the focused input (Ctrl+U deletes to the start after End) and type `text`."""
-    return ["end", "ctrl+u", *typed(text)]
+def typed(text: str) -> list[Item]:
+    """`text` entered into the focused input as one paste of all but its last character, then that character as a key.
+
+    The last key keeps the screen what typing shows: Textual scrolls an input to its cursor before a paste's new
+    width is laid out (a paste that fills the field leaves the cursor cell out of view), and the last edit, whose
+    rule-fix notes the field shows, is the same one-character change as when typing."""
+    return ([Paste(text[:-1])] if len(text) > 1 else []) + keystrokes(text[-1:])
+
+
+async def play(pilot, sequence: Sequence[Item]) -> None:
+    """Press the keys and paste the texts of `sequence` in order, each paste handled before the next key."""
+    from textual import events
+
+    keys: list[str] = []
+    for item in sequence:
+        if isinstance(item, str):
+            keys.append(item)
+            continue
+        await pilot.press(*keys)
+        keys = []
+        # the driver's route for a terminal's bracketed paste: the app forwards it to the focused widget
+        pilot.app._driver.send_message(events.Paste(item.text))
+        await pilot.pause()
+    await pilot.press(*keys)
+
+
+def replace_text(text: str, enter: Enter = typed) -> list[Item]:
+    """Clear the focused input (Ctrl+U deletes to the start after End) and enter `text`."""
+    return ["end", "ctrl+u", *enter(text)]
 
 
 def start_defaults(template_count: int) -> list[str]:
@@ -21,26 +65,27 @@ def start_defaults(template_count: int) -> list[str]:
     return ["down"] * template_count + ["enter"]
 
 
-def model_step(model: Path) -> list[str]:
-    return [*typed(str(model)), "ctrl+n"]
+# The steps' sequences enter text with `enter`: `typed` (a paste) or `keystrokes` (key by key).
+def model_step(model: Path, enter: Enter = typed) -> list[Item]:
+    return [*enter(str(model)), "ctrl+n"]
 
 
-def dataset_step(image_dir: Path) -> list[str]:
+def dataset_step(image_dir: Path, enter: Enter = typed) -> list[Item]:
     # focus: dataset TOML -> image folder -> repeats -> caption ext -> class tokens -> resolution -> batch
-    return ["tab", *typed(str(image_dir)), "tab", *replace_text("2"), "tab", "tab", *typed("shape"),
-            "tab", *replace_text("64"), "tab", *replace_text("2"), "ctrl+n"]
+    return ["tab", *enter(str(image_dir)), "tab", *replace_text("2", enter), "tab", "tab", *enter("shape"),
+            "tab", *replace_text("64", enter), "tab", *replace_text("2", enter), "ctrl+n"]
 
 
-def network_step() -> list[str]:
+def network_step(enter: Enter = typed) -> list[Item]:
     # rank -> alpha -> dropout -> conv rank -> conv alpha -> unet only
-    return [*replace_text("4"), "tab", *replace_text("2"), "ctrl+n"]
+    return [*replace_text("4", enter), "tab", *replace_text("2", enter), "ctrl+n"]
 
 
-def learning_step() -> list[str]:
+def learning_step(enter: Enter = typed) -> list[Item]:
     # learning_rate -> unet_lr -> te1 -> te2 -> optimizer (typed, any case: "adamw" is AdamW)
     # -> optimizer_args -> scheduler -> warm-up -> epochs -> steps
-    return [*replace_text("0.001"), "tab", "tab", "tab", "tab", *replace_text("adamw"),
-            "tab", "tab", "tab", "tab", "tab", *typed("4"), "ctrl+n"]
+    return [*replace_text("0.001", enter), "tab", "tab", "tab", "tab", *replace_text("adamw", enter),
+            "tab", "tab", "tab", "tab", "tab", *enter("4"), "ctrl+n"]
 
 
 def memory_step() -> list[str]:
@@ -49,7 +94,7 @@ def memory_step() -> list[str]:
     return ["enter", "up", "up", "enter", "tab", "space", "tab", "tab", "tab", "space", "ctrl+n"]
 
 
-def samples_step(output_dir: Path) -> list[str]:
+def samples_step(output_dir: Path, enter: Enter = typed) -> list[Item]:
     # prompts -> every N steps -> every N epochs -> at first -> sampler -> output dir -> output name
-    return [*typed("a red circle --w 64 --h 64 --s 2"), "tab", "tab", "tab", "tab", "tab",
-            *replace_text(str(output_dir)), "tab", *replace_text("walk_lora"), "ctrl+n"]
+    return [*enter("a red circle --w 64 --h 64 --s 2"), "tab", "tab", "tab", "tab", "tab",
+            *replace_text(str(output_dir), enter), "tab", *replace_text("walk_lora", enter), "ctrl+n"]

@@ -6,13 +6,14 @@ info panel also lists the rule issues (engine.config.rules) that involve this st
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Optional
 
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import Button, Footer, Static
 
@@ -20,6 +21,8 @@ from sdxl_tui.planning import PlanReady, make_draft_plan
 from sdxl_tui.screens import STEP_TITLES
 from sdxl_tui.widgets.fields import ConfigField
 from sdxl_tui.wizard_app import Wizard, wizard_of
+
+PLAN_QUIET_S = 0.2  # seconds without an edit before the draft is planned again
 
 
 def step_strip(current: int) -> str:
@@ -37,6 +40,7 @@ class StepScreen(Screen):
     STEP = 0
     AUTO_FOCUS = "#step-fields .field-editor"  # the first field, not its scroll container
     NEEDS_PLAN = False  # steps showing plan figures re-plan the draft as it changes
+    _plan_timer: Optional[Timer] = None  # the wait before re-planning after an edit (request_plan)
     BINDINGS = [
         Binding("ctrl+n", "next_step", "Next", id="wizard.next", priority=True),
         Binding("escape", "previous_step", "Back", id="wizard.back"),
@@ -89,13 +93,16 @@ class StepScreen(Screen):
         for field in self.query(ConfigField):
             field.reload()
         self.refresh_everything()
+        self.plan_now()
 
     def on_mount(self) -> None:
         """Fill the info panel and the issues (and plan) once the fields exist."""
         self.refresh_everything()
+        self.plan_now()
 
     def refresh_everything(self) -> None:
-        """Redraw the info panel and the issues, and re-plan the draft when the step shows plan figures."""
+        """Redraw the info panel and the issues, and re-plan the draft (once edits pause) when the step shows plan
+        figures."""
         self.refresh_info()
         self.refresh_issues()
         if self.NEEDS_PLAN:
@@ -111,10 +118,30 @@ class StepScreen(Screen):
         return outcome if fresh else None
 
     def request_plan(self) -> None:
-        """Plan the draft in a worker unless the current plan is already for it; on_plan_ready takes the result."""
-        state = self.wizard.state
+        """Plan the draft PLAN_QUIET_S after the last edit (each edit restarts the wait), unless the current plan is
+        already for it."""
+        # A plan reads the dataset (every image's size): typing a path or a number plans once when the typing
+        # pauses, not once per key (a worker thread cannot be stopped, so per-key plans would pile up).
+        if self._plan_timer is not None:
+            self._plan_timer.stop()
+            self._plan_timer = None
         if self.current_plan is None:
+            self._plan_timer = self.set_timer(PLAN_QUIET_S, self.plan_now)
+
+    def plan_now(self) -> None:
+        """Plan the draft in a worker now (a waiting request_plan is dropped) unless the current plan is already for
+        it; on_plan_ready takes the result."""
+        if self._plan_timer is not None:
+            self._plan_timer.stop()
+            self._plan_timer = None
+        state = self.wizard.state
+        if self.NEEDS_PLAN and self.current_plan is None:
             self._plan_worker(state.cfg, state.dataset_draft, state.base_dir)
+
+    @property
+    def plan_pending(self) -> bool:
+        """True while an edit's re-plan waits for typing to pause."""
+        return self._plan_timer is not None
 
     @work(thread=True, exclusive=True, group="plan", exit_on_error=False)
     def _plan_worker(self, cfg, dataset_draft, base_dir) -> None:

@@ -33,7 +33,7 @@ def test_image_folder_step_offers_the_subfolders_as_subsets(tmp_path, demo_datas
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.press(*keys.start_defaults(len(list_templates())), "ctrl+n")
             assert type(app.screen).__name__ == "DatasetStep"
-            await pilot.press("tab", *keys.typed(str(tmp_path / "img")))
+            await keys.play(pilot, ["tab", *keys.typed(str(tmp_path / "img"))])
             await pilot.pause()
             draft = app.state.dataset_draft
             assert [(s.num_repeats, s.class_tokens) for s in draft.subsets] == [(20, "ohwx shape"), (3, "more")]
@@ -54,7 +54,7 @@ def test_import_reads_a_kohya_ss_gui_json(tmp_path):
         app = make_app(tmp_path)
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.press("i")
-            await pilot.press(*keys.typed(str(path)), "enter")
+            await keys.play(pilot, [*keys.typed(str(path)), "enter"])
             await pilot.pause()
             assert isinstance(app.screen, StepScreen) and app.screen.STEP == 1
             cfg = app.state.cfg

@@ -83,11 +83,12 @@ def make_app(tmp_path: Path, **kwargs) -> WizardApp:
     return WizardApp(cursor_blink=False, gpu=CPU, save_dir=tmp_path / "runs", **kwargs)
 
 
-async def walk_to_review(pilot, model: Path, images: Path, output: Path) -> None:
+async def walk_to_review(pilot, model: Path, images: Path, output: Path, enter: keys.Enter = keys.typed) -> None:
+    """Start screen to the review step; text comes in with `enter` (a paste, or key by key)."""
     await pilot.press(*keys.start_defaults(len(list_templates())))
-    for sequence in (keys.model_step(model), keys.dataset_step(images), keys.network_step(),
-                     keys.learning_step(), keys.memory_step(), keys.samples_step(output)):
-        await pilot.press(*sequence)
+    for sequence in (keys.model_step(model, enter), keys.dataset_step(images, enter), keys.network_step(enter),
+                     keys.learning_step(enter), keys.memory_step(), keys.samples_step(output, enter)):
+        await keys.play(pilot, sequence)
         await pilot.pause()
 
 
@@ -108,7 +109,8 @@ def test_walk_every_step_by_keys_to_the_expected_config(tmp_path, tiny_model, de
         app = make_app(tmp_path)
         async with app.run_test(size=(100, 40)) as pilot:
             assert isinstance(app.screen, StartScreen)
-            await walk_to_review(pilot, tiny_model.diffusers_dir, demo_dataset.image_dir, output)
+            # typed key by key, as the one test that covers every field's per-key typing (the others paste)
+            await walk_to_review(pilot, tiny_model.diffusers_dir, demo_dataset.image_dir, output, keys.keystrokes)
             assert type(app.screen).__name__ == "ReviewStep"
             await pilot.press("ctrl+s")
             await pilot.pause()
@@ -166,14 +168,14 @@ def test_invalid_value_is_refused_inline_and_the_draft_keeps_the_old_one(tmp_pat
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.press(*keys.start_defaults(len(list_templates())), "ctrl+n", "ctrl+n")
             assert type(app.screen).__name__ == "NetworkStep"
-            await pilot.press(*keys.replace_text("0"))  # network_dim has ge=1
+            await keys.play(pilot, keys.replace_text("0"))  # network_dim has ge=1
             field = app.screen.query_one("#field-network_dim", ConfigField)
             assert field.has_class("-invalid")
             assert "greater than or equal to 1" in str(field.query_one(".field-error").render())
             assert app.state.cfg.network.network_dim == 16
-            await pilot.press(*keys.replace_text("abc"))
+            await keys.play(pilot, keys.replace_text("abc"))
             assert "whole number" in str(field.query_one(".field-error").render())
-            await pilot.press(*keys.replace_text("32"))
+            await keys.play(pilot, keys.replace_text("32"))
             assert not field.has_class("-invalid") and app.state.cfg.network.network_dim == 32
             assert "32 = 0.25" in str(app.screen.query_one("#network-summary").render())
 
@@ -204,10 +206,10 @@ def test_back_keeps_values_and_palette_jumps_to_a_step(tmp_path):
         app = make_app(tmp_path)
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.press(*keys.start_defaults(len(list_templates())))
-            await pilot.press(*keys.typed("some/model"), "ctrl+n", "escape")
+            await keys.play(pilot, [*keys.typed("some/model"), "ctrl+n", "escape"])
             assert isinstance(app.screen, StepScreen) and app.screen.STEP == 1
             assert app.screen.query_one("#in-pretrained_model_name_or_path").value == "some/model"
-            await pilot.press("ctrl+p", *keys.typed("go to step 6"))
+            await keys.play(pilot, ["ctrl+p", *keys.typed("go to step 6")])
             await pilot.pause(0.5)
             await pilot.press("enter")
             await pilot.pause()
@@ -302,7 +304,7 @@ def test_import_an_sd_scripts_args_file_by_keys(tmp_path, demo_dataset):
         app = make_app(tmp_path)
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.press("i")
-            await pilot.press(*keys.typed(str(args)), "enter")
+            await keys.play(pilot, [*keys.typed(str(args)), "enter"])
             await pilot.pause()
             assert isinstance(app.screen, StepScreen) and app.screen.STEP == 1
             assert app.state.cfg.network.network_dim == 24

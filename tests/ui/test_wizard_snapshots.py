@@ -36,13 +36,13 @@ def make_app() -> WizardApp:
     return WizardApp(cursor_blink=False, gpu=CPU, save_dir=Path("runs"))
 
 
-def step_keys() -> list[list[str]]:
+def step_keys() -> list[list[keys.Item]]:
     """Each step's keys as a user fills it; the last key of each (Ctrl+N) moves on."""
     return [keys.model_step(Path(HUB_MODEL)), keys.dataset_step(Path("data/images")), keys.network_step(),
             keys.learning_step(), keys.memory_step(), keys.samples_step(Path("out"))]
 
 
-def keys_to_step(step: int) -> list[str]:
+def keys_to_step(step: int) -> list[keys.Item]:
     """Keys from the start screen to `step` filled in (but not left), as a user would."""
     fill = step_keys()
     sequence = keys.start_defaults(len(list_templates()))
@@ -75,7 +75,7 @@ async def settle(pilot) -> None:
 
 def _run_before(step: int):
     async def run_before(pilot) -> None:
-        await pilot.press(*keys_to_step(step))
+        await keys.play(pilot, keys_to_step(step))
         await settle(pilot)
 
     return run_before
@@ -94,7 +94,7 @@ def test_step_screen(snap_compare, workdir, step, size):
 
 def test_open_config_prompt(snap_compare, workdir):
     async def run_before(pilot) -> None:
-        await pilot.press("o", *keys.typed("data/"))
+        await keys.play(pilot, ["o", *keys.typed("data/")])
         await pilot.pause()
 
     assert snap_compare(make_app(), terminal_size=(80, 24), run_before=run_before)
