@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 # public name -> module that defines it
 _EXPORTS = {
     "run": "engine.train.run",
-    "RunResult": "engine.train.run",
+    "RunResult": "engine.train.run_result",
     "RunConfig": "engine.config.schema",
     "RunControl": "engine.control.run_control",
     "load_config": "engine.config.toml_file",
@@ -66,8 +66,8 @@ if TYPE_CHECKING:  # pragma: no cover  (`import X as X`: an explicit re-export f
     from engine.errors import TrainingDiverged as TrainingDiverged
     from engine.plan.run_plan import Plan as Plan
     from engine.plan.run_plan import make_plan as make_plan
-    from engine.train.run import RunResult as RunResult
     from engine.train.run import run as run
+    from engine.train.run_result import RunResult as RunResult
 
 def __getattr__(name: str) -> Any:
     """Import the module behind a public name on first use (PEP 562)."""

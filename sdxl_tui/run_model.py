@@ -386,7 +386,7 @@ def final_lines(view: RunView) -> list[tuple[str, str]]:
         lines.append((f"LoRA: {final.lora_path}", "cyan"))
     saves = sum(1 for saved in view.checkpoints if saved.kind == "lora")
     states = len(view.checkpoints) - saves
-    written = ", ".join(plural(n, word) for n, word in
-                        ((saves, "LoRA save"), (states, "state"), (len(view.samples), "sample")) if n or word != "state")
+    counts = ((saves, "LoRA save"), (states, "state"), (len(view.samples), "sample"))
+    written = ", ".join(plural(n, word) for n, word in counts if n or word != "state")
     lines.append((f"Written to {where or 'the output dir'}: {written}, config.toml, events.jsonl", "grey70"))
     return lines

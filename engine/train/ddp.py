@@ -90,5 +90,6 @@ def check_launch_environment(environ=None) -> None:
         if str(environ.get(flag, "")).lower() in ("1", "true", "yes"):
             raise ConfigError(f"this run was launched with an accelerate {name} config, which sdxl-tui does not "
                               "support (it trains LoRA with plain DDP)",
-                              hint="launch with sdxl_tui/templates/accelerate/multi_gpu.yaml (distributed_type: MULTI_GPU); "
+                              hint="launch with sdxl_tui/templates/accelerate/multi_gpu.yaml "
+                                   "(distributed_type: MULTI_GPU); "
                                    "see docs/multi_gpu.md")

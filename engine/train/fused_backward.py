@@ -70,5 +70,6 @@ def _constructor_defaults(optimizer) -> dict:
     defaults = getattr(optimizer, "defaults", {})
     # transformers' Adafactor refuses lr with relative_step and needs lr=None explicitly then.
     if type(optimizer).__name__ == "Adafactor":
-        return {key: defaults[key] for key in ("lr", "relative_step", "scale_parameter", "warmup_init") if key in defaults}
+        keys = ("lr", "relative_step", "scale_parameter", "warmup_init")
+        return {key: defaults[key] for key in keys if key in defaults}
     return {}

@@ -63,7 +63,8 @@ def param_groups(network, cfg) -> list[dict]:
 
         general = ratio("loraplus_lr_ratio")  # LyCORIS, as sd-scripts: the specific ratio or the general one
         return network.param_groups(*lrs, loraplus_unet_ratio=ratio("loraplus_unet_lr_ratio") or general or None,
-                                    loraplus_text_encoder_ratio=ratio("loraplus_text_encoder_lr_ratio") or general or None)
+                                    loraplus_text_encoder_ratio=(ratio("loraplus_text_encoder_lr_ratio")
+                                                                 or general or None))
     args = net_cfg.lora_args
     return network.param_groups(*lrs, block_lr_weight=args.block_lr_weight,
                                 loraplus_unet_ratio=args.loraplus_unet_ratio,

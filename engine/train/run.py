@@ -19,29 +19,21 @@ from typing import Any, Callable, Optional
 
 from engine.config.schema import RunConfig
 from engine.control.run_control import RunControl
-from engine.errors import OutputError, SdxlTuiError
-from engine.events.types import LOADING_MODEL, SAVING, TRAINING, Failed, Finished, Phase, RunStarted, Warning_
+from engine.errors import SdxlTuiError
+from engine.events.types import LOADING_MODEL, SAVING, TRAINING, Finished, Phase, RunStarted, Warning_
 from engine.outputs import checkpoint
 from engine.outputs.writer import RunOutputs
+from engine.train.run_failure import failed_result, out_of_memory_error
+from engine.train.run_result import RunResult
+from engine.train.run_setup import (
+    check_run_config,
+    claim_output_dir,
+    load_dataset_config,
+    make_accelerator,
+    prepare_resume_point,
+    reusable_output_dir_notes,
+)
 from engine.versions import library_versions
-
-EXISTING_RUN_MARKERS = ("config.toml", "events.jsonl")
-
-
-@dataclass(frozen=True)
-class RunResult:
-    ok: bool
-    output_dir: str
-    lora_path: str = ""
-    step: int = 0
-    stopped: bool = False
-    error: Optional[BaseException] = None
-
-    @property
-    def exit_code(self) -> int:
-        if self.ok:
-            return 0
-        return getattr(self.error, "exit_code", 1)
 
 
 @dataclass
@@ -80,15 +72,15 @@ def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
     stop_poller = None
     control.interruptible = True  # until the first step: a stop signal ends at once (signals.py)
     try:
-        dataset_config = _load_dataset_config(cfg)  # parsed once: the rules and the scan share it
-        warnings = _check_config(cfg, dataset_config)
-        point = _prepare_resume(output_dir, cfg, resume)
+        dataset_config = load_dataset_config(cfg)  # parsed once: the rules and the scan share it
+        warnings = check_run_config(cfg, dataset_config)
+        point = prepare_resume_point(output_dir, cfg, resume)
         resume = session.resumed = point is not None
         session.scanned = _scan_dataset(cfg, dataset_config)
-        accelerator = session.accelerator = _make_accelerator(cfg)
+        accelerator = session.accelerator = make_accelerator(cfg)
         if accelerator.is_main_process:
-            warnings += _reusable_output_dir_notes(output_dir) if not resume else []
-            log = _claim_output_dir(cfg, output_dir, resume)
+            warnings += reusable_output_dir_notes(output_dir) if not resume else []
+            log = claim_output_dir(cfg, output_dir, resume)
             from engine.events.log import tee
             from engine.train.trackers import start_trackers
 
@@ -107,7 +99,7 @@ def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
         with library_chatter_to_log(lambda event: session.emit(event)) as session.chatter:  # not over the panel
             return _train(session, point)
     except SdxlTuiError as exc:
-        return _failed(session, exc)
+        return failed_result(session, exc)
     except KeyboardInterrupt:  # a stop before the first step (StoppedBeforeTraining): nothing to save
         session.emit(Finished(time=time.time(), step=0, stopped=True))
         raise
@@ -115,8 +107,8 @@ def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
         from engine.plan.oom_advice import is_out_of_memory
 
         if is_out_of_memory(exc):
-            return _failed(session, _out_of_memory(session))
-        _failed(session, exc)
+            return failed_result(session, out_of_memory_error(session))
+        failed_result(session, exc)
         raise
     finally:
         if stop_poller is not None:
@@ -125,152 +117,6 @@ def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
             log.close()
         if trackers is not None:
             trackers.close()
-
-
-def _failed(session: _Session, exc: BaseException) -> RunResult:
-    """Emit Failed for `exc` (a person's error or a bug); the step and last good LoRA come from
-    the error when it knows them, else from where the loop stood. What was trained is saved first
-    (`_save_what_was_trained`)."""
-    position = session.trainer.position if session.trainer is not None else None
-    known = exc if isinstance(exc, SdxlTuiError) else SdxlTuiError(str(exc))
-    step = known.step or (position.global_step if position else 0)
-    hint = known.hint
-    rescued, note = _save_what_was_trained(session, exc)
-    if note:
-        hint = f"{note}; {hint}" if hint else note
-    last_good = rescued or (position.last_lora if position else known.last_good)
-    session.emit(Failed(time=time.time(), message=known.message or type(exc).__name__,
-                        hint=hint, step=step, kind=type(exc).__name__, last_good=last_good))
-    return RunResult(ok=False, output_dir=str(session.output_dir), lora_path=last_good, step=step, error=exc)
-
-
-def _save_what_was_trained(session: _Session, exc: BaseException) -> tuple[str, str]:
-    """After the first optimizer step, an unexpected failure still saves the LoRA of the last
-    completed step (and the state when save_state is on) before the run ends: (path, note for
-    the person). Not after a NaN loss (the weights are suspect; the last good LoRA stands) nor
-    an out-of-memory (engine/plan/oom_advice.py saves then), nor on a non-main process."""
-    from engine.errors import OutOfVideoMemory, TrainingDiverged
-
-    trainer = session.trainer
-    if (trainer is None or trainer.position.global_step == 0 or isinstance(exc, (TrainingDiverged, OutOfVideoMemory))
-            or session.accelerator is None or not session.accelerator.is_main_process):
-        return "", ""
-    step = trainer.position.global_step
-    try:
-        trainer.save_step_checkpoint(with_state=session.cfg.saving.save_state)
-    except Exception as again:  # the message must still come out; say the save failed too
-        return "", f"saving the LoRA of step {step} after the failure failed too ({type(again).__name__}: {again})"
-    what = "the LoRA and the training state" if session.cfg.saving.save_state else "the LoRA"
-    return trainer.position.last_lora, f"{what} of step {step} (the last completed step) were saved: " \
-                                       f"{trainer.position.last_lora}"
-
-
-# ---------------------------------------------------------------------- set-up
-
-def _load_dataset_config(cfg: RunConfig):
-    """The dataset TOML `cfg` names, parsed (ConfigError when it is wrong); None when none is named
-    (the rules say so)."""
-    if not cfg.dataset.dataset_config:
-        return None
-    from engine.data.dataset_config import load_run_dataset_config
-
-    return load_run_dataset_config(cfg)
-
-
-
-def _check_config(cfg: RunConfig, dataset_config) -> list[str]:
-    """The check `plan` and the wizard make too (engine/plan/checks.py: rules over the config and
-    its parsed dataset config, sample prompts), the optimizer class, then the model's path and
-    shape (engine/model/hub_offline.py); raises ConfigError / ModelError, returns warnings."""
-    from engine.model.hub_offline import check_model_before_loading
-    from engine.plan.checks import check_config
-    from engine.train.optimizers import check_optimizer
-
-    checked = check_config(cfg, None, dataset_config)
-    check_optimizer(cfg.optimizer.optimizer_type)  # a class path that does not import stops here
-    from engine.train.precision import check_precision_options
-    from engine.train.trackers import check_trackers
-
-    check_precision_options(cfg)
-    check_trackers(cfg.logging)
-    notes = check_model_before_loading(cfg.model.pretrained_model_name_or_path)
-    from engine.model.prediction import prediction_notes
-
-    return list(checked.warnings) + notes + prediction_notes(cfg.model)
-
-
-def _prepare_resume(output_dir: Path, cfg: RunConfig, resume: bool):
-    """The state to continue from: the newest in output_dir (`sdxl-tui resume`), the folder the
-    `resume` option names, or None for a fresh run."""
-    if resume:
-        from engine.outputs.resume import prepare_resume
-
-        if cfg.saving.resume:
-            from engine.errors import ConfigError
-
-            raise ConfigError(f"resume = {cfg.saving.resume} names a state, but this run resumes from the newest "
-                              f"state in {output_dir}", key="resume", hint="set resume = \"\" or run it as a new run")
-
-        return prepare_resume(output_dir, cfg)
-    if cfg.saving.resume:
-        from engine.outputs.resume_option import prepare_resume_from
-
-        return prepare_resume_from(Path(cfg.saving.resume), output_dir, cfg)
-    return None
-
-
-def _reusable_output_dir_notes(output_dir: Path) -> list[str]:
-    """An output folder whose only run failed before training began holds nothing to keep:
-    it may be used again (said in a warning). Anything else is left to _claim_output_dir."""
-    from engine.outputs.resume import failed_before_training
-
-    failure = failed_before_training(output_dir)
-    if failure is None:
-        return []
-    for name in EXISTING_RUN_MARKERS:
-        if (output_dir / name).exists():
-            (output_dir / name).replace(output_dir / f"{name}.failed-attempt")
-    return [f"{output_dir} held only an attempt that failed before training ({failure}); "
-            f"its config.toml and events.jsonl were kept with the suffix .failed-attempt"]
-
-
-def _make_accelerator(cfg: RunConfig):
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
-    # accelerate keeps its settings in a process-wide singleton and refuses a second
-    # Accelerator with other settings; one run owns the process's training state, so start
-    # clean (the distributed part, PartialState, is kept).
-    from engine.train.ddp import check_launch_environment
-
-    check_launch_environment()
-    AcceleratorState._reset_state(reset_partial_state=False)
-    # Gradient accumulation is done by the loop (a short last group per epoch still makes a
-    # step), so accelerate must not divide the loss itself.
-    # Without a GPU, accelerate runs several processes (torchrun / accelerate launch) over gloo
-    # only when told cpu=True; otherwise each process would train alone and all write files.
-    import torch
-
-    return Accelerator(mixed_precision=cfg.precision.mixed_precision, cpu=not torch.accelerator.is_available())
-
-
-def _claim_output_dir(cfg: RunConfig, output_dir: Path, resume: bool):
-    from engine.config.toml_file import save_config
-    from engine.events.log import EventLog
-
-    existing = [name for name in EXISTING_RUN_MARKERS if (output_dir / name).exists()]
-    if existing and not resume:
-        from engine.outputs.resume import existing_run_hint
-
-        raise OutputError(f"{output_dir} already holds a run ({', '.join(existing)})",
-                          hint=existing_run_hint(output_dir))
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, output_dir / "config.toml")
-    except OSError as exc:
-        raise OutputError(f"cannot write to {output_dir}: {exc.strerror or exc}",
-                          hint="choose an output_dir you can write to") from None
-    return EventLog(output_dir)  # TensorBoard goes through accelerate's tracker (engine/train/trackers.py)
 
 
 def _weight_dtype(mixed_precision: str):
@@ -331,36 +177,6 @@ def _scan_dataset(cfg: RunConfig, dataset_config):
 
     config = dataset_config if dataset_config is not None else load_run_dataset_config(cfg)
     return scan_dataset(config, skip_bad_images=cfg.dataset.skip_bad_images, seed=cfg.training.seed)
-
-
-def _out_of_memory(session: _Session):
-    """CUDA ran out of memory: save the state when training had begun (what the last step
-    made is intact: the failed step never reached the optimizer), then say what would fit."""
-    from types import SimpleNamespace
-
-    from engine.plan.oom_advice import device_memory_gb, oom_error
-
-    trainer, saved = session.trainer, ""
-    step = trainer.position.global_step if trainer is not None else 0
-    if trainer is not None and step > 0 and session.accelerator.is_main_process:
-        try:
-            import torch
-
-            if trainer.fused is None:
-                trainer.optimizer.zero_grad(set_to_none=True)
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            trainer.save_step_checkpoint(with_state=True)
-            saved = trainer.position.last_lora
-        except Exception:  # saving is a courtesy here; the message matters more
-            saved = ""
-    plan = None
-    if session.scanned is not None:
-        datasets = session.scanned.config.datasets
-        plan = SimpleNamespace(buckets=[SimpleNamespace(bucket=bucket, batch_size=datasets[index].batch_size)
-                                        for index, bucket in session.scanned.bucket_histogram()])
-    device = session.accelerator.device if session.accelerator is not None else None
-    return oom_error(session.cfg, plan, device_memory_gb(device), step=step, state_saved=saved)
 
 
 # ---------------------------------------------------------------------- the run

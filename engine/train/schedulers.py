@@ -90,7 +90,8 @@ def build_scheduler(optimizer, name: str, *, total_steps: int, lr_warmup_steps: 
         if name == "piecewise_constant":  # step_rules come in lr_scheduler_args, as in sd-scripts
             return get_piecewise_constant_schedule(optimizer, **extra)
         if name not in by_name:
-            raise ConfigError(f"unknown lr_scheduler '{name}'", key=KEY, hint=", ".join([*by_name, "piecewise_constant"]))
+            raise ConfigError(f"unknown lr_scheduler '{name}'", key=KEY,
+                              hint=", ".join([*by_name, "piecewise_constant"]))
         return TYPE_TO_SCHEDULER_FUNCTION[SchedulerType(name)](optimizer, **by_name[name], **extra)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"lr_scheduler {name}: {exc}", key=KEY,
