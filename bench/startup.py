@@ -70,7 +70,8 @@ def import_costs(repeats: int) -> dict:
     }
     out = {name: time_command(args, repeats) for name, args in checks.items()}
     leaked = subprocess.run([py, "-c", "import sys, sdxl_tui, sdxl_tui.cli; sdxl_tui.cli.build_parser(); "
-                                       "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))"],
+                                       "print(sorted(m for m in ('torch', 'diffusers', 'transformers') "
+                                       "if m in sys.modules))"],
                             cwd=REPO, env=_env(), capture_output=True, text=True, check=True).stdout.strip()
     out["heavy modules imported by the CLI's start"] = leaked
     return out
@@ -110,7 +111,8 @@ def phases_of(events_file: Path, started: float) -> dict:
         key = event.name if isinstance(event, Phase) else type(event).__name__
         first.setdefault(key, event.time)
     loading, scanning = first["loading_model"], first["scanning_dataset"]
-    caching_start = min(first.get("caching_latents", first["RunStarted"]), first.get("caching_text_encoder_outputs", first["RunStarted"]))
+    caching_start = min(first.get("caching_latents", first["RunStarted"]),
+                        first.get("caching_text_encoder_outputs", first["RunStarted"]))
     step = next(e.time for e in events if isinstance(e, Step))
     return {"imports": loading - started, "model_load": scanning - loading, "scan": caching_start - scanning,
             "caching": first["RunStarted"] - caching_start, "first_step": step - first["RunStarted"],

@@ -29,7 +29,8 @@ loop freezes the objects alive at its start out of the GC (Trainer.train), the b
 Run from the repository root with PYTHONPATH=. (the engine under test is the one on the path):
 
     PYTHONPATH=. .venv/bin/python bench/step_profile.py --json bench/results/step_profile_tiny.json
-    PYTHONPATH=. .venv/bin/python bench/step_profile.py --case model=sdxl,resolution=128,precision=fp32,checkpointing=false \
+    PYTHONPATH=. .venv/bin/python bench/step_profile.py \
+        --case model=sdxl,resolution=128,precision=fp32,checkpointing=false \
         --steps 3 --warmup 1 --rounds 2 --json bench/results/step_profile_sdxl.json
 """
 from __future__ import annotations
@@ -448,7 +449,8 @@ def table(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", default="model=tiny,precision=fp32,checkpointing=false,resolution=64,rank=4,threads=1",
+    parser.add_argument("--case",
+                        default="model=tiny,precision=fp32,checkpointing=false,resolution=64,rank=4,threads=1",
                         help="train_step.py's key=value case (model=sdxl for the full UNet)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per loop per round")
     parser.add_argument("--warmup", type=int, default=3, help="warm-up steps per loop per round")

@@ -429,7 +429,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.one:
         print(json.dumps(run_case(Case(**json.loads(args.one)))), flush=True)
         return 0
-    cases = [parse_case(text) for text in args.case] or (gpu_matrix() if args.gpu_matrix else cpu_matrix(args.only or ""))
+    matrix = gpu_matrix() if args.gpu_matrix else cpu_matrix(args.only or "")
+    cases = [parse_case(text) for text in args.case] or matrix
     if args.steps:
         cases = [dataclasses.replace(c, steps=args.steps) for c in cases]
     runs: dict[str, list[dict]] = {case.label: [] for case in cases}
@@ -437,7 +438,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         for case in cases:
             result = run_in_child(case, args.timeout)
             runs[case.label].append(result)
-            shown = result.get("skipped") or f"{result['s_per_step']:.3f} s/step, peak RSS {_gib(result['peak_rss_bytes'])} GiB"
+            shown = result.get("skipped") or (f"{result['s_per_step']:.3f} s/step, "
+                                              f"peak RSS {_gib(result['peak_rss_bytes'])} GiB")
             print(f"[{attempt + 1}/{args.repeats}] {case.label}: {shown}", file=sys.stderr, flush=True)
     results = [median_run(found) for found in runs.values()]
     print(table(results))

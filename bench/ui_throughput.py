@@ -101,7 +101,8 @@ async def measure(rate: float, seconds: float, history: int) -> dict:
     return {
         "events": events, "wall_s": wall, "events_per_s": events / wall, "renders": len(renders),
         "events_per_render": events / max(1, len(renders)),
-        "render_ms_mean": 1000 * statistics.fmean(renders) if renders else 0.0, "render_ms_p95": 1000 * renders_p(renders, 0.95),
+        "render_ms_mean": 1000 * statistics.fmean(renders) if renders else 0.0,
+        "render_ms_p95": 1000 * renders_p(renders, 0.95),
         "lag_steps_p95": renders_p(lags, 0.95), "lag_steps_max": max(lags, default=0), "final_lag": final_lag,
         "folded_lag_p95": renders_p(folded_lags, 0.95), "folded_lag_max": max(folded_lags, default=0),
         "cpu_percent": 100 * cpu / wall, "chart_points": len(screen.view.loss_steps),

@@ -71,12 +71,14 @@ def mid_run() -> list[ev.Event]:
     for s in range(1, 201):
         out.append(step_event(s))
         if s == 100:
-            out.append(ev.Saved(time=out[-1].time + 0.5, path=f"{OUTPUT_DIR}/lora-000001.safetensors", step=100, epoch=1))
+            out.append(ev.Saved(time=out[-1].time + 0.5, path=f"{OUTPUT_DIR}/lora-000001.safetensors", step=100,
+                                epoch=1))
         if s == 150:
             out.append(ev.Warning_(time=out[-1].time, message="bucket 1216x832 has 1 image: it repeats every step"))
         if s == 200:
             out.append(ev.Phase(time=out[-1].time + 0.1, name=ev.SAMPLING, total=1))
-            out.append(ev.Sample(time=out[-1].time + 6, path=SAMPLE_PATH, prompt="a photo of sks dog on a hill, sunny", step=200))
+            out.append(ev.Sample(time=out[-1].time + 6, path=SAMPLE_PATH, prompt="a photo of sks dog on a hill, sunny",
+                                 step=200))
             out.append(ev.Phase(time=out[-1].time + 0.1, name=ev.TRAINING, total=400))
     return out
 

@@ -71,7 +71,8 @@ def test_finished_run_reports_what_it_wrote():
 
 
 def test_stopped_run_says_it_stopped():
-    events = [*script.early(), ev.Finished(time=script.T0 + 60, step=12, lora_path="out/lora.safetensors", stopped=True)]
+    finished = ev.Finished(time=script.T0 + 60, step=12, lora_path="out/lora.safetensors", stopped=True)
+    events = [*script.early(), finished]
     view = fold(events)
     assert view.final.status == "stopped"
     assert final_lines(view)[0][0].startswith("■ Stopped on request at step 12")
@@ -88,7 +89,8 @@ def test_failed_run_says_why_and_what_to_do():
 
 
 def test_non_finite_loss_is_shown_but_kept_out_of_the_chart():
-    model = RunModel().apply_all([script.step_event(1), ev.Step(time=1.0, step=2, total_steps=10, loss=math.nan, smoothed_loss=math.nan)])
+    not_finite = ev.Step(time=1.0, step=2, total_steps=10, loss=math.nan, smoothed_loss=math.nan)
+    model = RunModel().apply_all([script.step_event(1), not_finite])
     view = model.view()
     assert math.isnan(view.loss)
     assert view.loss_steps == (1,)

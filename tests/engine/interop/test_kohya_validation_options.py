@@ -65,7 +65,8 @@ def test_schema_bounds():
 def test_options_without_held_out_images_warn_naming_option_and_fix(tmp_path):
     images = tmp_path / "img"
     images.mkdir()
-    (tmp_path / "d.toml").write_text(f'[[datasets]]\nresolution = 64\n[[datasets.subsets]]\nimage_dir = {json.dumps(str(images))}\n')
+    (tmp_path / "d.toml").write_text(
+        f'[[datasets]]\nresolution = 64\n[[datasets.subsets]]\nimage_dir = {json.dumps(str(images))}\n')
     dataset = load_dataset_config(tmp_path / "d.toml")
     cfg = RunConfig().with_values(**BASE, validate_every_n_steps=50)
     issues = [i for i in check_rules(cfg, dataset) if "validate_every_n_steps" in i.keys]

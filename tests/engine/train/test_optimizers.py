@@ -191,7 +191,10 @@ def test_schedule_free_saves_see_the_eval_weights_and_training_weights_come_back
     assert not torch.equal(seen, training)
     assert torch.equal(param.detach(), training) and optimizer.param_groups[0]["train_mode"] is True
     plain, p, _ = _one_step("AdamW", {})
-    fn = lambda: None
+
+    def fn():
+        return None
+
     assert in_eval_mode(plain, [p])(fn) is fn
 
 

@@ -34,7 +34,8 @@ def test_tracker_names_and_init_kwargs(tmp_path):
     config = tmp_path / "trackers.toml"
     config.write_text('[wandb]\nentity = "me"\ntags = ["a"]\n')
     logging = RunConfig().with_values(wandb_run_name="first", log_tracker_config=str(config)).logging
-    assert trackers.tracker_init_kwargs(logging) == {"wandb": {"entity": "me", "tags": ["a"]}}  # replaces, as sd-scripts
+    # replaces, as sd-scripts
+    assert trackers.tracker_init_kwargs(logging) == {"wandb": {"entity": "me", "tags": ["a"]}}
     with pytest.raises(ConfigError, match="log_tracker_config"):
         trackers.check_trackers(RunConfig().with_values(log_tracker_config=str(tmp_path / "none.toml")).logging)
 
