@@ -17,16 +17,8 @@ from engine.lora.network import create_network
 
 
 @pytest.fixture()
-def network_factory():
-    from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
-
-    from engine.demo.tiny_model import text_encoder_config, unet_config
-
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(**unet_config())
-    te1 = CLIPTextModel(text_encoder_config(32, 12, 4, "quick_gelu", 32, 100, 99))
-    te2 = CLIPTextModelWithProjection(text_encoder_config(48, 10, 4, "gelu", 40, 100, 0))
+def network_factory(small_parts):
+    unet, te1, te2 = small_parts  # tests/engine/lora/conftest.py
 
     def make(**kwargs):
         return create_network(unet, te1, te2, **{"dim": 4, "alpha": 2.0, **kwargs})
