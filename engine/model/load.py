@@ -61,7 +61,7 @@ def _load_from_pretrained(cls, location: str, subfolder: str, source: ModelSourc
 
 
 
-def _load_diffusers_parts(source: ModelSource, progress: Optional[LoadProgress] = None) -> dict:
+def _load_diffusers_parts(source: ModelSource, progress: Optional[LoadProgress] = None, dtype=None) -> dict:
     if progress is not None:  # importing diffusers alone takes tens of seconds on a busy machine
         progress(0, 7, "libraries (diffusers, transformers)")
     import torch
@@ -71,9 +71,10 @@ def _load_diffusers_parts(source: ModelSource, progress: Optional[LoadProgress] 
     where = source.path
     # diffusers names the dtype argument torch_dtype, transformers 5 names it dtype.
     as_fp32 = {"torch_dtype": torch.float32}
+    dtype = dtype or torch.float32
 
     def unet():
-        loaded = _load_from_pretrained(UNet2DConditionModel, where, "unet", source, **as_fp32)
+        loaded = _load_from_pretrained(UNet2DConditionModel, where, "unet", source, torch_dtype=dtype)
         check_unet_config(dict(loaded.config), where)  # a Hub id was not checked before the download
         return loaded
 
@@ -85,9 +86,9 @@ def _load_diffusers_parts(source: ModelSource, progress: Optional[LoadProgress] 
         ("unet", "UNet", unet),
         ("vae", "VAE", lambda: _load_from_pretrained(AutoencoderKL, where, "vae", source, **as_fp32)),
         ("text_encoder1", "text encoder 1", lambda: _load_from_pretrained(
-            CLIPTextModel, where, "text_encoder", source, dtype=torch.float32)),
+            CLIPTextModel, where, "text_encoder", source, dtype=dtype)),
         ("text_encoder2", "text encoder 2", lambda: _load_from_pretrained(
-            CLIPTextModelWithProjection, where, "text_encoder_2", source, dtype=torch.float32)),
+            CLIPTextModelWithProjection, where, "text_encoder_2", source, dtype=dtype)),
         ("tokenizer1", "tokenizer 1", lambda: tokenizer("tokenizer")),
         ("tokenizer2", "tokenizer 2", lambda: tokenizer("tokenizer_2")),
         ("scheduler_config", "scheduler", lambda: _scheduler_config(where, source)),
@@ -117,9 +118,11 @@ def make_noise_scheduler(config: dict):
 
 
 
-def load_sdxl(model, progress: Optional[LoadProgress] = None) -> SdxlModel:
-    """Load every part of the base model named by `model` (an engine.config.schema.ModelSection),
-    in float32 on the CPU; `progress(done, total, part)` hears of each part as it starts.
+def load_sdxl(model, progress: Optional[LoadProgress] = None, dtype=None) -> SdxlModel:
+    """Load every part of the base model named by `model` (an engine.config.schema.ModelSection) on
+    the CPU: the UNet and text encoders in `dtype` (a torch dtype, float32 when None: loading
+    straight into the training dtype means a bf16 run never holds a float32 UNet, 10.3 GB for
+    SDXL), the VAE in float32. `progress(done, total, part)` hears of each part as it starts.
     Raises ModelError (exit 66) naming the source and the fix."""
     source = detect_model_source(model.pretrained_model_name_or_path)
     if source.kind != "hub":
@@ -128,9 +131,9 @@ def load_sdxl(model, progress: Optional[LoadProgress] = None) -> SdxlModel:
         from engine.model.single_file_load import load_single_file_parts
 
         parts = load_single_file_parts(Path(source.path), model.tokenizer_cache_dir, with_vae=not model.vae,
-                                       progress=progress)
+                                       progress=progress, dtype=dtype)
     else:
-        parts = _load_diffusers_parts(source, progress)
+        parts = _load_diffusers_parts(source, progress, dtype)
     if model.vae:
         parts["vae"] = load_vae(model.vae, base=source, tokenizer_cache_dir=model.tokenizer_cache_dir)
     return SdxlModel(

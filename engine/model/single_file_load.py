@@ -8,8 +8,13 @@ A single file holds weights only, so configs and tokenizers come from elsewhere:
    written to a temporary folder because diffusers' loader takes a folder);
 3. tokenizers: engine.model.tokenizer_source (tokenizer_cache_dir in diffusers' or sd-scripts'
    layout, else SDXL's CLIP BPE vocabulary shipped with sdxl-tui). No network is used.
-UNet and VAE go through diffusers' `from_single_file`; the text encoders through our own
-key conversion (engine.model.single_file), loaded strictly so a missing tensor is an error.
+The UNet and the text encoders go through our own key conversion (engine.model.single_file,
+checked against diffusers' converters in tests/engine/demo/test_tiny_model.py): each is built on
+`meta` and its tensors are read one at a time without a memory map, cast straight to the
+training dtype and assigned, so no part ever exists twice (issue 17: diffusers'
+`from_single_file` kept the file's fp16 pages mapped while it built the fp32 UNet, +4.8 GiB at the
+full UNet's load peak). Loading is strict, so a missing tensor is an error. A UNet whose keys the
+conversion does not know falls back to diffusers' `from_single_file`; the VAE always goes there.
 """
 from __future__ import annotations
 
@@ -29,7 +34,14 @@ from engine.model.sdxl_configs import (
     SDXL_UNET_CONFIG,
     SDXL_VAE_CONFIG,
 )
-from engine.model.single_file import TE1_PREFIX, TE2_PREFIX, clip_g_from_openclip, clip_l_from_original
+from engine.model.single_file import (
+    TE1_PREFIX,
+    TE2_PREFIX,
+    UNET_PREFIX,
+    clip_g_from_openclip,
+    clip_l_from_original,
+    unet_from_original,
+)
 from engine.model.source import (
     ModelShape,
     ModelSource,
@@ -77,39 +89,69 @@ def config_folder(shape: ModelShape, tokenizer_cache_dir: str, path: Path) -> It
                  "text_encoder_2/ configs and tokenizer/, tokenizer_2/)")
 
 
-def _from_single_file(cls, path: Path, config: Path, subfolder: str):
+def _from_single_file(cls, path: Path, config: Path, subfolder: str, dtype=None):
     import torch
 
     try:
         return cls.from_single_file(str(path), config=str(config), subfolder=subfolder,
-                                    local_files_only=True, torch_dtype=torch.float32)
+                                    local_files_only=True, torch_dtype=dtype or torch.float32)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelError(f"could not load the {subfolder} from {path}: {exc}",
                          hint="the file may be damaged or not an SDXL checkpoint") from exc
 
 
-def _read_prefixed(path: Path, prefix: str) -> dict:
+def _read_prefixed(path: Path, prefix: str, dtype=None) -> dict:
     from engine.model.safetensors_read import read_prefixed
 
-    try:
-        return read_prefixed(path, prefix)  # as stored: cast one tensor at a time in _text_encoder
+    try:  # dtype None: as stored (the text encoders cast one tensor at a time after their key conversion)
+        return read_prefixed(path, prefix, dtype)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"could not read {prefix}* from {path}: {exc}",
                          hint="the file may be damaged or not an SDXL checkpoint") from exc
 
 
-def _text_encoder(cls, config_dir: Path, subfolder: str, state_dict: dict, path: Path):
+def _unet(path: Path, config_dir: Path, dtype):
+    """The UNet, its tensors read one at a time and cast to `dtype` (float32 when None) as they are
+    read; diffusers' `from_single_file` when a key has no diffusers counterpart."""
+    import torch
+    from accelerate import init_empty_weights
+    from diffusers import UNet2DConditionModel
+
+    dtype = dtype or torch.float32
+    config = UNet2DConditionModel.load_config(str(config_dir), subfolder="unet", local_files_only=True)
+    with init_empty_weights():
+        model = UNet2DConditionModel.from_config(config)
+    keys = list(model.state_dict())
+    stored = _read_prefixed(path, UNET_PREFIX, dtype)
+    try:
+        state_dict = unet_from_original(stored, dict(model.config), keys)
+    except KeyError:  # a layout our conversion does not know: diffusers' converter knows more
+        del stored
+        return _from_single_file(UNet2DConditionModel, path, config_dir, "unet", dtype)
+    del stored
+    try:
+        model.load_state_dict(state_dict, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise ModelError(f"{path.name}: the UNet's weights do not match its config ({str(exc)[:300]})",
+                         hint="use the configs of this model (tokenizer_cache_dir)") from exc
+    return model.eval()
+
+
+def _text_encoder(cls, config_dir: Path, subfolder: str, state_dict: dict, path: Path, dtype=None):
     from accelerate import init_empty_weights
     from transformers import CLIPTextConfig
 
     config = CLIPTextConfig.from_pretrained(str(config_dir), subfolder=subfolder, local_files_only=True)
     with init_empty_weights():  # parameters on meta, buffers real; load_state_dict assigns them
         model = cls(config)
-    # fp32, one tensor at a time: each stored (fp16) tensor is freed as its copy is made, so the
-    # part never exists twice (issue 17: +4.5 GiB for text encoder 2 when cast all at once).
+    import torch
+
+    dtype = dtype or torch.float32
+    # one tensor at a time: each stored (fp16) tensor is freed as its copy is made, so the part
+    # never exists twice (issue 17: +4.5 GiB for text encoder 2 when cast all at once).
     for key in list(state_dict):
         value = state_dict.pop(key)
-        state_dict[key] = value.float() if value.is_floating_point() else value
+        state_dict[key] = value.to(dtype) if value.is_floating_point() else value
     value = None  # `state_dict` (the caller's, consumed) now holds the only copy
     if not hasattr(model, "text_model"):  # transformers >= 5.6 flattened CLIPTextModel
         state_dict = {k.removeprefix("text_model."): v for k, v in state_dict.items()}
@@ -133,11 +175,12 @@ def _scheduler_config(config_dir: Path) -> dict:
 
 
 def load_single_file_parts(path: Path, tokenizer_cache_dir: str = "", with_vae: bool = True,
-                           progress: Optional[LoadProgress] = None) -> dict:
-    """Every part of an original-layout SDXL file, float32 on the CPU; raises ModelError."""
+                           progress: Optional[LoadProgress] = None, dtype=None) -> dict:
+    """Every part of an original-layout SDXL file on the CPU: the UNet and text encoders in `dtype`
+    (a torch dtype; float32 when None), the VAE in float32; raises ModelError."""
     if progress is not None:  # importing diffusers alone takes tens of seconds on a busy machine
         progress(0, 6, "libraries (diffusers, transformers)")
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import AutoencoderKL
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     shapes = read_header_shapes(path)
@@ -151,14 +194,14 @@ def load_single_file_parts(path: Path, tokenizer_cache_dir: str = "", with_vae: 
     with config_folder(shape, tokenizer_cache_dir, path) as config_dir:
         parts = load_parts([
             ("tokenizers", "tokenizers", lambda: load_tokenizers(tokenizers)),
-            ("unet", "UNet", lambda: _from_single_file(UNet2DConditionModel, path, config_dir, "unet")),
+            ("unet", "UNet", lambda: _unet(path, config_dir, dtype)),
             ("vae", "VAE", lambda: _from_single_file(AutoencoderKL, path, config_dir, "vae") if with_vae else None),
             ("text_encoder1", "text encoder 1", lambda: _text_encoder(
                 CLIPTextModel, config_dir, "text_encoder", clip_l_from_original(_read_prefixed(path, TE1_PREFIX)),
-                path)),
+                path, dtype)),
             ("text_encoder2", "text encoder 2", lambda: _text_encoder(
                 CLIPTextModelWithProjection, config_dir, "text_encoder_2",
-                clip_g_from_openclip(_read_prefixed(path, TE2_PREFIX)), path)),
+                clip_g_from_openclip(_read_prefixed(path, TE2_PREFIX)), path, dtype)),
             ("scheduler_config", "scheduler",
              lambda: with_declared(_scheduler_config(config_dir), declared_in_keys(shapes))),
         ], progress)

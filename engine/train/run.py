@@ -134,10 +134,10 @@ def _load_model(session: _Session):
 
     cfg, device = session.cfg, session.accelerator.device
     session.emit(Phase(time=time.time(), name=LOADING_MODEL, detail=cfg.model.pretrained_model_name_or_path))
-    model = load_sdxl(cfg.model, loading_progress(session.emit, before=session.chatter.reroute))
+    dtype = session.weight_dtype = _weight_dtype(cfg.precision.mixed_precision)
+    model = load_sdxl(cfg.model, loading_progress(session.emit, before=session.chatter.reroute), dtype=dtype)
     model.max_token_length = cfg.training.max_token_length
     model.weighted_captions = cfg.training.weighted_captions
-    dtype = session.weight_dtype = _weight_dtype(cfg.precision.mixed_precision)
     for part in (model.unet, model.text_encoder1, model.text_encoder2, model.vae):
         part.requires_grad_(False)
         part.eval()
