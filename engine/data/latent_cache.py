@@ -168,6 +168,7 @@ def cache_latents(jobs: Sequence[LatentJob], vae: Any, *, to_disk: bool, device:
     a stop was requested part-way; the files written so far stay valid for the next run).
     Images are decoded in `num_workers` DataLoader workers while the VAE runs.
     """
+    import torch
     from torch.utils.data import DataLoader
 
     vae_id = module_fingerprint(vae)
@@ -195,8 +196,11 @@ def cache_latents(jobs: Sequence[LatentJob], vae: Any, *, to_disk: bool, device:
         by_bucket.setdefault(job.bucket, []).append((job, key))
     chunks = [group[start:start + vae_batch_size]
               for group in by_bucket.values() for start in range(0, len(group), vae_batch_size)]
+    # A generator of its own: a DataLoader iterator draws its base seed from the one it is given,
+    # and caching must not move the global stream the LoRA's init and the training noise come from
+    # (so the UNet may load, and the LoRA be built, before or after the caches: model_setup.py).
     loader = DataLoader(_ChunkPixels([[job for job, _ in chunk] for chunk in chunks]), batch_size=None,
-                        num_workers=num_workers if len(chunks) > 1 else 0)
+                        num_workers=num_workers if len(chunks) > 1 else 0, generator=torch.Generator())
     for chunk, pixels in zip(chunks, loader):
         if progress.stop_requested:
             return store.finish(device, dtype), False

@@ -61,7 +61,8 @@ def _load_from_pretrained(cls, location: str, subfolder: str, source: ModelSourc
 
 
 
-def _load_diffusers_parts(source: ModelSource, progress: Optional[LoadProgress] = None, dtype=None) -> dict:
+def _load_diffusers_parts(source: ModelSource, progress: Optional[LoadProgress] = None, dtype=None,
+                          with_unet: bool = True) -> dict:
     if progress is not None:  # importing diffusers alone takes tens of seconds on a busy machine
         progress(0, 7, "libraries (diffusers, transformers)")
     import torch
@@ -83,7 +84,7 @@ def _load_diffusers_parts(source: ModelSource, progress: Optional[LoadProgress] 
                                  f"{where} {subfolder}/")
 
     return load_parts([
-        ("unet", "UNet", unet),
+        ("unet", "UNet", unet if with_unet else lambda: None),
         ("vae", "VAE", lambda: _load_from_pretrained(AutoencoderKL, where, "vae", source, **as_fp32)),
         ("text_encoder1", "text encoder 1", lambda: _load_from_pretrained(
             CLIPTextModel, where, "text_encoder", source, dtype=dtype)),
@@ -118,11 +119,12 @@ def make_noise_scheduler(config: dict):
 
 
 
-def load_sdxl(model, progress: Optional[LoadProgress] = None, dtype=None) -> SdxlModel:
+def load_sdxl(model, progress: Optional[LoadProgress] = None, dtype=None, with_unet: bool = True) -> SdxlModel:
     """Load every part of the base model named by `model` (an engine.config.schema.ModelSection) on
     the CPU: the UNet and text encoders in `dtype` (a torch dtype, float32 when None: loading
     straight into the training dtype means a bf16 run never holds a float32 UNet, 10.3 GB for
     SDXL), the VAE in float32. `progress(done, total, part)` hears of each part as it starts.
+    `with_unet=False` leaves `unet` None (`load_unet` loads it later).
     Raises ModelError (exit 66) naming the source and the fix."""
     source = detect_model_source(model.pretrained_model_name_or_path)
     if source.kind != "hub":
@@ -131,9 +133,9 @@ def load_sdxl(model, progress: Optional[LoadProgress] = None, dtype=None) -> Sdx
         from engine.model.single_file_load import load_single_file_parts
 
         parts = load_single_file_parts(Path(source.path), model.tokenizer_cache_dir, with_vae=not model.vae,
-                                       progress=progress, dtype=dtype)
+                                       progress=progress, dtype=dtype, with_unet=with_unet)
     else:
-        parts = _load_diffusers_parts(source, progress, dtype)
+        parts = _load_diffusers_parts(source, progress, dtype, with_unet)
     if model.vae:
         parts["vae"] = load_vae(model.vae, base=source, tokenizer_cache_dir=model.tokenizer_cache_dir)
     return SdxlModel(
@@ -145,6 +147,29 @@ def load_sdxl(model, progress: Optional[LoadProgress] = None, dtype=None) -> Sdx
             zero_terminal_snr=model.zero_terminal_snr)), source=source,
     )
 
+
+
+def load_unet(model, progress: Optional[LoadProgress] = None, dtype=None):
+    """The UNet alone of the base model named by `model` (an engine.config.schema.ModelSection), in
+    `dtype` (float32 when None) on the CPU. Raises ModelError (exit 66)."""
+    import torch
+
+    source = detect_model_source(model.pretrained_model_name_or_path)
+    if progress is not None:
+        progress(0, 1, "UNet")
+    if source.kind == "single_file":
+        from engine.model.single_file_load import load_single_file_unet
+
+        unet = load_single_file_unet(Path(source.path), model.tokenizer_cache_dir, dtype)
+    else:
+        from diffusers import UNet2DConditionModel
+
+        unet = _load_from_pretrained(UNet2DConditionModel, source.path, "unet", source,
+                                     torch_dtype=dtype or torch.float32)
+        check_unet_config(dict(unet.config), source.path)
+    if progress is not None:
+        progress(1, 1, "")
+    return unet
 
 
 def load_vae(name_or_path: str, base: Optional[ModelSource] = None, tokenizer_cache_dir: str = ""):

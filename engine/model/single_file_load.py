@@ -175,7 +175,7 @@ def _scheduler_config(config_dir: Path) -> dict:
 
 
 def load_single_file_parts(path: Path, tokenizer_cache_dir: str = "", with_vae: bool = True,
-                           progress: Optional[LoadProgress] = None, dtype=None) -> dict:
+                           progress: Optional[LoadProgress] = None, dtype=None, with_unet: bool = True) -> dict:
     """Every part of an original-layout SDXL file on the CPU: the UNet and text encoders in `dtype`
     (a torch dtype; float32 when None), the VAE in float32; raises ModelError."""
     if progress is not None:  # importing diffusers alone takes tens of seconds on a busy machine
@@ -194,7 +194,7 @@ def load_single_file_parts(path: Path, tokenizer_cache_dir: str = "", with_vae: 
     with config_folder(shape, tokenizer_cache_dir, path) as config_dir:
         parts = load_parts([
             ("tokenizers", "tokenizers", lambda: load_tokenizers(tokenizers)),
-            ("unet", "UNet", lambda: _unet(path, config_dir, dtype)),
+            ("unet", "UNet", lambda: _unet(path, config_dir, dtype) if with_unet else None),
             ("vae", "VAE", lambda: _from_single_file(AutoencoderKL, path, config_dir, "vae") if with_vae else None),
             ("text_encoder1", "text encoder 1", lambda: _text_encoder(
                 CLIPTextModel, config_dir, "text_encoder", clip_l_from_original(_read_prefixed(path, TE1_PREFIX)),
@@ -207,6 +207,13 @@ def load_single_file_parts(path: Path, tokenizer_cache_dir: str = "", with_vae: 
         ], progress)
     parts["tokenizer1"], parts["tokenizer2"] = parts.pop("tokenizers")
     return parts
+
+
+def load_single_file_unet(path: Path, tokenizer_cache_dir: str = "", dtype=None):
+    """The UNet alone of an original-layout SDXL file, in `dtype` (float32 when None); raises ModelError."""
+    shape = describe_single_file(read_header_shapes(path))
+    with config_folder(shape, tokenizer_cache_dir, path) as config_dir:
+        return _unet(path, config_dir, dtype)
 
 
 def _vae_config_dir(base: Optional[ModelSource], tokenizer_cache_dir: str) -> Optional[Path]:

@@ -3,6 +3,8 @@ headless CLI and tests.
 
 Order: check the config (rules) -> claim the output folder (config.toml, events.jsonl) ->
 load the model -> build the LoRA -> prepare the data (scan, cache) -> optimizer, schedule,
+(the UNet and the LoRA after the caches when only the UNet trains on cached text outputs: see
+engine/train/model_setup.py) ->
 accelerate -> train (engine/train/loop.py) -> final save -> Finished.
 
 Errors meant for a person (engine.errors) end the run with a Failed event and come back in
@@ -20,9 +22,10 @@ from typing import Any, Callable, Optional
 from engine.config.schema import RunConfig
 from engine.control.run_control import RunControl
 from engine.errors import SdxlTuiError
-from engine.events.types import LOADING_MODEL, SAVING, TRAINING, Finished, Phase, RunStarted, Warning_
+from engine.events.types import SAVING, TRAINING, Finished, Phase, RunStarted, Warning_
 from engine.outputs import checkpoint
 from engine.outputs.writer import RunOutputs
+from engine.train.model_setup import load_late_unet, load_model, unet_loads_after_caching
 from engine.train.run_failure import failed_result, out_of_memory_error
 from engine.train.run_result import RunResult
 from engine.train.run_setup import (
@@ -119,45 +122,13 @@ def run(cfg: RunConfig, emit: Callable, control: Optional[RunControl] = None, *,
             trackers.close()
 
 
-def _weight_dtype(mixed_precision: str):
-    import torch
-
-    return {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[mixed_precision]
-
-
-def _load_model(session: _Session):
-    """The base model, frozen, on the device in the compute dtype (VAE fp32 with no_half_vae)."""
-    import torch
-
-    from engine.model.load import load_sdxl
-    from engine.model.parts import loading_progress
-
-    cfg, device = session.cfg, session.accelerator.device
-    session.emit(Phase(time=time.time(), name=LOADING_MODEL, detail=cfg.model.pretrained_model_name_or_path))
-    dtype = session.weight_dtype = _weight_dtype(cfg.precision.mixed_precision)
-    model = load_sdxl(cfg.model, loading_progress(session.emit, before=session.chatter.reroute), dtype=dtype)
-    model.max_token_length = cfg.training.max_token_length
-    model.weighted_captions = cfg.training.weighted_captions
-    for part in (model.unet, model.text_encoder1, model.text_encoder2, model.vae):
-        part.requires_grad_(False)
-        part.eval()
-    _place(model.unet, device, dtype)
-    _place(model.text_encoder1, device, dtype)
-    _place(model.text_encoder2, device, dtype)
-    _place(model.vae, device, torch.float32 if cfg.precision.no_half_vae else dtype)
-    return model
-
-
-def _place(module, device, dtype) -> None:
-    module.to(device)
-    if module.dtype != dtype:  # diffusers warns about any dtype cast, so cast only when needed
-        module.to(dtype)
-
-
-def _build_network(session: _Session):
+def _attach_network(session: _Session, state) -> None:
+    """The LoRA on the loaded model; a resumed state's weights loaded into it."""
     from engine.train.network_setup import build_network
 
-    return build_network(session)
+    session.network = build_network(session)
+    if state is not None:
+        session.network.load_kohya_state_dict(state.lora)
 
 
 def _prepare_data(session: _Session):
@@ -187,13 +158,16 @@ def _train(session: _Session, point) -> RunResult:
 
     set_seed(session.cfg.training.seed)
     state = _before_model(session, point)
-    session.model = _load_model(session)
+    late_unet = unet_loads_after_caching(session.cfg)  # the UNet after the caches: less memory (model_setup.py)
+    session.model = load_model(session, with_unet=not late_unet)
     if session.control.stop_requested:  # asked while a large model was loading: nothing to save yet
         return _finish(session, stopped=True, lora_path="", step=0)
-    session.network = _build_network(session)
-    if state is not None:
-        session.network.load_kohya_state_dict(state.lora)
+    if not late_unet:
+        _attach_network(session, state)
     session.data = _prepare_data(session)
+    if late_unet and not session.data.interrupted:
+        load_late_unet(session)
+        _attach_network(session, state)
     if point is not None:
         from engine.outputs.resume import check_dataset_identity
 
