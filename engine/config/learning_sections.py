@@ -22,6 +22,11 @@ SchedulerName = Literal[
 
 
 class NetworkSection(Section):
+    """[network]: the adapter trained (sd-scripts' networks.lora or LyCORIS), its rank, alpha and options.
+
+    Field bounds are checked by pydantic (ValidationError); network_args are parsed lazily: a bad
+    networks.lora entry raises ConfigError when `lora_args` reads it.
+    """
     network_module: Literal["networks.lora", "lycoris.kohya"] = Field(
         "networks.lora", description="networks.lora (sd-scripts' LoRA, LoCon via conv_dim) or lycoris.kohya "
                                      "(LyCORIS: network_args algo=locon/loha/lokr/ia3/full, needs the lycoris extra).")
@@ -60,15 +65,23 @@ class NetworkSection(Section):
 
     @property
     def parsed_args(self) -> dict[str, str]:
+        """network_args as {key: value} (both stripped, the last repeat wins, an entry without "=" maps to "")."""
         return parse_pairs(self.network_args)
 
     @property
     def conv_dim(self) -> Optional[int]:
+        """network_args' conv_dim (rank of the 3x3 conv LoRA, LoCon), None when unset or empty.
+
+        Raises ValueError when the value is not an integer.
+        """
         value = self.parsed_args.get("conv_dim")
         return int(value) if value else None
 
     @property
     def conv_alpha(self) -> Optional[float]:
+        """network_args' conv_alpha; 1.0 when only conv_dim is given (sd-scripts networks/lora.py
+        `create_network`), None when conv layers are not trained. Raises ValueError for a non-number.
+        """
         value = self.parsed_args.get("conv_alpha")
         if value:
             return float(value)
@@ -77,6 +90,12 @@ class NetworkSection(Section):
 
 
 class OptimizerSection(Section):
+    """[optimizer]: optimizer class and arguments, learning rates, lr schedule and gradient clipping.
+
+    `optimizer_type` is canonicalised to sd-scripts' spelling (any case, or a class path); an unknown
+    name fails validation (pydantic ValidationError listing the known names). Warm-up and decay lengths
+    are optimizer steps, or a fraction of all steps when below 1.
+    """
     optimizer_type: str = Field(
         "AdamW8bit", description="Optimizer: any sd-scripts name (AdamW8bit, Lion, DAdaptAdam, Prodigy, Adafactor, "
                                  "AdamWScheduleFree, ...; any case) or a class path such as torch.optim.RAdam.")
@@ -125,16 +144,20 @@ class OptimizerSection(Section):
 
     @property
     def resolved_unet_lr(self) -> float:
+        """unet_lr, else learning_rate: the UNet LoRA group's learning rate."""
         return self.unet_lr if self.unet_lr is not None else self.learning_rate
 
     @property
     def resolved_text_encoder_lr1(self) -> float:
+        """text_encoder_lr1, else learning_rate: text encoder 1's (CLIP ViT-L) LoRA learning rate (0 freezes it)."""
         return self.text_encoder_lr1 if self.text_encoder_lr1 is not None else self.learning_rate
 
     @property
     def resolved_text_encoder_lr2(self) -> float:
+        """text_encoder_lr2, else learning_rate: text encoder 2's (OpenCLIP bigG) LoRA learning rate (0 freezes it)."""
         return self.text_encoder_lr2 if self.text_encoder_lr2 is not None else self.learning_rate
 
     @property
     def parsed_args(self) -> dict[str, str]:
+        """optimizer_args as {key: value} strings (the last repeat wins, an entry without "=" maps to "")."""
         return parse_pairs(self.optimizer_args)

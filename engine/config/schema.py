@@ -19,6 +19,7 @@ SCHEMA_VERSION = 1
 
 
 class ModelSection(Section):
+    """[model]: the base SDXL model and VAE to load, and how its noise schedule is read (v-pred, zero SNR)."""
     pretrained_model_name_or_path: str = Field(
         "", description="Base SDXL model: Hub id, diffusers folder, or single .safetensors file.")
     vae: str = Field(
@@ -37,6 +38,7 @@ class ModelSection(Section):
 
 
 class DatasetSection(Section):
+    """[dataset]: the sd-scripts dataset TOML, the regularisation-image loss weight and loading options."""
     dataset_config: str = Field(
         "", description="sd-scripts dataset TOML (or JSON): [general], [[datasets]], [[datasets.subsets]].")
     prior_loss_weight: float = Field(
@@ -48,6 +50,12 @@ class DatasetSection(Section):
 
 
 class TrainingSection(Section):
+    """[training]: length (steps / epochs), batch, seed, and sd-scripts' noise, timestep and loss options.
+
+    Step counts are optimizer steps (one per `gradient_accumulation_steps` batches); timesteps are
+    indices 0..999 of the 1000-step DDPM schedule. The formulas behind the noise and loss options are
+    in engine/train/noise.py and engine/train/loss_terms.py, each with its sd-scripts source.
+    """
     max_train_steps: Optional[int] = Field(
         None, ge=1, description="Stop after this many optimizer steps (wins over max_train_epochs when both are set).")
     max_train_epochs: Optional[int] = Field(None, ge=1, description="Stop after this many epochs.")
@@ -111,10 +119,12 @@ class TrainingSection(Section):
 
     @property
     def limited_by(self) -> str:
+        """"steps" when max_train_steps is set (it wins, as in sd-scripts), else "epochs"."""
         return "steps" if self.max_train_steps is not None else "epochs"
 
 
 class PrecisionSection(Section):
+    """[precision]: compute dtype, half-precision LoRA / fp8 base weights, and memory-for-speed trades."""
     mixed_precision: Literal["no", "fp16", "bf16"] = Field(
         "bf16", description="Compute precision: bf16 on modern GPUs, fp16 on older ones, no = fp32.")
     gradient_checkpointing: bool = Field(
@@ -138,6 +148,7 @@ class PrecisionSection(Section):
 
 
 class CachingSection(Section):
+    """[caching]: VAE latents and text-encoder outputs computed once, in memory or beside each image on disk."""
     cache_latents: bool = Field(True, description="Encode images with the VAE once and keep the latents.")
     cache_latents_to_disk: bool = Field(False, description="Keep cached latents on disk, reused by later runs.")
     cache_text_encoder_outputs: bool = Field(
@@ -150,6 +161,9 @@ class CachingSection(Section):
 
 
 class SavingSection(Section):
+    """[saving]: where LoRA files and states go, how often (epochs / optimizer steps), how many are kept,
+    and the modelspec / ss_* metadata written into each LoRA.
+    """
     output_dir: str = Field("output", description="Folder for LoRA files, state, samples, config.toml and "
                                                   "events.jsonl.")
     output_name: str = Field("lora", description="Base name of the LoRA files.")
@@ -191,6 +205,7 @@ class SavingSection(Section):
 
 
 class SamplingSection(Section):
+    """[sampling]: sample images from a prompts file, when (steps / epochs / before training), which sampler."""
     sample_prompts: str = Field("", description="Prompts file in sd-scripts' format (--n --w --h --s --l --d options).")
     sample_every_n_steps: Optional[int] = Field(None, ge=1, description="Make sample images every N steps.")
     sample_every_n_epochs: Optional[int] = Field(None, ge=1, description="Make sample images every N epochs.")
@@ -201,6 +216,7 @@ class SamplingSection(Section):
 
 
 class LoggingSection(Section):
+    """[logging]: metrics cadence (optimizer steps), accelerate trackers (TensorBoard, wandb) and validation loss."""
     logging_dir: str = Field("", description="TensorBoard folder (defaults to output_dir/logs when log_with is set).")
     log_with: Literal["", "tensorboard", "wandb", "all"] = Field(
         "", description='Trackers through accelerate: "" (events.jsonl only), "tensorboard", "wandb" or "all".')
@@ -227,6 +243,11 @@ class LoggingSection(Section):
 
 
 class RunConfig(Section):
+    """The whole run: one typed section per TOML table, frozen, versioned by `schema_version`.
+
+    Building one raises pydantic's ValidationError for an unknown key or an out-of-range value;
+    cross-option rules are checked separately (engine/config/rules.py).
+    """
     schema_version: int = Field(SCHEMA_VERSION, description="Config format version (migrated on load).")
     model: ModelSection = Field(default_factory=ModelSection)
     dataset: DatasetSection = Field(default_factory=DatasetSection)
@@ -278,6 +299,10 @@ def locate(name: str) -> tuple[str, str]:
 
 
 def help_for(section: str, key: str) -> str:
+    """The `description` of `section.key` (the wizard's help and the saved TOML's comment); "" when it has none.
+
+    Raises KeyError for an unknown section or key.
+    """
     return SECTIONS[section].model_fields[key].description or ""
 
 

@@ -36,6 +36,7 @@ FINGERPRINT_SAMPLES = 16  # values read from each weight tensor for a module's f
 # ---- identities ------------------------------------------------------------------------------
 
 def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of the file's bytes, read in 1 MiB blocks. Raises OSError when it cannot be read."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -52,6 +53,7 @@ class ImageIdentity:
 
     @classmethod
     def of(cls, path: Path) -> "ImageIdentity":
+        """Size (bytes) and mtime (ns) from one `os.stat`; no hash yet. Raises OSError for a missing file."""
         st = os.stat(path)
         return cls(st.st_size, st.st_mtime_ns)
 
@@ -95,16 +97,19 @@ def sample_positions(numel: int, samples: int) -> Any:
 
 
 def dtype_name(dtype: Any) -> str:
+    """A torch dtype as the cache keys spell it: torch.float16 -> "float16"."""
     return str(dtype).replace("torch.", "")
 
 
 # ---- reading and writing one cache file ------------------------------------------------------
 
 def latent_cache_path(image: Path, bucket: tuple[int, int]) -> Path:
+    """The latent cache file beside `image` for `bucket` (width, height in pixels)."""
     return image.with_name(f"{image.name}.{bucket[0]}x{bucket[1]}{LATENT_SUFFIX}")
 
 
 def text_cache_path(image: Path) -> Path:
+    """The text-encoder-output cache file beside `image`."""
     return image.with_name(image.name + TEXT_SUFFIX)
 
 
@@ -129,6 +134,9 @@ def read_cache_key(path: Path) -> Optional[dict]:
 
 
 def read_tensors(path: Path, names: Sequence[str]) -> Optional[dict[str, "torch.Tensor"]]:
+    """The named tensors of a cache file (on CPU, as stored), or None when the file is missing,
+    damaged or lacks one of them (the caller then recomputes).
+    """
     from safetensors import safe_open
 
     try:
@@ -139,6 +147,10 @@ def read_tensors(path: Path, names: Sequence[str]) -> Optional[dict[str, "torch.
 
 
 def write_cache(path: Path, tensors: dict[str, "torch.Tensor"], key: dict) -> None:
+    """Write `tensors` (made contiguous, on CPU) with `key` as JSON metadata, atomically.
+
+    Raises OutputError (with a hint) when the file cannot be written.
+    """
     try:
         atomic_save_safetensors(path, {k: v.contiguous().cpu() for k, v in tensors.items()},
                                 metadata={"key": json.dumps(key, sort_keys=True)})
@@ -150,6 +162,9 @@ def write_cache(path: Path, tensors: dict[str, "torch.Tensor"], key: dict) -> No
 
 def latent_key(identity: ImageIdentity, *, bucket, resized, crop_top_left, flip: bool, vae_id: str,
                dtype: str, interpolation: Optional[str]) -> dict:
+    """The key a latent cache file is stored under: image identity, bucket / resized size and crop
+    (pixels: (width, height), crop (top, left)), flip, VAE fingerprint, VAE dtype name, resize interpolation.
+    """
     return {"format": CACHE_FORMAT, "kind": "latents",
             "image": {"size": identity.size, "mtime_ns": identity.mtime_ns, "sha256": identity.sha256},
             "bucket": list(bucket), "resized": list(resized), "crop_top_left": list(crop_top_left),
@@ -174,5 +189,8 @@ def latent_key_matches(stored: Optional[dict], wanted: dict, image: Path) -> boo
 
 
 def text_key(caption: str, *, encoders_id: str, dtype: str) -> dict:
+    """The key a text-encoder-output cache file is stored under: the caption, the encoders' identity
+    (text_cache.text_encoders_identity) and the stored dtype name.
+    """
     return {"format": CACHE_FORMAT, "kind": "text", "caption": caption, "encoders": encoders_id,
             "dtype": dtype}

@@ -77,6 +77,7 @@ def _barrier(world_size: int) -> None:
 
 
 def place_module(module: Any, device: Any) -> None:
+    """`module.to(device)`, skipping a part the model does not have (None)."""
     if module is not None:
         module.to(device)
 

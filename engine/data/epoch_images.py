@@ -14,6 +14,9 @@ from engine.data.latent_cache import pixels_to_tensor
 
 @dataclass(frozen=True)
 class ImageTask:
+    """One uncached image of a batch: its file, bucket and resized size (pixels, (width, height)), its
+    augmentations, the resize interpolation, and `rng_name`, the seed string of its own random.Random.
+    """
     path: Path
     bucket: tuple[int, int]
     resized: tuple[int, int]

@@ -69,6 +69,9 @@ class LatentStore:
         return item_index in self._rows
 
     def add(self, job: LatentJob, latents: "torch.Tensor", flipped: Optional["torch.Tensor"]) -> None:
+        """Queue one image's latents (4, H/8, W/8) and its mirrored ones (or None) under its bucket;
+        `finish` stacks them.
+        """
         rows = self._pending.setdefault(job.bucket, [])
         self._rows[job.item_index] = (job.bucket, len(rows))
         rows.append((latents, flipped))
@@ -104,6 +107,7 @@ class LatentStore:
 
     @property
     def nbytes(self) -> int:
+        """Bytes held by the stacked latents (flipped ones included); 0 before `finish`."""
         tensors = list(self._stacks.values()) + [t for t in self._flipped.values() if t is not None]
         return sum(t.numel() * t.element_size() for t in tensors)
 

@@ -31,12 +31,16 @@ class Progress:
     _began: float = field(default=0.0, repr=False)
 
     def start(self, detail: str = "") -> None:
+        """Start the phase: emit its Phase event (with `detail`) and start the rate clock."""
         from engine.events.types import Phase
 
         self._began = time.time()
         self.emit(Phase(time=self._began, name=self.name, total=self.total, detail=detail))
 
     def advance(self, count: int = 1) -> None:
+        """Count `count` more items done; emit PhaseProgress (items/s, ETA in seconds) at most every
+        PROGRESS_INTERVAL_S seconds, and always for the last item.
+        """
         from engine.events.types import PhaseProgress
 
         self.done += count
@@ -48,10 +52,12 @@ class Progress:
                                     rate=rate, eta_seconds=eta))
 
     def log(self, message: str) -> None:
+        """Emit an info-level Log event with `message`."""
         from engine.events.types import Log
 
         self.emit(Log(time=time.time(), message=message))
 
     @property
     def stop_requested(self) -> bool:
+        """True once the run's control (if any) was asked to stop: the phase should end between items."""
         return bool(self.control is not None and self.control.stop_requested)

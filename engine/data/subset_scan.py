@@ -38,9 +38,11 @@ class Collector:
     validation_items: list = field(default_factory=list)
 
     def group(self, kind: str, message: str) -> None:
+        """Record a warning of `kind`; `flush` names the first LISTED of each kind and counts the rest."""
         self.grouped.setdefault(kind, []).append(message)
 
     def flush(self) -> None:
+        """Turn the skipped-image count and the grouped warnings into `warnings` (call once, at the end)."""
         if self.skipped:
             self.warnings.append(f"{self.skipped} unreadable image(s) skipped (skip_bad_images = true); "
                                  "training goes on without them")
@@ -97,6 +99,12 @@ def _file_notes(subset: SubsetSpec, files: SubsetFiles, out: Collector, stats: d
 
 
 def scan_folder_subset(subset: SubsetSpec, out: Collector) -> tuple[Found, dict]:
+    """A folder-style subset (image_dir): each readable image with its caption and (width, height) in
+    pixels, and the counts (images, missing / empty / orphan captions, unreadable).
+
+    Never raises for the data (the subset must have an image_dir): a missing or empty folder, a bad
+    caption file or an unreadable image is a problem or a warning in `out`.
+    """
     stats = dict(images=0, missing_captions=0, empty_captions=0, orphan_captions=0, unreadable=0)
     folder = subset.image_dir
     assert folder is not None

@@ -34,6 +34,9 @@ class TextStore:
         return item_index in self._rows
 
     def gather(self, item_indices: Sequence[int]) -> tuple["torch.Tensor", "torch.Tensor"]:
+        """(hidden (B, 77, 2048), pooled (B, 1280)) for the batch's items, on the store's device and dtype
+        (hidden is (B, 2 + 75 n, 2048) with max_token_length 150 / 225). Raises KeyError for an uncached item.
+        """
         import torch
 
         rows = to_device(torch.tensor([self._rows[i] for i in item_indices]), self.hidden.device)
@@ -41,10 +44,14 @@ class TextStore:
 
     @property
     def nbytes(self) -> int:
+        """Bytes held by the stacked hidden and pooled outputs."""
         return sum(t.numel() * t.element_size() for t in (self.hidden, self.pooled))
 
 
 def text_encoders_identity(model: SdxlModel) -> str:
+    """A 32-hex-digit fingerprint of what the text outputs depend on: both encoders' configs and weight
+    samples, the tokenizers (class, vocabulary size, pad token), max_token_length and weighted_captions.
+    """
     parts = [module_fingerprint(model.text_encoder1), module_fingerprint(model.text_encoder2)]
     for tokenizer in (model.tokenizer1, model.tokenizer2):
         parts.append(f"{type(tokenizer).__name__}:{len(tokenizer)}:{tokenizer.pad_token}")
