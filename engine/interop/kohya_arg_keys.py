@@ -24,6 +24,9 @@ from engine.interop.kohya_key_tables import (
 
 @dataclass(frozen=True)
 class KeyNote:
+    """What the import did with one args-file key: `status` (mapped, renamed, converted, dataset,
+    not used, refused) and a `detail` for the user; `str()` is the report line.
+    """
     key: str
     status: str  # mapped / renamed / converted / dataset / not used / refused
     detail: str = ""
@@ -73,6 +76,9 @@ class KeyConverter:
         self.refused: list[str] = []  # options set that sdxl-tui refuses (ConfigError after the pass)
 
     def note(self, key: str, status: str, detail: str = "") -> None:
+        """Record a KeyNote for `key`; a mapped / dataset key whose value sdxl-tui cannot train with yet
+        (REFUSED_UNLESS) is noted as refused instead (RunConfig's rules then stop plan and train on it).
+        """
         if status in ("mapped", "dataset") and key in self.flat and self.flat[key] not in REFUSED_UNLESS.get(
                 key, (self.flat[key],)):
             status, detail = "refused", (f"= {self.flat[key]!r} is not supported by sdxl-tui yet: plan and train "
@@ -80,6 +86,11 @@ class KeyConverter:
         self.notes.append(KeyNote(key, status, detail))
 
     def run(self, flat: Mapping[str, Any]) -> None:
+        """Sort every key of `flat` (the args file flattened one level) into values, dataset defaults,
+        folders, refusals and notes, as the key's `_key_<name>` handler or its kind says. Raises
+        ConfigError where a handler cannot convert a value (a float step count >= 1, an unknown
+        network_module); other refusals collect in `refused` for the caller.
+        """
         self.flat = dict(flat)
         for key, value in flat.items():
             handler = getattr(self, f"_key_{key}", None)

@@ -24,6 +24,10 @@ from engine.interop.kohya_toml import absolutise_paths, choose_reading, flatten_
 
 @dataclass
 class ImportResult:
+    """An args file converted: the RunConfig, a note per key and extra messages, the dataset defaults
+    for the dataset TOML's [general] table, and the folder-style dataset folders (train_data_dir,
+    reg_data_dir, in_json; absolute paths).
+    """
     config: RunConfig
     notes: list[KeyNote] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
@@ -31,6 +35,7 @@ class ImportResult:
     folders: dict[str, str] = field(default_factory=dict)  # folder-style dataset: train_data_dir, reg_data_dir, in_json
 
     def lines(self) -> list[str]:
+        """The report: one line per key note, then the messages."""
         return [str(n) for n in self.notes] + self.messages
 
 

@@ -25,6 +25,10 @@ from engine.model.source import (
 
 @dataclass
 class SdxlModel:
+    """The loaded SDXL parts (diffusers UNet2DConditionModel, AutoencoderKL, CLIPTextModel and
+    CLIPTextModelWithProjection with their tokenizers, the DDPM noise scheduler), where they came from,
+    and the two caption options that change how captions encode.
+    """
     unet: Any
     vae: Any
     text_encoder1: Any

@@ -32,6 +32,9 @@ class UNetWithLoRA(nn.Module):
         ] + [name for name, _ in self.named_buffers()]
 
     def forward(self, *args: Any, **kwargs: Any):
+        """The UNet's forward, unchanged (same arguments and output); the LoRA modules are already hooked
+        into it, so DDP sees their parameters through `self.network`.
+        """
         return self.unet(*args, **kwargs)
 
 

@@ -52,9 +52,13 @@ class LoraEma:
                     p.copy_(saved[name])
 
     def state_dict(self) -> dict:
+        """The fp32 shadow weights by parameter name, on CPU and contiguous (for a state folder)."""
         return {name: t.detach().cpu().contiguous() for name, t in self.shadow.items()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Copy saved shadow weights in (cast to each shadow's device and fp32); keys not in this network
+        are ignored. Raises ConfigError when `state` lacks any of this network's parameters.
+        """
         missing = set(self.shadow) - set(state)
         if missing:
             from engine.errors import ConfigError

@@ -18,6 +18,11 @@ from __future__ import annotations
 
 
 class FusedBackward:
+    """Per-parameter optimizers stepped in gradient hooks (the module docstring says how and the limits).
+
+    The parent optimizer is never stepped; it keeps the param groups the lr scheduler edits.
+    `max_grad_norm` > 0 clips each parameter's gradient on its own.
+    """
     def __init__(self, parent_optimizer, max_grad_norm: float = 0.0) -> None:
         self.parent = parent_optimizer
         self.max_grad_norm = max_grad_norm
@@ -49,18 +54,25 @@ class FusedBackward:
         return step_now
 
     def remove(self) -> None:
+        """Unhook every parameter (after training): gradients then accumulate normally again."""
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
 
     # The run saves and restores optimizer state through these, as for a plain optimizer.
     def state_dict(self) -> dict:
+        """{"children": each child optimizer's state_dict, "state": their per-parameter state (the same
+        tensors, not copies) in a plain optimizer's layout}.
+        """
         children = [child.state_dict() for child in self.children]
         # "state" mirrors a plain optimizer's layout (the same tensors, not copies) so tools that
         # size optimizer state (engine.storage.disk) count the fused one too.
         return {"children": children, "state": {i: c["state"].get(0, {}) for i, c in enumerate(children)}}
 
     def load_state_dict(self, state: dict) -> None:
+        """Load each child optimizer's state from a `state_dict`; raises ValueError when the saved run had a
+        different number of trained parameters.
+        """
         for child, child_state in zip(self.children, state["children"], strict=True):
             child.load_state_dict(child_state)
 

@@ -21,6 +21,10 @@ from engine.errors import ConfigError
 
 @dataclass(frozen=True)
 class InitialStart:
+    """Where a run started part-way begins (sd-scripts' initial_step / initial_epoch): `global_step` the
+    step count it continues from, `epoch` and `batches_done_in_epoch` the data position, `loop_steps`
+    the optimizer-step count the loop stops at, `note` the log line saying which.
+    """
     global_step: int
     epoch: int  # 0-based epoch the first batch belongs to
     batches_done_in_epoch: int  # batches of that epoch skipped

@@ -44,6 +44,9 @@ class Meter:
     smoothed: Optional[float] = None
 
     def add(self, loss, paths: list[str]) -> None:
+        """Record one optimizer step's loss (0-dim fp32 device tensor, the mean over its accumulated
+        batches; not read until `Trainer.log`) and the image paths of its batches.
+        """
         self.losses.append(loss)
         self.paths.append(paths)
 
@@ -183,6 +186,9 @@ class Trainer:
     # ------------------------------------------------------------------ between steps
 
     def after_step(self) -> None:
+        """After each optimizer step: log at logging points, act on stop / save / sample requests, then the
+        scheduled step saves (with pruning), validation and samples.
+        """
         pos, cfg = self.position, self.cfg
         finished = pos.global_step >= self.total_steps
         at_log_point = pos.global_step % cfg.logging.log_every_n_steps == 0 or finished
@@ -268,6 +274,9 @@ class Trainer:
             self.meter.started += time.perf_counter() - begun
 
     def save_step_checkpoint(self, *, with_state: bool) -> None:
+        """Save the LoRA for the current step (and the state when `with_state`), after a `log` that raises
+        TrainingDiverged rather than save weights from an interval whose loss went NaN or infinite.
+        """
         self.log()  # never save weights from an interval whose loss went NaN
         pos = self.position
         path = self.output_dir / checkpoint.step_file_name(self.cfg.saving.output_name, pos.global_step)
@@ -328,6 +337,7 @@ def _diverged(step: int, paths: list[str], value: float, cfg: Any = None, last_l
 
 
 def emit_saved(emit: Callable, path: str, step: int, epoch: int, kind: str) -> None:
+    """Emit a Saved event for `path` (`kind` "lora" or "state"; `epoch` 1-based) stamped now."""
     emit(Saved(time=time.time(), path=str(path), step=step, epoch=epoch, kind=kind))
 
 

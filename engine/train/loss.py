@@ -17,6 +17,7 @@ from engine.train.noise import sample_timesteps  # noqa: F401
 
 
 def prediction_type(noise_scheduler) -> str:
+    """The noise scheduler's `config.prediction_type` ("epsilon" when it has none)."""
     return str(getattr(noise_scheduler.config, "prediction_type", "epsilon"))
 
 

@@ -44,6 +44,7 @@ def snr(noise_scheduler, timesteps):
 
 
 def is_v_prediction(noise_scheduler) -> bool:
+    """True when the noise scheduler's config says prediction_type = "v_prediction"."""
     return getattr(noise_scheduler.config, "prediction_type", "epsilon") == "v_prediction"
 
 

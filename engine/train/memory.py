@@ -7,6 +7,7 @@ from engine.events.types import Memory
 
 
 def process_rss() -> int | None:
+    """This process's resident set size in bytes (psutil), or None when psutil is missing or refused."""
     try:
         import psutil
 

@@ -78,6 +78,10 @@ def reusable_output_dir_notes(output_dir: Path) -> list[str]:
 
 
 def make_accelerator(cfg: RunConfig):
+    """A fresh accelerate Accelerator for the run's mixed_precision (cpu=True when no accelerator is
+    available, so multi-process CPU runs use gloo). Raises ConfigError for a DeepSpeed / FSDP launch
+    (ddp.check_launch_environment).
+    """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
@@ -98,6 +102,11 @@ def make_accelerator(cfg: RunConfig):
 
 
 def claim_output_dir(cfg: RunConfig, output_dir: Path, resume: bool):
+    """Make `output_dir`, write config.toml into it and open its events.jsonl (EventLog).
+
+    Raises OutputError when it already holds a run and `resume` is false (the hint says how to go
+    on), or when it cannot be written.
+    """
     from engine.config.toml_file import save_config
     from engine.events.log import EventLog
 

@@ -125,10 +125,13 @@ class OptimizerOwnSchedule:
     scheduler there too): stepping is a no-op."""
 
     def step(self) -> None:
+        """Nothing: the optimizer sets its own step size."""
         pass
 
     def state_dict(self) -> dict:
+        """An empty dict: there is no schedule state to save."""
         return {}
 
     def load_state_dict(self, state: dict) -> None:
+        """Nothing to restore."""
         pass

@@ -9,12 +9,18 @@ from typing import Any, Optional
 
 @dataclass
 class StepHooks:
+    """What runs after each optimizer step: max-norm scaling (`scale_weight_norms`, sd-scripts
+    networks/lora.py `apply_max_norm_regularization`; formula in engine/lora/max_norm.py) and the EMA.
+    """
     network: Any
     scale_weight_norms: Optional[float] = None
     ema: Any = None  # engine.train.ema.LoraEma
     last_norms: Any = None  # engine.lora.max_norm.MaxNormResult of the last step
 
     def after_step(self, step: int) -> None:
+        """After optimizer step `step` (1-based): scale the LoRA weights' norms, then update the EMA.
+        Stays on the device (no host sync).
+        """
         if self.scale_weight_norms:
             from engine.lora.max_norm import apply_max_norm
 

@@ -31,6 +31,7 @@ TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wa
 
 
 def tracker_names(log_with: str) -> list[str]:
+    """accelerate tracker names for `log_with`: [] for "", both for "all" (as sd-scripts), else itself."""
     if not log_with:
         return []
     return list(TRACKER_PACKAGES) if log_with == "all" else [log_with]
@@ -65,6 +66,7 @@ def tracker_init_kwargs(logging_cfg: Any) -> dict[str, dict]:
 
 
 def tracker_run_dir(logging_cfg: Any, output_dir: Path, stamp: str) -> Path:
+    """The trackers' run folder: `logging_dir` (default output_dir/logs) / `<log_prefix><stamp>`."""
     base = Path(logging_cfg.logging_dir) if logging_cfg.logging_dir else Path(output_dir) / "logs"
     return base / f"{logging_cfg.log_prefix}{stamp}"
 
@@ -89,10 +91,14 @@ class Trackers:
             self.close()
 
     def log(self, values: dict, step: int) -> None:
+        """Send scalar `values` (name -> number) to every tracker at optimizer step `step`."""
         for tracker in self.trackers:
             tracker.log(values, step=step)
 
     def log_image(self, sample: Sample) -> None:
+        """Send a sample image to every tracker under samples/prompt_NN (NN: the prompt's first-seen
+        order), as a (1, H, W, 3) uint8 array for TensorBoard, a PIL image otherwise.
+        """
         import numpy as np
         from PIL import Image
 
@@ -106,12 +112,16 @@ class Trackers:
                 tracker.log_images({key: [image]}, step=sample.step)
 
     def close(self) -> None:
+        """Finish every tracker once (later events are dropped)."""
         trackers, self.trackers = self.trackers, []
         for tracker in trackers:
             tracker.finish()
 
 
 def step_scalars(step: Step) -> dict[str, float]:
+    """A Step event as tracker scalars: loss/current, loss/average, speed/seconds_per_step,
+    speed/images_per_second, lr/<group>, and memory/peak_bytes where CUDA reports it.
+    """
     values = {"loss/current": step.loss, "loss/average": step.smoothed_loss,
               "speed/seconds_per_step": step.seconds_per_step, "speed/images_per_second": step.images_per_second}
     values.update({f"lr/{group}": lr for group, lr in step.lr.items()})

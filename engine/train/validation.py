@@ -44,6 +44,9 @@ def validation_timesteps(min_timestep: Optional[int], max_timestep: Optional[int
 
 @dataclass(frozen=True)
 class Evaluation:
+    """One validation result: `loss` (mean over batches x fixed timesteps), `batches` evaluated, and
+    `seconds` of wall time it took.
+    """
     loss: float  # mean over batches × timesteps
     batches: int
     seconds: float
@@ -67,6 +70,7 @@ class Validator:
     seen_weights: Callable[[Callable], Callable] = lambda fn: fn
 
     def due_at_step(self, step: int) -> bool:
+        """True at every `validate_every_n_steps`-th optimizer step (never when unset)."""
         return bool(self.every_n_steps) and step % self.every_n_steps == 0
 
     def due_at_epoch(self, epoch: int) -> bool:
