@@ -33,6 +33,7 @@ MEMORY_HISTORY = 120
 
 @dataclass(frozen=True)
 class PhaseView:
+    """The current phase as shown: name, items done of total, unit, rate (units/s) and ETA (seconds)."""
     name: str
     done: int = 0
     total: Optional[int] = None
@@ -53,15 +54,18 @@ class PhaseView:
 
     @property
     def label(self) -> str:
+        """The phase's display name ("Caching latents"); unknown names are de-underscored and capitalised."""
         return PHASE_LABELS.get(self.name, self.name.replace("_", " ").capitalize())
 
     @property
     def fraction(self) -> Optional[float]:
+        """Done / total clamped to 1.0, or None when the total is unknown (an indeterminate bar)."""
         return min(1.0, self.done / self.total) if self.total else None
 
 
 @dataclass(frozen=True)
 class LogLine:
+    """One log-pane line: event time (Unix seconds), level (info / warning / error) and text."""
     time: float
     level: str  # "info", "warning", "error"
     message: str
@@ -69,6 +73,7 @@ class LogLine:
 
 @dataclass(frozen=True)
 class FinalState:
+    """How the run ended (finished / stopped / failed): step, LoRA path, seconds, and a failure's details."""
     status: str  # "finished", "stopped" or "failed"
     step: int = 0
     lora_path: str = ""
@@ -81,6 +86,7 @@ class FinalState:
 
 @dataclass(frozen=True)
 class RunView:
+    """Frozen snapshot of the run for every view; times are Unix seconds, memory figures bytes."""
     output_dir: str = ""
     config_path: str = ""
     phase: Optional[PhaseView] = None
@@ -118,14 +124,17 @@ class RunView:
 
     @property
     def running(self) -> bool:
+        """True until a Finished or Failed event has been seen."""
         return self.final is None
 
     @property
     def fraction(self) -> float:
+        """Optimizer steps done / total, clamped to 1.0 (0.0 before the total is known)."""
         return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0
 
     @property
     def elapsed(self) -> float:
+        """Seconds since the first event: the engine's figure once finished, else up to `now` (frozen at the end)."""
         if self.final is not None and self.final.seconds:
             return self.final.seconds
         end = self.last_event_at if self.final is not None else self.now
@@ -133,14 +142,17 @@ class RunView:
 
     @property
     def rate_text(self) -> str:
+        """Training speed as "1.23 it/s" or "4.56 s/it" (tqdm's convention); "–" before the first step."""
         return format_rate(self.seconds_per_step)
 
     @property
     def latest_sample(self) -> Optional[ev.Sample]:
+        """The newest Sample event, or None before any sample image."""
         return self.samples[-1] if self.samples else None
 
     @property
     def memory_figure(self) -> Optional[int]:
+        """The last step's tracked memory in bytes (CUDA allocated, else process RSS); None when unknown."""
         return memory_figure(self.memory) if self.memory else None
 
 
@@ -175,14 +187,17 @@ class RunModel:
 
     @property
     def final(self) -> Optional[FinalState]:
+        """The run's FinalState once it has ended, else None."""
         return self._fields.get("final")
 
     def apply_all(self, events: Iterable[ev.Event]) -> "RunModel":
+        """Fold `events` in order; returns self, so `RunModel().apply_all(events).view()` chains."""
         for event in events:
             self.apply(event)
         return self
 
     def apply(self, event: ev.Event) -> None:
+        """Fold one event (its `_on_<EventType>` handler; unknown types only count and stamp the time)."""
         self.events_seen += 1
         f = self._fields
         if event.time:
@@ -276,6 +291,7 @@ class RunModel:
         self._log_total += 1
 
     def view(self, now: Optional[float] = None) -> RunView:
+        """The frozen RunView at `now` (Unix seconds; default: the last event's time, for replays and tests)."""
         f = self._fields
         now = f.get("last_event_at", 0.0) if now is None else now
         steps, (raw, smooth) = self._loss.snapshot()
@@ -317,6 +333,7 @@ def format_rate(seconds_per_step: float) -> str:
 
 
 def format_duration(seconds: Optional[float]) -> str:
+    """Seconds as "m:ss", "h:mm:ss" or "Nd hh:mm:ss" (rounded, negatives as 0); "–" when unknown."""
     if seconds is None or not math.isfinite(seconds):
         return "–"
     seconds = int(round(max(0.0, seconds)))
@@ -333,10 +350,12 @@ def format_bytes(count: Optional[int]) -> str:
 
 
 def format_lr(value: float) -> str:
+    """A learning rate in two-decimal scientific notation ("1.00e-04"); "0" for zero."""
     return f"{value:.2e}" if value else "0"
 
 
 def format_loss(value: Optional[float]) -> str:
+    """A loss to four decimals; "nan" / "inf" as such, "–" when there is none yet."""
     if value is None:
         return "–"
     return f"{value:.4f}" if math.isfinite(value) else str(value)
@@ -350,6 +369,7 @@ def validation_text(event: ev.Validation) -> str:
 
 
 def plural(count: int, word: str) -> str:
+    """"1 sample", "3 samples": `count` and `word`, with an s unless the count is 1."""
     return f"{count} {word}" + ("" if count == 1 else "s")
 
 

@@ -17,6 +17,7 @@ class Downsampled:
         self._pending: list[tuple[int, tuple[float, ...]]] = []
 
     def add(self, x: int, *ys: float) -> None:
+        """Add a point (x: the step; one y per column); every `stride` points are averaged into one."""
         self._pending.append((x, ys))
         if len(self._pending) >= self.stride:
             self._flush()
@@ -37,6 +38,7 @@ class Downsampled:
         self.stride *= 2
 
     def snapshot(self) -> tuple[tuple[int, ...], tuple[tuple[float, ...], ...]]:
+        """(xs, one tuple per column): the kept points plus the mean of the still-partial bucket."""
         xs, ys = list(self.x), [list(c) for c in self.ys]
         if self._pending:  # show the partial bucket too, so the newest step is never hidden
             x, values = _mean_point(self._pending)

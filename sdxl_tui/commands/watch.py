@@ -10,6 +10,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`watch`'s arguments: OUTPUT_DIR, --plain and --no-bell."""
     parser.add_argument("output_dir", help="the run's output folder (the one holding events.jsonl)")
     parser.add_argument("--plain", action="store_true",
                         help="print the run as plain lines (or the compact live panel) instead of the dashboard")
@@ -18,6 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Open the dashboard (or the plain view) of the run in `args.output_dir`; returns the exit code.
+
+    Raises OutputError when the folder holds no events.jsonl. Exit code: 0 unless the run failed
+    (then its error's own code), 130 when a plain watch is left with Ctrl-C.
+    """
     from pathlib import Path
 
     from engine.errors import OutputError

@@ -48,6 +48,7 @@ LIVE_ENDING_SECONDS = 60.0  # a watched run's ending older than this opens silen
 
 
 def bell_wanted(flag: Optional[bool]) -> bool:
+    """`flag` when given, else True unless SDXL_TUI_NO_BELL is "1", "true" or "yes"."""
     if flag is not None:
         return flag
     return os.environ.get(NO_BELL_ENV, "") not in ("1", "true", "yes")
@@ -130,6 +131,7 @@ class DashboardScreen(DashboardCommands, Screen[Optional[FinalState]]):
                    events_source=source, commands=commands, output_dir=folder, **kwargs)
 
     def compose(self) -> ComposeResult:
+        """Lay out the header, final banner, progress, memory, loss chart, sample, checkpoints, warnings and log."""
         yield Static(id="run-header")
         yield Static(id="final-banner")
         with Horizontal(id="top-row"):
@@ -145,6 +147,7 @@ class DashboardScreen(DashboardCommands, Screen[Optional[FinalState]]):
         yield Footer()
 
     def on_mount(self) -> None:
+        """Title the panels, draw once, start the run (or follow the watched one) and the 1 s tick."""
         self.query_one("#checkpoints").border_title = "Checkpoints"
         self.query_one("#warnings").border_title = "Warnings"
         self.query_one("#run-status").border_title = "Progress"
@@ -159,6 +162,7 @@ class DashboardScreen(DashboardCommands, Screen[Optional[FinalState]]):
         self.set_interval(1.0, self._tick)
 
     def on_unmount(self) -> None:
+        """Stop following, release print capture and NVML; a run this app owns is asked to stop and save."""
         self._halt_follow.set()
         if self.owns_run:
             self.app.end_capture_print(self)
@@ -192,6 +196,7 @@ class DashboardScreen(DashboardCommands, Screen[Optional[FinalState]]):
         self.post_message(EngineEvent(event))
 
     def on_worker_state_changed(self, message: Worker.StateChanged) -> None:
+        """Keep the engine's result; log a worker's crash, and report it as the failure if the engine did not."""
         worker = message.worker
         if worker.name == "engine" and message.state == WorkerState.SUCCESS:
             self.result = worker.result
@@ -211,14 +216,17 @@ class DashboardScreen(DashboardCommands, Screen[Optional[FinalState]]):
     # --- events in ------------------------------------------------------------------------
 
     def on_print(self, event: Print) -> None:
+        """Show a line printed by a library under the engine in the log pane (tqdm redraws dropped)."""
         line = printed_line(event.text)
         if line:
             self._apply([Log(time=self.clock(), level="warning" if event.stderr else "info", message=line)])
 
     def on_engine_event(self, message: EngineEvent) -> None:
+        """Fold the engine events a worker posted and redraw."""
         self._apply(message.events)
 
     def on_events_ended(self, _: EventsEnded) -> None:
+        """Note that the watched events.jsonl stopped being followed, and redraw."""
         self.source_ended = True
         self._render_view()
 
@@ -310,11 +318,13 @@ class DashboardScreen(DashboardCommands, Screen[Optional[FinalState]]):
 
     @property
     def mode_label(self) -> str:
+        """The header's mode tag: " training " (this app runs it), " watching " or " report " (ended)."""
         if self.owns_run:
             return " training "
         return " report " if self.view.final is not None else " watching "
 
     def action_toggle_log(self) -> None:
+        """`l`: show or hide the log pane."""
         log = self.query_one(LogPane)
         log.display = not log.display
 

@@ -16,6 +16,9 @@ class DashboardCommands:
     and only when this dashboard owns it or can write its command file."""
 
     def check_action(self, action: str, parameters: tuple) -> Optional[bool]:
+        """Stop / save / sample are offered (True) only while the run goes on and this dashboard can command
+        it; otherwise hidden (None). Every other action is allowed.
+        """
         if action in ("stop", "save_now", "sample_now"):
             can_command = self.owns_run or self._commands is not None
             return True if (can_command and self.view.running) else None
@@ -29,6 +32,7 @@ class DashboardCommands:
             self._commands(command)
 
     def action_stop(self) -> None:
+        """`x`: after a confirmation, ask the run to finish its step, save the LoRA and state, and end."""
         def answered(yes: Optional[bool]) -> None:
             if yes:
                 self._request_stop()
@@ -43,14 +47,17 @@ class DashboardCommands:
         self._render_view()
 
     def action_save_now(self) -> None:
+        """`s`: ask the run to save the LoRA and state after the current step."""
         self._send("save_now")
         self.notify("Save requested: the LoRA is written after the current step.")
 
     def action_sample_now(self) -> None:
+        """`p`: ask the run to make sample images after the current step."""
         self._send("sample_now")
         self.notify("Sample requested: images are made after the current step.")
 
     def action_show_config(self) -> None:
+        """`c`: show the run's config.toml (or the config as it would be saved) read-only."""
         title = f"Config: {self.config_path}" if self.config_path else "Config"
         if self.view.running:
             title += " (read-only while running)"
@@ -66,6 +73,7 @@ class DashboardCommands:
         return "# no config.toml was found next to this run's events.jsonl\n"
 
     def action_leave(self) -> None:
+        """`q`: leave the dashboard; a run this app owns is stopped and saved first, after a confirmation."""
         if not self.owns_run or not self.view.running:
             self.dismiss(self.view.final)
             return
