@@ -93,7 +93,8 @@ def _build_unet(case: Case, dtype, device):
 
     generator = torch.Generator(device=device).manual_seed(0)
     with torch.no_grad():
-        for module_name, module in unet.named_modules():
+        # a list: store_weights_fp8 adds parametrization submodules whose float8 `original` must not be visited
+        for module_name, module in list(unet.named_modules()):
             module.to_empty(device=device, recurse=False)
             for name, param in module.named_parameters(recurse=False):
                 if param.dim() >= 2:

@@ -41,13 +41,6 @@ class SdxlModel:
     weighted_captions: bool = False  # sd-scripts' option: (word:1.2) weights (engine/model/weighted_captions.py)
 
 
-
-
-
-
-
-
-
 def _load_from_pretrained(cls, location: str, subfolder: str, source: ModelSource, **kwargs):
     try:
         try:
@@ -62,7 +55,6 @@ def _load_from_pretrained(cls, location: str, subfolder: str, source: ModelSourc
             raise hub_error(source.path, exc) from exc
         raise ModelError(f"could not load {subfolder or 'model'} from {location}: {exc}",
                          hint="the model folder is incomplete or damaged") from exc
-
 
 
 def _load_diffusers_parts(source: ModelSource, progress: Optional[LoadProgress] = None, dtype=None,
@@ -111,7 +103,6 @@ def _scheduler_config(where: str, source: ModelSource) -> dict:
         raise ModelError(f"{where} has no readable scheduler/scheduler_config.json ({exc})") from exc
 
 
-
 def make_noise_scheduler(config: dict):
     """A DDPMScheduler for training noise, keeping the model's betas and prediction type."""
     from diffusers import DDPMScheduler
@@ -120,7 +111,6 @@ def make_noise_scheduler(config: dict):
             "prediction_type", "steps_offset", "timestep_spacing", "rescale_betas_zero_snr")
     kwargs = {k: config[k] for k in keys if k in config}
     return DDPMScheduler(clip_sample=False, **kwargs)
-
 
 
 def load_sdxl(model, progress: Optional[LoadProgress] = None, dtype=None, with_unet: bool = True) -> SdxlModel:
@@ -150,7 +140,6 @@ def load_sdxl(model, progress: Optional[LoadProgress] = None, dtype=None, with_u
             parts["scheduler_config"], v_parameterization=model.v_parameterization,
             zero_terminal_snr=model.zero_terminal_snr)), source=source,
     )
-
 
 
 def load_unet(model, progress: Optional[LoadProgress] = None, dtype=None):
@@ -194,7 +183,6 @@ def load_vae(name_or_path: str, base: Optional[ModelSource] = None, tokenizer_ca
     import torch
 
     return _load_from_pretrained(AutoencoderKL, source.path, subfolder, source, torch_dtype=torch.float32)
-
 
 
 def _hub_has_root_config(repo_id: str) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from engine.errors import TrainingDiverged
-from engine.events.types import Saved, Step, Validation
+from engine.events.types import Step, Validation
 from engine.outputs import checkpoint, retention
 from engine.outputs.checkpoint import Position
 from engine.train.loss import LossOptions, diffusion_loss, training_target
@@ -334,10 +334,3 @@ def _diverged(step: int, paths: list[str], value: float, cfg: Any = None, last_l
     kept = f"the last good LoRA is kept: {last_lora}" if last_lora else "no LoRA had been saved before it"
     return TrainingDiverged(f"loss became {kind} at step {step} (batch: {names}); training stopped, {kept}",
                             hint=divergence_hint(cfg), step=step, last_good=last_lora)
-
-
-def emit_saved(emit: Callable, path: str, step: int, epoch: int, kind: str) -> None:
-    """Emit a Saved event for `path` (`kind` "lora" or "state"; `epoch` 1-based) stamped now."""
-    emit(Saved(time=time.time(), path=str(path), step=step, epoch=epoch, kind=kind))
-
-

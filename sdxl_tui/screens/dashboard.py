@@ -48,10 +48,10 @@ LIVE_ENDING_SECONDS = 60.0  # a watched run's ending older than this opens silen
 
 
 def bell_wanted(flag: Optional[bool]) -> bool:
-    """`flag` when given, else True unless SDXL_TUI_NO_BELL is "1", "true" or "yes"."""
+    """`flag` when given, else True unless SDXL_TUI_NO_BELL is "1", "true" or "yes" (any case)."""
     if flag is not None:
         return flag
-    return os.environ.get(NO_BELL_ENV, "") not in ("1", "true", "yes")
+    return os.environ.get(NO_BELL_ENV, "").strip().lower() not in ("1", "true", "yes")
 
 
 class DashboardScreen(DashboardCommands, Screen[Optional[FinalState]]):
