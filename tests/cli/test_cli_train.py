@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from train_helpers import tiny_config
@@ -31,44 +32,17 @@ def _events(output_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (output_dir / "events.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.e2e
-def test_train_writes_a_lora_and_set_takes_effect(tmp_path, tiny_model, demo_dataset):
-    cfg = tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=2, output_dir="run-out")
+@pytest.fixture(scope="module")
+def stopped_and_resumed(tmp_path_factory, tiny_model, demo_dataset) -> SimpleNamespace:
+    """One `train` with `--set` options, stopped by SIGINT after its first step, then `resume`d two
+    steps further: the run both tests below look at (one launch of each command instead of three)."""
+    tmp_path = tmp_path_factory.mktemp("cli_train")
+    cfg = tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=200, output_dir="run-out")
     config_path = save_config(cfg, tmp_path / "run.toml")
-    done = _cli("train", str(config_path), "--set", "network_dim=2", "--set", "saving.output_name=mine",
-                "--set", "network_train_unet_only=true", "--set", "cache_text_encoder_outputs=true")
-    assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "run-out"  # relative output_dir: relative to the config file's folder
-    lora = out / "mine.safetensors"
-    assert lora.is_file()
-    from safetensors import safe_open
-
-    with safe_open(str(lora), "pt") as handle:
-        keys = list(handle.keys())
-        downs = [handle.get_tensor(k) for k in keys if k.endswith("lora_down.weight")]
-    assert downs and all(t.shape[0] == 2 for t in downs)  # --set network_dim=2
-    assert not [k for k in keys if k.startswith("lora_te")]  # --set network_train_unet_only=true
-    assert "step 2/2" in done.stdout  # plain lines when stdout is not a terminal
-    assert _events(out)[-1]["type"] == "Finished"
-
-
-def test_config_error_exits_78_before_loading_anything(tmp_path, tiny_model, demo_dataset):
-    cfg = tiny_config(tmp_path, tiny_model, demo_dataset)
-    config_path = save_config(cfg, tmp_path / "run.toml")
-    done = _cli("train", str(config_path), "--set", "network_dimm=8", timeout=60)
-    assert done.returncode == 78 and "network_dim" in done.stderr
-    done = _cli("train", str(config_path), "--set", "sample_every_n_steps=1", timeout=60)
-    assert done.returncode == 78 and "sample_prompts" in done.stdout + done.stderr
-    assert not (tmp_path / "out").exists()
-
-
-@pytest.mark.e2e
-def test_sigint_stops_saves_and_exits_130_then_resume_finishes(tmp_path, tiny_model, demo_dataset):
-    cfg = tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=200, output_dir="run-out",
-                      network_train_unet_only=True, cache_text_encoder_outputs=True)
-    config_path = save_config(cfg, tmp_path / "run.toml")
-    out = tmp_path / "run-out"
-    process = subprocess.Popen([sys.executable, "-m", "sdxl_tui", "train", str(config_path)], cwd=ROOT, env=_env(),
+    process = subprocess.Popen([sys.executable, "-m", "sdxl_tui", "train", str(config_path), "--set", "network_dim=2",
+                                "--set", "saving.output_name=mine", "--set", "network_train_unet_only=true",
+                                "--set", "cache_text_encoder_outputs=true"], cwd=ROOT, env=_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 180
@@ -83,33 +57,70 @@ def test_sigint_stops_saves_and_exits_130_then_resume_finishes(tmp_path, tiny_mo
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 130, stderr[-3000:]
-    finished = _events(out)[-1]
+    stopped = _events(out)
+    stopped_at = stopped[-1].get("step", 0)
+    resumed = _cli("resume", str(out), "--set", f"max_train_steps={stopped_at + 2}") if stopped_at else None
+    return SimpleNamespace(out=out, returncode=process.returncode, stdout=stdout, stderr=stderr, stopped=stopped,
+                           resumed=resumed)
+
+
+def _lora_keys_and_downs(lora: Path) -> tuple[list[str], list]:
+    from safetensors import safe_open
+
+    with safe_open(str(lora), "pt") as handle:
+        keys = list(handle.keys())
+        return keys, [handle.get_tensor(k) for k in keys if k.endswith("lora_down.weight")]
+
+
+@pytest.mark.e2e
+def test_train_writes_a_lora_and_set_takes_effect(stopped_and_resumed):
+    run = stopped_and_resumed
+    assert run.returncode == 130, run.stderr[-3000:]
+    finished = run.stopped[-1]
+    assert finished["type"] == "Finished"
+    step = finished["step"]
+    lora = Path(finished["lora_path"])  # written by `train` itself, in the relative output_dir
+    assert lora.name == f"mine-step{step:08d}.safetensors" and lora.is_file()  # --set saving.output_name
+    assert lora.resolve().parent == run.out.resolve()
+    for written in (lora, run.out / "mine.safetensors"):  # and `resume` keeps the options the run was set to
+        keys, downs = _lora_keys_and_downs(written)
+        assert downs and all(t.shape[0] == 2 for t in downs)  # --set network_dim=2
+        assert not [k for k in keys if k.startswith("lora_te")]  # --set network_train_unet_only=true
+    assert f"step {step}/200" in run.stdout  # plain lines when stdout is not a terminal
+    assert f"step {step + 2}/{step + 2}" in run.resumed.stdout
+
+
+def test_config_error_exits_78_before_loading_anything(tmp_path, tiny_model, demo_dataset):
+    cfg = tiny_config(tmp_path, tiny_model, demo_dataset)
+    config_path = save_config(cfg, tmp_path / "run.toml")
+    done = _cli("train", str(config_path), "--set", "network_dimm=8", timeout=60)
+    assert done.returncode == 78 and "network_dim" in done.stderr
+    done = _cli("train", str(config_path), "--set", "sample_every_n_steps=1", timeout=60)
+    assert done.returncode == 78 and "sample_prompts" in done.stdout + done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.e2e
+def test_sigint_stops_saves_and_exits_130_then_resume_finishes(stopped_and_resumed):
+    run, out = stopped_and_resumed, stopped_and_resumed.out
+    assert run.returncode == 130, run.stderr[-3000:]
+    finished = run.stopped[-1]
     assert finished["type"] == "Finished" and finished["stopped"]
     stopped_at = finished["step"]
     assert 0 < stopped_at < 200 and Path(finished["lora_path"]).is_file()
     assert (out / "state" / f"step-{stopped_at:08d}" / "COMPLETE").exists()
 
-    resumed = _cli("resume", str(out), "--set", f"max_train_steps={stopped_at + 2}")
+    resumed = run.resumed
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     events = _events(out)
     started = [e for e in events if e["type"] == "RunStarted"]
     assert started[-1]["resumed_from_step"] == stopped_at
     assert events[-1]["type"] == "Finished" and events[-1]["step"] == stopped_at + 2
-    assert (out / "lora.safetensors").is_file()
+    assert (out / "mine.safetensors").is_file()
 
 
-@pytest.mark.e2e
-@pytest.mark.slow
-def test_demo_builds_everything_and_trains(tmp_path):
-    done = _cli("demo", "--dir", str(tmp_path / "demo"), "--steps", "3", timeout=400)
-    assert done.returncode == 0, done.stderr[-3000:]
-    demo = tmp_path / "demo"
-    assert (demo / "run.toml").is_file() and (demo / "tiny-sdxl" / "model_index.json").is_file()
-    assert list((demo / "output").glob("*.safetensors"))
-    # the written config replays with `train` (relative paths resolve against its folder)
-    text = (demo / "run.toml").read_text()
-    assert 'dataset_config = "dataset/dataset.toml"' in text and "max_train_steps = 3" in text
+# `sdxl-tui demo` (model, dataset, run.toml written, then trained): tests/cli/test_wheel.py runs it
+# from the installed wheel and checks what it writes.
 
 
 @pytest.mark.e2e

@@ -1,6 +1,7 @@
 """A wheel that works: build it, install it into a fresh venv (its dependencies reused from this
 environment, nothing downloaded), open the wizard's start screen (presets listed, from package
-data) and run `sdxl-tui demo` with the installed script, far from the source tree."""
+data) and run `sdxl-tui demo` with the installed script, far from the source tree (the one test of
+`sdxl-tui demo`: what it builds and the run.toml it writes are checked here)."""
 from __future__ import annotations
 
 import os
@@ -85,8 +86,13 @@ def test_the_wheel_installs_lists_presets_and_runs_the_demo(tmp_path):
     demo = _run([str(venv / "bin" / "sdxl-tui"), "demo", "--dir", str(work / "demo"), "--steps", "2", "--plain"],
                 cwd=work, env=env, timeout=900)
     assert demo.returncode == 0, (demo.stdout + demo.stderr)[-3000:]
-    loras = list((work / "demo" / "output").glob("*.safetensors"))
+    demo_dir = work / "demo"  # the demo builds everything it trains on
+    assert (demo_dir / "run.toml").is_file() and (demo_dir / "tiny-sdxl" / "model_index.json").is_file()
+    loras = list((demo_dir / "output").glob("*.safetensors"))
     assert loras and stat.S_IMODE(loras[0].stat().st_mode) == 0o666 & ~_umask()
+    # the written config replays with `train` (relative paths resolve against its folder)
+    text = (demo_dir / "run.toml").read_text()
+    assert 'dataset_config = "dataset/dataset.toml"' in text and "max_train_steps = 2" in text
 
 
 def _umask() -> int:

@@ -36,8 +36,9 @@ def _assert_loadable(lora: Path, state: Path) -> None:
 
 @pytest.mark.e2e
 @pytest.mark.slow
-# SIGHUP: test_terminal_hangup_in_a_real_pty_saves_and_exits_129 (a real hangup, the same checks)
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+# SIGHUP: test_terminal_hangup_in_a_real_pty_saves_and_exits_129 (a real hangup, the same checks);
+# SIGINT: test_second_ctrl_c_late_in_a_save_waits_for_it (its first Ctrl-C, then the same checks)
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143)])
 def test_stop_signal_saves_lora_and_state_and_exits_with_its_code(tmp_path, tiny_model, demo_dataset, sig, code):
     config = _config(tmp_path, tiny_model, demo_dataset)
     run = CliProcess.start(["train", str(config), "--plain"], tmp_path / "out")
@@ -47,13 +48,18 @@ def test_stop_signal_saves_lora_and_state_and_exits_with_its_code(tmp_path, tiny
     returncode, out, err = run.finish()
     print(f"{sig.name}: exit {returncode} {time.monotonic() - sent_at:.1f} s after the signal")
     assert returncode == code, err[-3000:]
+    _assert_stopped_with_lora_and_state(run, tmp_path / "out", err)
+
+
+def _assert_stopped_with_lora_and_state(run: CliProcess, out: Path, err: str) -> None:
+    """The stop finished its step and saved the LoRA and a complete state, both loadable, nothing half-written."""
     finished = last(run.events(), "Finished")
     assert finished and finished["stopped"], run.events()[-3:]
     step = finished["step"]
     assert step >= 2
     lora = Path(finished["lora_path"])
     assert lora.name == f"lora-step{step:08d}.safetensors"
-    state = tmp_path / "out" / "state" / f"step-{step:08d}"
+    state = out / "state" / f"step-{step:08d}"
     assert (state / "COMPLETE").exists()
     _assert_loadable(lora, state)
     assert not run.staging_dirs()
@@ -64,10 +70,10 @@ def test_stop_signal_saves_lora_and_state_and_exits_with_its_code(tmp_path, tiny
 @pytest.mark.slow
 def test_second_ctrl_c_early_in_a_save_quits_at_once_with_previous_files_intact(tmp_path, tiny_model,
                                                                                 demo_dataset):
-    # every part of a save takes 3 s, so the stop's save is still at its first part when the
-    # second Ctrl-C comes
+    # every part of a save takes 1.5 s, so the stop's save is still at its first part when the
+    # second Ctrl-C comes (and, one part done, more than 2 s from its end: not "nearly done")
     config = _config(tmp_path, tiny_model, demo_dataset, save_every_n_steps=2, save_state=True)
-    run = CliProcess.start(["train", str(config), "--plain"], tmp_path / "out", **{SLOW_SAVE: "3"})
+    run = CliProcess.start(["train", str(config), "--plain"], tmp_path / "out", **{SLOW_SAVE: "1.5"})
     out = tmp_path / "out"
     run.wait_for(lambda: (out / "state" / "step-00000002" / "COMPLETE").exists(), what="the state of step 2")
     before = sorted(p.name for p in out.iterdir())
@@ -92,8 +98,11 @@ def test_second_ctrl_c_early_in_a_save_quits_at_once_with_previous_files_intact(
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_second_ctrl_c_late_in_a_save_waits_for_it(tmp_path, tiny_model, demo_dataset):
+    """Also the SIGINT case of test_stop_signal_saves_lora_and_state_and_exits_with_its_code: the
+    first Ctrl-C finishes the step, saves the LoRA and the state and exits 130."""
     config = _config(tmp_path, tiny_model, demo_dataset)
-    run = CliProcess.start(["train", str(config), "--plain"], tmp_path / "out", **{SLOW_SAVE: "2"})
+    # each part of a save takes 1 s: the second Ctrl-C lands inside the last part
+    run = CliProcess.start(["train", str(config), "--plain"], tmp_path / "out", **{SLOW_SAVE: "1"})
     run.wait_for_step(2)
     run.signal(signal.SIGINT)
     # the optimizer part done (scheduler.pt is the next file): well over 90% of the bytes written
@@ -102,10 +111,7 @@ def test_second_ctrl_c_late_in_a_save_waits_for_it(tmp_path, tiny_model, demo_da
     returncode, _, err = run.finish(timeout=60)
     assert returncode == 130, err[-3000:]
     assert "waiting for it to finish" in err
-    finished = last(run.events(), "Finished")
-    assert finished and finished["stopped"]
-    state = tmp_path / "out" / "state" / f"step-{finished['step']:08d}"
-    _assert_loadable(Path(finished["lora_path"]), state)
+    _assert_stopped_with_lora_and_state(run, tmp_path / "out", err)
 
 
 # ---------------------------------------------------------------- the handler, in-process

@@ -53,7 +53,9 @@ def test_kill_9_in_the_middle_of_a_state_save_then_resume_skips_it_and_says_so(t
     cfg = tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=1000, save_every_n_steps=2,
                       save_state=True, **FAST)
     config = save_config(cfg, tmp_path / "run.toml")
-    run = CliProcess.start(["train", str(config), "--plain"], out, **{SLOW_SAVE: "1.5"})
+    # each part of a save takes 0.75 s more: once the step-4 state's LoRA part is on disk, the delays of
+    # its three parts (2.25 s) stand between the kill and its COMPLETE marker
+    run = CliProcess.start(["train", str(config), "--plain"], out, **{SLOW_SAVE: "0.75"})
     run.wait_for(lambda: (out / "state" / "step-00000002" / "COMPLETE").exists(), what="the state of step 2")
     # the step-4 state is being written: its LoRA part is on disk, the optimizer not yet
     run.wait_for(lambda: any((d / "lora.safetensors").exists() for d in run.staging_dirs()
