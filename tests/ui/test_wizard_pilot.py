@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -84,10 +85,14 @@ def make_app(tmp_path: Path, **kwargs) -> WizardApp:
 
 
 async def walk_to_review(pilot, model: Path, images: Path, output: Path, enter: keys.Enter = keys.typed) -> None:
-    """Start screen to the review step; text comes in with `enter` (a paste, or key by key)."""
+    """Start screen to the review step; text comes in with `enter` (a paste, or key by key). On every step the draft
+    is the one `keys.draft_before` builds for it (what the snapshot tests open the wizard at)."""
     await pilot.press(*keys.start_defaults(len(list_templates())))
-    for sequence in (keys.model_step(model, enter), keys.dataset_step(images, enter), keys.network_step(enter),
-                     keys.learning_step(enter), keys.memory_step(), keys.samples_step(output, enter)):
+    for step, sequence in enumerate((keys.model_step(model, enter), keys.dataset_step(images, enter),
+                                     keys.network_step(enter), keys.learning_step(enter), keys.memory_step(),
+                                     keys.samples_step(output, enter), []), start=1):
+        assert isinstance(pilot.app.screen, StepScreen) and pilot.app.screen.STEP == step
+        assert replace(pilot.app.state, plan=None) == keys.draft_before(step, model, images, output)
         await keys.play(pilot, sequence)
         await pilot.pause()
 
