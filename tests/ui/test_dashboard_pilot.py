@@ -176,9 +176,7 @@ def test_a_flood_of_steps_is_folded_completely(tmp_path):
 @pytest.mark.slow
 def test_dashboard_trains_the_tiny_model_saves_on_request_and_stops(tiny_model, demo_dataset, tmp_path):
     output_dir = tmp_path / "run"
-    # UNet-only on cached text outputs: the cheapest real run; the dashboard shows and controls it the same way
-    cfg = script.tiny_run_config(tiny_model, demo_dataset, output_dir, network_train_unet_only=True,
-                                 cache_text_encoder_outputs=True)
+    cfg = script.tiny_run_config(tiny_model, demo_dataset, output_dir)
     screen = DashboardScreen(cfg, None, bell=False, nvml=False)
     app = DashboardApp(screen)
 
