@@ -98,3 +98,34 @@ def samples_step(output_dir: Path, enter: Enter = typed) -> list[Item]:
     # prompts -> every N steps -> every N epochs -> at first -> sampler -> output dir -> output name
     return [*enter("a red circle --w 64 --h 64 --s 2"), "tab", "tab", "tab", "tab", "tab",
             *replace_text(str(output_dir), enter), "tab", *replace_text("walk_lora", enter), "ctrl+n"]
+
+
+def draft_before(step: int, model: Path, image_dir: Path, output_dir: Path):
+    """The draft (sdxl_tui.wizard_state.WizardState) that "New run · defaults" and the sequences above for steps
+    1..step-1 make, built through the same `WizardState.set` calls the fields make (rule fixes included).
+
+    Lets a test open the wizard at `step` with `WizardApp.begin(draft, step)` instead of pressing its way there;
+    the walks in test_wizard_pilot.py check at every step that the keys make exactly this draft. Relative paths
+    resolve against the working directory, as the wizard's do."""
+    from sdxl_tui.wizard_state import DatasetDraft, DatasetSubsetDraft, WizardState
+
+    state = WizardState(source_note="new run from the built-in defaults")
+    edits: list[dict] = [
+        {"pretrained_model_name_or_path": str(model)},
+        {},  # the dataset step builds a dataset draft (below), no option
+        {"network_dim": 4, "network_alpha": 2.0},
+        {"learning_rate": 0.001, "optimizer_type": "AdamW", "max_train_steps": 4},
+        {"mixed_precision": "no", "gradient_checkpointing": False, "cache_text_encoder_outputs": True},
+        {"output_dir": str(output_dir), "output_name": "walk_lora"},
+    ]
+    for number, values in enumerate(edits[:step - 1], start=1):
+        for key, value in values.items():
+            edit = state.set(key, value)
+            assert not edit.error, (key, edit.error)
+        if number == 2:
+            subset = DatasetSubsetDraft(image_dir=str((Path.cwd() / image_dir).resolve()), num_repeats=2,
+                                        class_tokens="shape", caption_extension=".txt")
+            state.dataset_draft = DatasetDraft(subsets=(subset,), resolution=64, batch_size=2)
+        if number == 6:
+            state.prompts_text = "a red circle --w 64 --h 64 --s 2"
+    return state

@@ -1,9 +1,11 @@
 """The wizard driven by key presses only (Textual Pilot): start screen -> 7 steps -> saved
-config equal to an expected TOML -> Save & Train -> a LoRA file from the tiny model."""
+config equal to an expected TOML; Save & Train on that draft -> a LoRA file from the tiny model."""
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -84,10 +86,14 @@ def make_app(tmp_path: Path, **kwargs) -> WizardApp:
 
 
 async def walk_to_review(pilot, model: Path, images: Path, output: Path, enter: keys.Enter = keys.typed) -> None:
-    """Start screen to the review step; text comes in with `enter` (a paste, or key by key)."""
+    """Start screen to the review step; text comes in with `enter` (a paste, or key by key). On every step the draft
+    is the one `keys.draft_before` builds for it (what the snapshot tests open the wizard at)."""
     await pilot.press(*keys.start_defaults(len(list_templates())))
-    for sequence in (keys.model_step(model, enter), keys.dataset_step(images, enter), keys.network_step(enter),
-                     keys.learning_step(enter), keys.memory_step(), keys.samples_step(output, enter)):
+    for step, sequence in enumerate((keys.model_step(model, enter), keys.dataset_step(images, enter),
+                                     keys.network_step(enter), keys.learning_step(enter), keys.memory_step(),
+                                     keys.samples_step(output, enter), []), start=1):
+        assert isinstance(pilot.app.screen, StepScreen) and pilot.app.screen.STEP == step
+        assert replace(pilot.app.state, plan=None) == keys.draft_before(step, model, images, output)
         await keys.play(pilot, sequence)
         await pilot.pause()
 
@@ -101,8 +107,19 @@ async def wait_for(predicate, seconds: float, pilot) -> bool:
     return predicate()
 
 
-def test_walk_every_step_by_keys_to_the_expected_config(tmp_path, tiny_model, demo_dataset):
-    output = tmp_path / "out"
+@pytest.fixture
+def short_paths(tiny_model, demo_dataset):
+    """A short folder holding links to the tiny model ("m") and the demo images ("i"): the walk types its paths
+    key by key, and pytest's own temporary paths are three times longer (each key is a re-render)."""
+    with tempfile.TemporaryDirectory(prefix="w") as folder:
+        short = Path(folder)
+        (short / "m").symlink_to(tiny_model.diffusers_dir, target_is_directory=True)
+        (short / "i").symlink_to(demo_dataset.image_dir, target_is_directory=True)
+        yield short
+
+
+def test_walk_every_step_by_keys_to_the_expected_config(tmp_path, short_paths, demo_dataset, capsys, monkeypatch):
+    model, images, output = short_paths / "m", short_paths / "i", short_paths / "o"
     saved = tmp_path / "runs" / "walk_lora.toml"
 
     async def scenario() -> None:
@@ -110,27 +127,29 @@ def test_walk_every_step_by_keys_to_the_expected_config(tmp_path, tiny_model, de
         async with app.run_test(size=(100, 40)) as pilot:
             assert isinstance(app.screen, StartScreen)
             # typed key by key, as the one test that covers every field's per-key typing (the others paste)
-            await walk_to_review(pilot, tiny_model.diffusers_dir, demo_dataset.image_dir, output, keys.keystrokes)
+            await walk_to_review(pilot, model, images, output, keys.keystrokes)
             assert type(app.screen).__name__ == "ReviewStep"
             await pilot.press("ctrl+s")
             await pilot.pause()
 
     asyncio.run(scenario())
-    expected = loads_config(EXPECTED.format(model=tiny_model.diffusers_dir, output=output))
+    expected = loads_config(EXPECTED.format(model=model, output=output))
     assert load_config(saved) == expected
     # the file is exactly the commented TOML the engine writes for that config
     assert saved.read_text() == dumps_config(expected)
+    # the image folder is written resolved (the link's target)
     assert (tmp_path / "runs" / "walk_lora.dataset.toml").read_text() == EXPECTED_DATASET.format(
-        images=demo_dataset.image_dir)
+        images=demo_dataset.image_dir.resolve())
     assert (tmp_path / "runs" / "walk_lora.prompts.txt").read_text() == "a red circle --w 64 --h 64 --s 2\n"
     # the headless CLI accepts the saved file as it is (plan: same loading and checks as train)
-    import subprocess
-    import sys
+    from sdxl_tui.cli import main
 
-    done = subprocess.run([sys.executable, "-m", "sdxl_tui", "plan", str(saved)], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "4 steps" in done.stdout
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    code = main(["plan", str(saved)])
+    out = capsys.readouterr()
+    assert code == 0, out.out + out.err
+    assert "4 steps" in out.out
 
 
 @pytest.mark.e2e
@@ -142,7 +161,11 @@ def test_save_and_train_makes_a_lora(tmp_path, tiny_model, demo_dataset):
     async def scenario() -> None:
         app = make_app(tmp_path)
         async with app.run_test(size=(100, 40)) as pilot:
-            await walk_to_review(pilot, tiny_model.diffusers_dir, demo_dataset.image_dir, output)
+            # the draft the walk's keys make (test_walk_every_step_by_keys_to_the_expected_config checks it)
+            await pilot.pause()
+            app.begin(keys.draft_before(7, tiny_model.diffusers_dir, demo_dataset.image_dir, output), 7)
+            await pilot.pause()
+            assert type(app.screen).__name__ == "ReviewStep"
             await pilot.press("ctrl+t")
             events = output / "events.jsonl"
 
