@@ -43,27 +43,28 @@ FAST = dict(network_train_unet_only=True, cache_text_encoder_outputs=True)
 
 @pytest.mark.e2e
 def test_stopped_and_resumed_run_equals_the_uninterrupted_one_bit_for_bit(tmp_path, tiny_model, demo_dataset):
-    """One run stopped twice, mid-epoch (step 3) and at the last step of epoch 1 (step 12; the demo
-    data makes 12 steps per epoch), each time resumed, equals the 14 steps left alone."""
-    whole = train(tiny_config(tmp_path / "whole", tiny_model, demo_dataset, max_train_steps=14))
+    """One run stopped twice, mid-epoch (step 2) and at the last step of epoch 1 (step 4; four
+    images at batch size 1 make 4 steps per epoch), each time resumed, equals the 6 steps left alone."""
+    data = small_dataset(tmp_path / "data", demo_dataset, images=4)
+    whole = train(tiny_config(tmp_path / "whole", tiny_model, data, max_train_steps=6))
     assert whole.result.ok, whole.result.error
-    assert whole.of(RunStarted)[0].steps_per_epoch == 12
-    cfg = tiny_config(tmp_path / "split", tiny_model, demo_dataset, max_train_steps=14)
-    first = _stopped_run(cfg, 3)
-    control, on_event = _stop_at(12)
+    assert whole.of(RunStarted)[0].steps_per_epoch == 4
+    cfg = tiny_config(tmp_path / "split", tiny_model, data, max_train_steps=6)
+    first = _stopped_run(cfg, 2)
+    control, on_event = _stop_at(4)
     middle = train(cfg, control, on_event=on_event, resume=True)
-    assert middle.result.ok and middle.result.stopped and middle.result.step == 12, middle.result.error
+    assert middle.result.ok and middle.result.stopped and middle.result.step == 4, middle.result.error
     resumed = train(cfg, resume=True)
     assert resumed.result.ok, resumed.result.error
     # the global step continues: never restarted
-    assert middle.of(RunStarted)[0].resumed_from_step == 3
-    assert resumed.of(RunStarted)[0].resumed_from_step == 12
-    assert [e.step for e in middle.of(Step)] == list(range(4, 13))
-    assert [e.step for e in resumed.of(Step)] == [13, 14]
-    assert resumed.result.step == 14
+    assert middle.of(RunStarted)[0].resumed_from_step == 2
+    assert resumed.of(RunStarted)[0].resumed_from_step == 4
+    assert [e.step for e in middle.of(Step)] == [3, 4]
+    assert [e.step for e in resumed.of(Step)] == [5, 6]
+    assert resumed.result.step == 6
     # the same loss at every step, exactly (not approximately)
     assert first.losses + middle.losses + resumed.losses == whole.losses
-    print(f"{len(whole.losses)} losses equal, e.g. step 14 {whole.losses[-1]!r}")
+    print(f"{len(whole.losses)} losses equal, e.g. step 6 {whole.losses[-1]!r}")
     _assert_same_tensors(resumed.lora(), whole.lora())
 
 
@@ -199,10 +200,8 @@ def test_allowed_changes_are_listed_and_the_run_continues(stopped, tiny_model, d
 
 
 @pytest.mark.e2e
-def test_changed_dataset_is_refused_after_the_scan(tmp_path, tiny_model):
-    from engine.demo.dataset import make_demo_dataset
-
-    data = make_demo_dataset(tmp_path / "data", resolution=64)
+def test_changed_dataset_is_refused_after_the_scan(tmp_path, tiny_model, demo_dataset):
+    data = small_dataset(tmp_path / "data", demo_dataset, images=2)  # a copy of our own to change
     cfg = tiny_config(tmp_path, tiny_model, data, max_train_steps=6, **FAST)
     _stopped_run(cfg, 1)
     caption = sorted(data.image_dir.glob("*.txt"))[0]

@@ -1,6 +1,11 @@
 """Whole tiny-model trainings with network_module = "lycoris.kohya", one per algo: the run
-trains (loss falls), the file has LyCORIS' tensors under sd-scripts' names and loads back as
-network_weights, and a stopped LoHa run resumes bit-identically."""
+trains (the loss falls), the file has LyCORIS' tensors under sd-scripts' names and loads back as
+network_weights carrying what was learned, and a stopped LoHa run resumes bit-identically.
+
+"The loss falls" is measured paired: a second run loads the trained file as network_weights at a
+rate too small to move it, with the same seed, so each of its steps sees the batch, noise,
+timesteps and dropout of the trained run's step; the trained file must give the lower loss on
+each of them (the trained run's loss at step k is that of its weights after k - 1 steps)."""
 from __future__ import annotations
 
 import pytest
@@ -14,6 +19,7 @@ pytest.importorskip("lycoris")
 
 # the algos differ in the UNet's modules; the text encoders add time, not coverage
 FAST = dict(network_train_unet_only=True, cache_text_encoder_outputs=True)
+STEPS = 4  # the trained run's; the paired load-back run takes its first two
 
 ALGOS = {
     "locon": (["algo=locon", "conv_dim=2", "conv_alpha=1", "rank_dropout=0.1", "module_dropout=0.1",
@@ -26,42 +32,53 @@ ALGOS = {
 }
 
 
-@pytest.mark.e2e
-@pytest.mark.parametrize("algo", list(ALGOS))
-def test_each_algo_trains_and_loads_back(algo, tmp_path, tiny_model, demo_dataset):
-    args, key = ALGOS[algo]
+def _options(algo: str, **extra) -> dict:
     # full trains whole weight differences: at 1e-2 every weight moves by ~1e-2 a step and the loss rises
     lr = {"ia3": 1e-1, "full": 1e-3}.get(algo, 1e-2)
-    cfg = tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=16, learning_rate=lr,
-                      network_module="lycoris.kohya", network_args=args, **FAST)
-    run = train(cfg)
+    return {**dict(max_train_steps=STEPS, learning_rate=lr, network_module="lycoris.kohya",
+                   network_args=ALGOS[algo][0], **FAST), **extra}
+
+
+_TRAINED: dict = {}  # algo -> its finished run (the LoHa one is also the resume test's uninterrupted run)
+
+
+def _trained(algo, tmp_path_factory, tiny_model, demo_dataset):
+    if algo not in _TRAINED:
+        _TRAINED[algo] = train(tiny_config(tmp_path_factory.mktemp(algo), tiny_model, demo_dataset, **_options(algo)))
+    run = _TRAINED[algo]
     assert run.result.ok, run.result.error
-    losses = run.losses
-    first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
-    print(f"{algo}: loss {first:.4f} -> {last:.4f}")
-    assert last < first
-    tensors = run.lora()
-    assert any(("." + key) in k for k in tensors)
-    assert any(k.startswith("lora_unet_input_blocks_") for k in tensors)
-    again = train(tiny_config(tmp_path / "again", tiny_model, demo_dataset, max_train_steps=1, learning_rate=lr,
-                              network_module="lycoris.kohya", network_args=args,
-                              network_weights=run.result.lora_path, **FAST))
-    assert again.result.ok, again.result.error  # strict load: every key and shape matched
+    return run
 
 
 @pytest.mark.e2e
-def test_lycoris_resume_is_bit_identical(tmp_path, tiny_model, demo_dataset):
-    options = dict(max_train_steps=6, network_module="lycoris.kohya", network_args=["algo=loha"], **FAST)
-    whole = train(tiny_config(tmp_path / "whole", tiny_model, demo_dataset, **options))
-    cfg = tiny_config(tmp_path / "split", tiny_model, demo_dataset, **options)
+@pytest.mark.parametrize("algo", list(ALGOS))
+def test_each_algo_trains_and_loads_back(algo, tmp_path, tmp_path_factory, tiny_model, demo_dataset):
+    run = _trained(algo, tmp_path_factory, tiny_model, demo_dataset)
+    tensors = run.lora()
+    key = ALGOS[algo][1]
+    assert any(("." + key) in k for k in tensors)
+    assert any(k.startswith("lora_unet_input_blocks_") for k in tensors)
+    again = train(tiny_config(tmp_path, tiny_model, demo_dataset,
+                              **_options(algo, max_train_steps=2, learning_rate=1e-30,
+                                         network_weights=run.result.lora_path)))
+    assert again.result.ok, again.result.error  # strict load: every key and shape matched
+    gains = [before - after for before, after in zip(run.losses, again.losses)]
+    print(f"{algo}: loss {run.losses[:2]} -> {again.losses} with the trained file")
+    assert len(gains) == 2 and all(g > 0 for g in gains), f"{algo}: the trained file did not lower the loss ({gains})"
+
+
+@pytest.mark.e2e
+def test_lycoris_resume_is_bit_identical(tmp_path, tmp_path_factory, tiny_model, demo_dataset):
+    whole = _trained("loha", tmp_path_factory, tiny_model, demo_dataset)
+    cfg = tiny_config(tmp_path / "split", tiny_model, demo_dataset, **_options("loha"))
     control = RunControl()
 
     def on_event(event):
-        if isinstance(event, Step) and event.step == 3:
+        if isinstance(event, Step) and event.step == 2:
             control.request_stop("test")
 
     first = train(cfg, control, on_event=on_event)
-    assert first.result.stopped and first.result.step == 3
+    assert first.result.stopped and first.result.step == 2
     resumed = train(cfg, resume=True)
     assert resumed.result.ok, resumed.result.error
     assert first.losses + resumed.losses == whole.losses

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from small_dataset import small_dataset
 from train_helpers import one_torch_thread, tiny_config, train  # noqa: F401  (one_torch_thread: autouse fixture)
 
 from engine.control.run_control import RunControl
@@ -30,7 +31,9 @@ def test_lora_options_train_and_show_their_effect(tmp_path, tiny_model, demo_dat
     from engine.lora.block_weights import block_index
     from engine.lora.file import load_lora
 
-    cfg = tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=24, learning_rate=1e-2,
+    # one image at batch 1: every step sees it, so the loss falls within a few steps (the overfit recipe)
+    one_image = small_dataset(tmp_path / "data", demo_dataset)
+    cfg = tiny_config(tmp_path, tiny_model, one_image, max_train_steps=20, learning_rate=1e-2,
                       network_args=[f"block_dims={BLOCK_DIMS}", "rank_dropout=0.1", "module_dropout=0.1",
                                     "loraplus_lr_ratio=4", "up_lr_weight=zeros+0.5"],
                       scale_weight_norms=1.0, **FAST)
@@ -53,7 +56,8 @@ def test_text_encoder_only_with_base_weights_and_dim_from_weights(tmp_path, tiny
     first = train(tiny_config(tmp_path / "a", tiny_model, demo_dataset, max_train_steps=2, network_dim=2,
                               network_alpha=1.0, network_train_text_encoder_only=True))
     assert first.result.ok, first.result.error
-    cfg = tiny_config(tmp_path / "b", tiny_model, demo_dataset, max_train_steps=16, learning_rate=1e-2,
+    # (what is shown is which modules train and at what rank: two steps show it as well as sixteen)
+    cfg = tiny_config(tmp_path / "b", tiny_model, demo_dataset, max_train_steps=2, learning_rate=1e-2,
                       network_train_text_encoder_only=True, network_weights=first.result.lora_path,
                       dim_from_weights=True, network_dim=8, base_weights=[first.result.lora_path],
                       base_weights_multiplier=[0.5])

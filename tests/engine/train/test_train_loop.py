@@ -8,28 +8,40 @@ from pathlib import Path
 
 import pytest
 import torch
+from small_dataset import small_dataset
 from train_helpers import one_torch_thread, tiny_config, train  # noqa: F401  (one_torch_thread: autouse fixture)
 
 from engine.control.run_control import RunControl
 from engine.events.types import Failed, Finished, Phase, RunStarted, Sample, Saved, Step, event_from_json
 
+OVERFIT_STEPS = 20
+
 
 @pytest.fixture(scope="module")
 def overfit(tmp_path_factory, tiny_model, demo_dataset):
-    """60 steps with conv LoRA at a high rate on the 12 demo images: enough to overfit."""
+    """20 steps with conv LoRA at a high rate on two demo images in one batch of 2: every step sees
+    the same images, so the LoRA overfits them in a few steps (the 12 demo images took 60)."""
     tmp = tmp_path_factory.mktemp("overfit")
-    cfg = tiny_config(tmp, tiny_model, demo_dataset, max_train_steps=60, learning_rate=1e-2, network_dim=8,
-                      network_alpha=8.0, network_args=["conv_dim=8", "conv_alpha=8"])
+    two_images = small_dataset(tmp / "data", demo_dataset, images=2, batch_size=2)
+    cfg = tiny_config(tmp, tiny_model, two_images, max_train_steps=OVERFIT_STEPS, learning_rate=1e-2,
+                      network_dim=8, network_alpha=8.0, network_args=["conv_dim=8", "conv_alpha=8"])
     return train(cfg)
+
+
+@pytest.fixture(scope="module")
+def one_image(tmp_path_factory, demo_dataset):
+    """One demo image at batch size 1: half the work of a demo batch of 2, for the tests whose
+    property (reproducibility, fused backward, commands) does not depend on the data."""
+    return small_dataset(tmp_path_factory.mktemp("one_image"), demo_dataset)
 
 
 def test_overfit_run_lowers_the_loss_clearly(overfit):
     assert overfit.result.ok, overfit.result.error
     losses = overfit.losses
-    assert len(losses) == 60
+    assert len(losses) == OVERFIT_STEPS
     fifth = len(losses) // 5
     first, last = sum(losses[:fifth]) / fifth, sum(losses[-fifth:]) / fifth
-    print(f"overfit: mean loss of first 12 steps {first:.3f} -> last 12 steps {last:.3f}")
+    print(f"overfit: mean loss of first {fifth} steps {first:.3f} -> last {fifth} steps {last:.3f}")
     assert last < 0.7 * first
 
 
@@ -41,9 +53,9 @@ def test_run_reports_and_writes_what_it_did(overfit):
     phases = [e.name for e in overfit.of(Phase)]
     assert phases[:3] == ["loading_model", "scanning_dataset", "caching_latents"]
     started = overfit.of(RunStarted)[0]
-    assert started.total_steps == 60 and started.batch_size == 2
+    assert started.total_steps == OVERFIT_STEPS and started.batch_size == 2
     step = overfit.of(Step)[-1]
-    assert step.step == 60 and step.seconds_per_step > 0 and step.memory.rss > 0
+    assert step.step == OVERFIT_STEPS and step.seconds_per_step > 0 and step.memory.rss > 0
     assert set(step.lr) == {"unet", "te1", "te2"}
     # events.jsonl replays into the very events the run emitted
     replayed = [event_from_json(line) for line in (out / "events.jsonl").read_text().splitlines()]
@@ -81,9 +93,9 @@ def test_lora_loads_in_diffusers_with_no_keys_left_and_changes_the_unet(overfit,
 
 
 @pytest.mark.e2e
-def test_same_seed_gives_same_losses_and_tensors(tmp_path, tiny_model, demo_dataset):
-    runs = [train(tiny_config(tmp_path / str(i), tiny_model, demo_dataset, max_train_steps=2)) for i in range(2)]
-    other = train(tiny_config(tmp_path / "other", tiny_model, demo_dataset, max_train_steps=2, seed=8))
+def test_same_seed_gives_same_losses_and_tensors(tmp_path, tiny_model, one_image):
+    runs = [train(tiny_config(tmp_path / str(i), tiny_model, one_image, max_train_steps=2)) for i in range(2)]
+    other = train(tiny_config(tmp_path / "other", tiny_model, one_image, max_train_steps=2, seed=8))
     assert runs[0].losses == runs[1].losses
     a, b = runs[0].lora(), runs[1].lora()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -92,10 +104,10 @@ def test_same_seed_gives_same_losses_and_tensors(tmp_path, tiny_model, demo_data
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("optimizer", ["SGD", "AdamW"])
-def test_fused_backward_gives_the_same_weights_as_the_plain_loop(tmp_path, tiny_model, demo_dataset, optimizer):
+def test_fused_backward_gives_the_same_weights_as_the_plain_loop(tmp_path, tiny_model, one_image, optimizer):
     options = dict(max_train_steps=3, optimizer_type=optimizer, learning_rate=1e-2, max_grad_norm=0.0)
-    plain = train(tiny_config(tmp_path / "plain", tiny_model, demo_dataset, **options))
-    fused = train(tiny_config(tmp_path / "fused", tiny_model, demo_dataset, fused_backward_pass=True, **options))
+    plain = train(tiny_config(tmp_path / "plain", tiny_model, one_image, **options))
+    fused = train(tiny_config(tmp_path / "fused", tiny_model, one_image, fused_backward_pass=True, **options))
     assert fused.result.ok, fused.result.error
     a, b = plain.lora(), fused.lora()
     moved = [k for k in a if k.endswith("lora_up.weight") and a[k].abs().max() > 0]
@@ -105,7 +117,7 @@ def test_fused_backward_gives_the_same_weights_as_the_plain_loop(tmp_path, tiny_
 
 
 @pytest.mark.e2e
-def test_fused_backward_really_steps_in_the_hook(tmp_path, tiny_model, demo_dataset):
+def test_fused_backward_really_steps_in_the_hook(tmp_path, tiny_model, one_image):
     """During backward no two LoRA gradients are alive at once: each is freed in its own hook."""
     import engine.train.fused_backward as fb
 
@@ -124,7 +136,7 @@ def test_fused_backward_really_steps_in_the_hook(tmp_path, tiny_model, demo_data
 
     fb.FusedBackward._hook = spying_hook
     try:
-        result = train(tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=1, fused_backward_pass=True,
+        result = train(tiny_config(tmp_path, tiny_model, one_image, max_train_steps=1, fused_backward_pass=True,
                                    max_grad_norm=0.0))
     finally:
         fb.FusedBackward._hook = original
@@ -133,14 +145,14 @@ def test_fused_backward_really_steps_in_the_hook(tmp_path, tiny_model, demo_data
 
 
 @pytest.mark.e2e
-def test_stop_request_saves_lora_and_state_then_finishes(tmp_path, tiny_model, demo_dataset):
+def test_stop_request_saves_lora_and_state_then_finishes(tmp_path, tiny_model, one_image):
     control = RunControl()
 
     def stop_at_two(event):
         if isinstance(event, Step) and event.step == 2:
             control.request_stop()
 
-    run = train(tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=10), control, on_event=stop_at_two)
+    run = train(tiny_config(tmp_path, tiny_model, one_image, max_train_steps=10), control, on_event=stop_at_two)
     finished = run.of(Finished)[-1]
     assert finished.stopped and finished.step == 2 and run.result.stopped
     assert Path(finished.lora_path).name == "lora-step00000002.safetensors"
@@ -235,7 +247,7 @@ def test_events_are_valid_json_lines(tmp_path, tiny_model, demo_dataset):
 
 
 @pytest.mark.e2e
-def test_fused_backward_run_resumes_with_its_optimizer_state(tmp_path, tiny_model, demo_dataset):
+def test_fused_backward_run_resumes_with_its_optimizer_state(tmp_path, tiny_model, one_image):
     """The per-parameter optimizers' state is what a fused run saves and restores."""
     control = RunControl()
 
@@ -244,14 +256,14 @@ def test_fused_backward_run_resumes_with_its_optimizer_state(tmp_path, tiny_mode
             control.request_stop()
 
     options = dict(max_train_steps=3, fused_backward_pass=True, max_grad_norm=0.0, learning_rate=1e-2)
-    cfg = tiny_config(tmp_path / "split", tiny_model, demo_dataset, **options)
+    cfg = tiny_config(tmp_path / "split", tiny_model, one_image, **options)
     first = train(cfg, control, on_event=stop_at_two)
     assert first.result.stopped
     state = torch.load(Path(first.result.output_dir) / "state" / "step-00000002" / "optimizer.pt", weights_only=True)
     # (adapters on text encoder 1's last layer have no state: its output is never used by SDXL)
     assert state["children"] and sum(bool(child["state"]) for child in state["children"]) > len(state["children"]) // 2
     resumed = train(cfg, resume=True)
-    whole = train(tiny_config(tmp_path / "whole", tiny_model, demo_dataset, **options))
+    whole = train(tiny_config(tmp_path / "whole", tiny_model, one_image, **options))
     assert first.losses + resumed.losses == whole.losses
     a, b = resumed.lora(), whole.lora()
     assert all(torch.equal(a[k], b[k]) for k in a)
