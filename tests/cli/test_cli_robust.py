@@ -81,16 +81,22 @@ def test_ctrl_c_exits_130_in_watch(tmp_path):
     from engine.events import types as ev
 
     (tmp_path / "events.jsonl").write_text(ev.RunStarted(time=1.0, total_steps=10).to_json() + "\n")
+    # SIGINT back to its default in the child: a disposition the test worker inherited or set
+    # (an ignored SIGINT survives exec, and Python then installs no KeyboardInterrupt for it)
+    # would otherwise decide the outcome instead of the watch command.
     process = subprocess.Popen([sys.executable, "-m", "sdxl_tui", "watch", str(tmp_path), "--plain"], cwd=ROOT,
-                               env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        time.sleep(3)  # started and waiting for events.jsonl
+        assert process.stdout.readline().startswith("run:")  # replayed the file, now following it
+        time.sleep(0.5)
         process.send_signal(signal.SIGINT)
-        process.communicate(timeout=60)
+        _, err = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 130
+    assert process.returncode == 130, err
+    assert "left the watch" in err
 
 
 def test_an_unreachable_hub_fails_fast_naming_the_fixes(monkeypatch):

@@ -212,7 +212,7 @@ def test_run_refuses_a_missing_optimizer_before_any_model_loads(tmp_path, tiny_m
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "dadaptation" else real(n, *a))
-    monkeypatch.setattr(run_module, "_load_model", lambda session: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(run_module, "load_model", lambda session, **_: pytest.fail("the model was loaded"))
     result = run_module.run(tiny_config(tmp_path, tiny_model, demo_dataset, **options), lambda event: None)
     assert not result.ok and result.exit_code == 78 and message in str(result.error)
     assert not (tmp_path / "out").exists(), "the output folder was claimed"
