@@ -29,4 +29,4 @@ demo: install
 
 # --dist loadfile: a test module runs on one worker, so the runs its module fixtures share are trained once
 test: install system-deps
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=30

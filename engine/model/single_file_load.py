@@ -103,7 +103,7 @@ def _from_single_file(cls, path: Path, config: Path, subfolder: str, dtype=None)
 def _read_prefixed(path: Path, prefix: str, dtype=None) -> dict:
     from engine.model.safetensors_read import read_prefixed
 
-    try:  # dtype None: as stored (the text encoders cast one tensor at a time after their key conversion)
+    try:  # dtype None: as stored
         return read_prefixed(path, prefix, dtype)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"could not read {prefix}* from {path}: {exc}",
@@ -147,7 +147,7 @@ def _text_encoder(cls, config_dir: Path, subfolder: str, state_dict: dict, path:
     import torch
 
     dtype = dtype or torch.float32
-    # one tensor at a time: each stored (fp16) tensor is freed as its copy is made, so the part
+    # any tensor not yet in `dtype` is cast one at a time, freed as its copy is made, so the part
     # never exists twice (issue 17: +4.5 GiB for text encoder 2 when cast all at once).
     for key in list(state_dict):
         value = state_dict.pop(key)
@@ -180,6 +180,7 @@ def load_single_file_parts(path: Path, tokenizer_cache_dir: str = "", with_vae: 
     (a torch dtype; float32 when None), the VAE in float32; raises ModelError."""
     if progress is not None:  # importing diffusers alone takes tens of seconds on a busy machine
         progress(0, 6, "libraries (diffusers, transformers)")
+    import torch
     from diffusers import AutoencoderKL
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
@@ -191,17 +192,18 @@ def load_single_file_parts(path: Path, tokenizer_cache_dir: str = "", with_vae: 
     from engine.model.tokenizer_source import load_tokenizers
 
     tokenizers = _tokenizer_source(tokenizer_cache_dir, shapes, path)  # before anything loads: cheap
+    te_dtype = dtype or torch.float32  # cast as read (safetensors_read.read_prefixed: no buffer per tensor)
     with config_folder(shape, tokenizer_cache_dir, path) as config_dir:
         parts = load_parts([
             ("tokenizers", "tokenizers", lambda: load_tokenizers(tokenizers)),
             ("unet", "UNet", lambda: _unet(path, config_dir, dtype) if with_unet else None),
             ("vae", "VAE", lambda: _from_single_file(AutoencoderKL, path, config_dir, "vae") if with_vae else None),
             ("text_encoder1", "text encoder 1", lambda: _text_encoder(
-                CLIPTextModel, config_dir, "text_encoder", clip_l_from_original(_read_prefixed(path, TE1_PREFIX)),
-                path, dtype)),
+                CLIPTextModel, config_dir, "text_encoder",
+                clip_l_from_original(_read_prefixed(path, TE1_PREFIX, te_dtype)), path, dtype)),
             ("text_encoder2", "text encoder 2", lambda: _text_encoder(
                 CLIPTextModelWithProjection, config_dir, "text_encoder_2",
-                clip_g_from_openclip(_read_prefixed(path, TE2_PREFIX)), path, dtype)),
+                clip_g_from_openclip(_read_prefixed(path, TE2_PREFIX, te_dtype)), path, dtype)),
             ("scheduler_config", "scheduler",
              lambda: with_declared(_scheduler_config(config_dir), declared_in_keys(shapes))),
         ], progress)

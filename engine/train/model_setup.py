@@ -59,11 +59,14 @@ def load_model(session: Any, *, with_unet: bool = True):
 def load_late_unet(session: Any) -> None:
     """Let go of the parts the rest of the run will not use (the text encoders, and the VAE when
     latents are cached), then load the UNet into `session.model`. Sampling keeps them all."""
+    import gc
+
     cfg, model = session.cfg, session.model
     if not cfg.sampling.sample_prompts:
         model.text_encoder1 = model.text_encoder2 = None
         if cfg.caching.cache_latents or cfg.caching.cache_latents_to_disk:
             model.vae = None
+        gc.collect()  # a module held only by a reference cycle would otherwise outlive the UNet's load
     from engine.model.load import load_unet
     from engine.model.parts import loading_progress
 

@@ -34,3 +34,16 @@ def test_a_cut_file_is_an_error(tmp_path):
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(ValueError, match="cut short"):
         read_prefixed(path, "")
+
+
+def test_cast_tensors_are_their_own_copies_though_read_through_one_staging_buffer(tmp_path):
+    path = tmp_path / "m.safetensors"
+    torch.manual_seed(1)
+    tensors = {f"t{n}": torch.randn(n + 1, 7).half() for n in (5, 2, 9, 0, 3)}  # sizes up and down
+    tensors["scalar"] = torch.tensor(2.5, dtype=torch.float16)
+    save_file(tensors, str(path))
+    cast = read_prefixed(path, "", float_dtype=torch.float32)
+    pointers = {value.untyped_storage().data_ptr() for value in cast.values()}
+    assert len(pointers) == len(cast)  # no two results share memory (nor the reused staging buffer)
+    for key, value in cast.items():  # every result still holds its own values after all were read
+        assert value.dtype == torch.float32 and torch.equal(value, tensors[key].float()), key
