@@ -129,10 +129,16 @@ def _unet(path: Path, config_dir: Path, dtype):
         del stored
         return _from_single_file(UNet2DConditionModel, path, config_dir, "unet", dtype)
     del stored
+    return _assigned(model, state_dict, "the UNet", path)
+
+
+def _assigned(model, state_dict: dict, what: str, path: Path):
+    """`model` (built on meta) with `state_dict`'s tensors as its own, strictly (a missing or extra
+    tensor is a ModelError naming `what`), in eval mode."""
     try:
         model.load_state_dict(state_dict, strict=True, assign=True)
     except RuntimeError as exc:
-        raise ModelError(f"{path.name}: the UNet's weights do not match its config ({str(exc)[:300]})",
+        raise ModelError(f"{path.name}: {what} weights do not match its config ({str(exc)[:300]})",
                          hint="use the configs of this model (tokenizer_cache_dir)") from exc
     return model.eval()
 
@@ -155,12 +161,7 @@ def _text_encoder(cls, config_dir: Path, subfolder: str, state_dict: dict, path:
     value = None  # `state_dict` (the caller's, consumed) now holds the only copy
     if not hasattr(model, "text_model"):  # transformers >= 5.6 flattened CLIPTextModel
         state_dict = {k.removeprefix("text_model."): v for k, v in state_dict.items()}
-    try:
-        model.load_state_dict(state_dict, strict=True, assign=True)
-    except RuntimeError as exc:
-        raise ModelError(f"{path.name}: {subfolder} weights do not match its config ({str(exc)[:300]})",
-                         hint="use the configs of this model (tokenizer_cache_dir)") from exc
-    return model.eval()
+    return _assigned(model, state_dict, subfolder, path)
 
 
 def _tokenizer_source(tokenizer_cache_dir: str, shapes: dict, path: Path):
