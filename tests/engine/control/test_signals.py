@@ -53,8 +53,13 @@ def test_stop_signal_saves_lora_and_state_and_exits_with_its_code(tmp_path, tiny
 
 def _assert_stopped_with_lora_and_state(run: CliProcess, out: Path, err: str) -> None:
     """The stop finished its step and saved the LoRA and a complete state, both loadable, nothing half-written."""
-    finished = last(run.events(), "Finished")
-    assert finished and finished["stopped"], run.events()[-3:]
+    _assert_saved_at_the_stop(run, out, run.events())
+    assert "saving the LoRA and state" in err
+
+
+def _assert_saved_at_the_stop(run: CliProcess, out: Path, events: list) -> None:
+    finished = last(events, "Finished")
+    assert finished and finished["stopped"], events[-3:]
     step = finished["step"]
     assert step >= 2
     lora = Path(finished["lora_path"])
@@ -63,7 +68,6 @@ def _assert_stopped_with_lora_and_state(run: CliProcess, out: Path, err: str) ->
     assert (state / "COMPLETE").exists()
     _assert_loadable(lora, state)
     assert not run.staging_dirs()
-    assert "saving the LoRA and state" in err
 
 
 @pytest.mark.e2e
@@ -230,13 +234,4 @@ def test_terminal_hangup_in_a_real_pty_saves_and_exits_129(tmp_path, tiny_model,
             process.kill()
     assert returncode == 129, bytes(screen[-3000:]).decode(errors="replace")
     assert b"step" in bytes(screen), "the live panel was drawn on the terminal"
-    finished = last(read_events(out), "Finished")
-    assert finished and finished["stopped"]
-    step = finished["step"]
-    assert step >= 2
-    lora = Path(finished["lora_path"])
-    assert lora.name == f"lora-step{step:08d}.safetensors"
-    state = out / "state" / f"step-{step:08d}"
-    assert (state / "COMPLETE").exists()
-    _assert_loadable(lora, state)
-    assert not run.staging_dirs()
+    _assert_saved_at_the_stop(run, out, read_events(out))
