@@ -1,4 +1,5 @@
-"""`sdxl-tui train` / `resume` / `demo` as a user runs them: real subprocesses, real signals."""
+"""`sdxl-tui train` / `resume` / `demo` as a user runs them: real subprocesses, real signals (the
+sd-scripts args TOML is read by `train` in this process: what it reads, not the process, is checked)."""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from train_helpers import tiny_config
+from train_helpers import one_torch_thread, tiny_config  # noqa: F401  (one_torch_thread: autouse fixture)
 
 from engine.config.toml_file import save_config
 
@@ -109,6 +110,12 @@ def test_sigint_stops_saves_and_exits_130_then_resume_finishes(stopped_and_resum
     stopped_at = finished["step"]
     assert 0 < stopped_at < 200 and Path(finished["lora_path"]).is_file()
     assert (out / "state" / f"step-{stopped_at:08d}" / "COMPLETE").exists()
+    from safetensors.torch import load_file
+
+    from engine.outputs import checkpoint
+
+    assert load_file(finished["lora_path"])  # what the stop saved loads back
+    assert checkpoint.load_state(out / "state" / f"step-{stopped_at:08d}").optimizer["state"]
 
     resumed = run.resumed
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -124,7 +131,7 @@ def test_sigint_stops_saves_and_exits_130_then_resume_finishes(stopped_and_resum
 
 
 @pytest.mark.e2e
-def test_train_accepts_an_sd_scripts_args_toml(tmp_path, tiny_model, demo_dataset):
+def test_train_accepts_an_sd_scripts_args_toml(tmp_path, tiny_model, demo_dataset, capsys):
     args = tmp_path / "kohya_args.toml"
     args.write_text(f"""
 [model_arguments]
@@ -143,7 +150,11 @@ network_dim = 2
 network_alpha = 1
 network_train_unet_only = true
 """)
-    done = _cli("train", str(args))
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "sd-scripts args file" in done.stderr
+    from sdxl_tui.cli import main
+
+    capsys.readouterr()
+    code = main(["train", str(args)])
+    stderr = capsys.readouterr().err
+    assert code == 0, stderr[-3000:]
+    assert "sd-scripts args file" in stderr
     assert (tmp_path / "kohya-out" / "from_kohya.safetensors").is_file()

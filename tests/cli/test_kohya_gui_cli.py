@@ -1,23 +1,31 @@
 """kohya_ss GUI JSON at the command line: import-kohya, plan and train read it; a refused
-preset exits 78 naming the key; export-kohya --gui writes one back."""
+preset exits 78 naming the key; export-kohya --gui writes one back.
+
+The commands run in this process (`sdxl_tui.cli.main`, what the `sdxl-tui` script calls): what is
+checked here is what they read and write, not the process around them (tests/cli/test_cli_robust.py
+and test_cli_train.py check exit codes of real processes)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from train_helpers import one_torch_thread  # noqa: F401  (autouse fixture)
 
-ROOT = Path(__file__).resolve().parents[2]
 
+@pytest.fixture()
+def cli(capsys):
+    """Run `sdxl-tui ARGS...` in this process: (returncode, stdout, stderr)."""
+    def run(*args: str) -> SimpleNamespace:
+        from sdxl_tui.cli import main
 
-def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "sdxl_tui", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+        capsys.readouterr()
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=captured.out, stderr=captured.err)
+    return run
 
 
 def _gui_config(tmp_path: Path, tiny_model, demo_dataset) -> Path:
@@ -40,9 +48,9 @@ def _gui_config(tmp_path: Path, tiny_model, demo_dataset) -> Path:
 
 
 @pytest.mark.e2e
-def test_train_a_gui_json_with_a_folder_dataset(tmp_path, tiny_model, demo_dataset):
+def test_train_a_gui_json_with_a_folder_dataset(tmp_path, tiny_model, demo_dataset, cli):
     path = _gui_config(tmp_path, tiny_model, demo_dataset)
-    done = _cli("train", str(path), "--plain")
+    done = cli("train", str(path), "--plain")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "kohya_ss GUI config; converted" in done.stderr
     assert "'notes' is skipped" in done.stderr and "'10_notes'" in done.stderr
@@ -58,26 +66,26 @@ def test_train_a_gui_json_with_a_folder_dataset(tmp_path, tiny_model, demo_datas
     assert "num_repeats = 2" in dataset and 'class_tokens = "shape"' in dataset
 
 
-def test_import_plan_and_export_a_gui_json(tmp_path, tiny_model, demo_dataset):
+def test_import_plan_and_export_a_gui_json(tmp_path, tiny_model, demo_dataset, cli):
     path = _gui_config(tmp_path, tiny_model, demo_dataset)
-    done = _cli("import-kohya", str(path), "-o", str(tmp_path / "run.toml"), timeout=120)
+    done = cli("import-kohya", str(path), "-o", str(tmp_path / "run.toml"))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "converted LoRA_type: Standard -> network_module = networks.lora" in done.stdout
-    done = _cli("plan", str(tmp_path / "run.toml"), timeout=120)
+    done = cli("plan", str(tmp_path / "run.toml"))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "12 images × 2 repeats, class tokens 'shape'" in done.stdout
     assert "steps per epoch: 6" in done.stdout  # 12 images × 2 repeats / batch 4
-    done = _cli("export-kohya", str(tmp_path / "run.toml"), "-o", str(tmp_path / "back"), "--gui", timeout=120)
+    done = cli("export-kohya", str(tmp_path / "run.toml"), "-o", str(tmp_path / "back"), "--gui")
     assert done.returncode == 0, done.stderr[-3000:]
     back = json.loads((tmp_path / "back" / "kohya_gui.json").read_text())
     assert back["LoRA_type"] == "Standard" and back["network_dim"] == 2 and back["max_train_steps"] == 2
 
 
-def test_refused_preset_exits_78_naming_the_key(tmp_path):
+def test_refused_preset_exits_78_naming_the_key(tmp_path, cli):
     gui = {"LoRA_type": "LyCORIS/LoKr", "sdxl": True, "optimizer": "AdamW", "learning_rate": 1e-4,
            "factor": 4, "max_resolution": "1024,1024", "network_dim": 8, "network_alpha": 8}
     (tmp_path / "lokr.json").write_text(json.dumps(gui))
-    done = _cli("import-kohya", str(tmp_path / "lokr.json"), "-o", str(tmp_path / "run.toml"), timeout=120)
+    done = cli("import-kohya", str(tmp_path / "lokr.json"), "-o", str(tmp_path / "run.toml"))
     try:
         from engine.config.learning_sections import NetworkSection
 
@@ -87,5 +95,5 @@ def test_refused_preset_exits_78_naming_the_key(tmp_path):
     else:
         assert done.returncode == 0, done.stderr
     (tmp_path / "bad.json").write_text("{ not json")
-    done = _cli("import-kohya", str(tmp_path / "bad.json"), "-o", str(tmp_path / "run.toml"), timeout=120)
+    done = cli("import-kohya", str(tmp_path / "bad.json"), "-o", str(tmp_path / "run.toml"))
     assert done.returncode == 78 and "malformed JSON at line 1" in done.stderr

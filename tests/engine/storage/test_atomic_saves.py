@@ -7,6 +7,7 @@ import random
 import signal
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from cli_process import CliProcess, last
@@ -50,71 +51,107 @@ def _resume_notes(out: Path, since: int) -> list[str]:
 def test_kill_9_in_the_middle_of_a_state_save_then_resume_skips_it_and_says_so(tmp_path, tiny_model,
                                                                               demo_dataset):
     out = tmp_path / "out"
-    cfg = tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=1000, save_every_n_steps=2,
+    cfg = tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=1000, save_every_n_steps=1,
                       save_state=True, **FAST)
     config = save_config(cfg, tmp_path / "run.toml")
-    # each part of a save takes 0.75 s more: once the step-4 state's LoRA part is on disk, the delays of
+    # each part of a save takes 0.75 s more: once the step-2 state's LoRA part is on disk, the delays of
     # its three parts (2.25 s) stand between the kill and its COMPLETE marker
     run = CliProcess.start(["train", str(config), "--plain"], out, **{SLOW_SAVE: "0.75"})
-    run.wait_for(lambda: (out / "state" / "step-00000002" / "COMPLETE").exists(), what="the state of step 2")
-    # the step-4 state is being written: its LoRA part is on disk, the optimizer not yet
+    run.wait_for(lambda: (out / "state" / "step-00000001" / "COMPLETE").exists(), what="the state of step 1")
+    # the step-2 state is being written: its LoRA part is on disk, the optimizer not yet
     run.wait_for(lambda: any((d / "lora.safetensors").exists() for d in run.staging_dirs()
-                             if d.name == ".step-00000004.tmp"), what="the step-4 state save")
+                             if d.name == ".step-00000002.tmp"), what="the step-2 state save")
     run.process.send_signal(signal.SIGKILL)
     run.process.wait()
     found = _check_everything_loads(out)
     print(f"killed mid-save: {found}")
-    assert found["complete"] == ["step-00000002"]
-    assert [i.path.name for i in found["incomplete"]] == [".step-00000004.tmp"]
+    assert found["complete"] == ["step-00000001"]
+    assert [i.path.name for i in found["incomplete"]] == [".step-00000002.tmp"]
 
     events_before = len(run.events())
-    resumed = CliProcess.start(["resume", str(out), "--plain", "--set", "max_train_steps=5"], out)
+    resumed = CliProcess.start(["resume", str(out), "--plain", "--set", "max_train_steps=3"], out)
     returncode, stdout, stderr = resumed.finish(timeout=300)
     assert returncode == 0, stderr[-3000:]
     notes = _resume_notes(out, events_before)
-    assert any("ignoring incomplete saved state .step-00000004.tmp (a save that never finished)" in n
+    assert any("ignoring incomplete saved state .step-00000002.tmp (a save that never finished)" in n
                for n in notes), notes
     assert "ignoring incomplete saved state" in stdout + stderr
     started = [e for e in resumed.events() if e["type"] == "RunStarted"]
-    assert started[-1]["resumed_from_step"] == 2
-    assert last(resumed.events(), "Finished")["step"] == 5
+    assert started[-1]["resumed_from_step"] == 1
+    assert last(resumed.events(), "Finished")["step"] == 3
     after = _check_everything_loads(out)
     assert not after["incomplete"], "the stale folder is cleared once a new state lands"
+
+
+# Every part of a save takes PART_SECONDS more (the test hook sleeps after writing each part), so
+# each moment below is a window of that length the kill can be aimed into. The state save's first
+# window (its LoRA part written) is the test above's.
+PART_SECONDS = 0.6
+
+
+def _staging_holds(run: CliProcess, newer_than: int, present: str, absent: str) -> Callable[[], bool]:
+    def check() -> bool:
+        return any((d / present).exists() and not (d / absent).exists() for d in run.staging_dirs()
+                   if int(d.name.split("-")[1].split(".")[0]) > newer_than)
+    return check
+
+
+# (the moment, what the state folder being written holds then and what it does not hold yet)
+STATE_MOMENTS = {
+    "state save, optimizer written": ("optimizer.pt", "config.toml"),
+    "state save, every part written, no COMPLETE marker yet": ("config.toml", "COMPLETE"),
+}
+# up to 1.5 s after a state landed: its older states pruned, the next step trained, its LoRA file written
+BETWEEN_SAVES = "after a state landed"
 
 
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_kill_9_at_random_moments_never_leaves_a_broken_file_under_a_final_name(tmp_path, tiny_model,
                                                                                demo_dataset):
-    """Every step saves a LoRA and a state, so most of the time goes to saving; the process is
-    killed at random moments, then resumed, again and again."""
+    """Every step saves a LoRA and a state, then the process is killed, resumed and killed again,
+    once in each phase of the save cycle (a random moment within each): inside the state save after
+    its optimizer part, after its last part but before the COMPLETE marker, and between saves."""
     out = tmp_path / "out"
     cfg = tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=1000, save_every_n_steps=1,
-                      save_state=True)
+                      save_state=True, **FAST)
     config = save_config(cfg, tmp_path / "run.toml")
-    rng = random.Random(1234)
-    attempts, mid_save, steps, prior_incomplete = 5, 0, [], []
-    for attempt in range(attempts):
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    moments = [*STATE_MOMENTS, BETWEEN_SAVES]
+    print(f"seed {seed}")  # with each kill's moment below: shown when the test fails
+    mid_save, steps, prior_incomplete, kills = 0, [0], [], []
+    for attempt, moment in enumerate(moments):
         args = ["train", str(config), "--plain"] if attempt == 0 else ["resume", str(out), "--plain"]
         before = len(CliProcess(None, out).events()) if attempt else 0
-        run = CliProcess.start(args, out)
-        reached = (steps[-1] if steps else 0) + 1
-        run.wait_for(lambda: any(e["type"] == "Step" and e["step"] >= reached for e in run.events()[before:]),
-                     what=f"attempt {attempt}: a new step")
-        if attempt == 0:  # `resume` needs one complete state (without one it refuses, exit 73, by design)
-            run.wait_for(lambda: (out / "state" / "step-00000001" / "COMPLETE").exists(), what="the first state")
-        time.sleep(rng.uniform(0.0, 2.0))
+        run = CliProcess.start(args, out, **{SLOW_SAVE: str(PART_SECONDS)})
+        newest = steps[-1]
+        # a newer state lands first: each attempt makes progress, and `resume` needs one complete state
+        # (without one it refuses, exit 73, by design)
+        run.wait_for(lambda: (out / "state" / f"step-{newest + 1:08d}" / "COMPLETE").exists(),
+                     what=f"attempt {attempt}: the state of step {newest + 1}")
+        if moment in STATE_MOMENTS:
+            run.wait_for(_staging_holds(run, newest + 1, *STATE_MOMENTS[moment]),
+                         what=f"attempt {attempt}: {moment}")
+            delay = rng.uniform(0.0, PART_SECONDS / 2)
+        else:
+            delay = rng.uniform(0.0, 1.5)
+        time.sleep(delay)
         run.process.send_signal(signal.SIGKILL)
         run.process.wait()
+        kills.append(f"{moment} + {delay:.2f} s")
+        print(f"kill {attempt + 1}: {kills[-1]}")
         found = _check_everything_loads(out)
         in_save = bool(found["temp_files"] or found["incomplete"])
         mid_save += in_save
         steps.append(int(found["complete"][-1].split("-")[1]) if found["complete"] else 0)
-        print(f"kill {attempt + 1}: newest complete state {found['complete'][-1:]}, "
+        print(f"  newest complete state {found['complete'][-1:]}, "
               f"{found['loras']} LoRA files, mid-save leftovers: "
               f"{found['temp_files'] + [i.path.name for i in found['incomplete']]}")
         if prior_incomplete:  # what the previous kill left, this resume named
-            assert any("ignoring incomplete" in n for n in _resume_notes(out, before)), _resume_notes(out, before)
+            assert any("ignoring incomplete" in n for n in _resume_notes(out, before)), \
+                (f"seed {seed}, kills {kills}", _resume_notes(out, before))
         prior_incomplete = found["incomplete"]
-    print(f"{attempts} kill -9 attempts, {mid_save} of them inside a save; every final file loaded each time")
-    assert steps[-1] > steps[0], "resume after each kill kept making progress"
+    print(f"seed {seed}: {len(moments)} kill -9 attempts ({kills}), {mid_save} of them inside a save; "
+          "every final file loaded each time")
+    assert steps[-1] > steps[1], f"resume after each kill kept making progress (seed {seed}, kills {kills})"

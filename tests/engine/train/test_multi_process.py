@@ -4,7 +4,8 @@ batches, rank 0 alone writes files and events, and the effective batch and step 
 reported for the whole job.
 
 Run A goes through tests/multi_process_worker.py (engine.train.run, instrumented to record each
-rank's batches and weights); run B is `accelerate launch --multi_gpu --num_processes 2 -m
+rank's batches and weights); rank 0 alone asks it for a save and a stop on the way, as the
+dashboard's control file would. Run B is `accelerate launch --multi_gpu --num_processes 2 -m
 sdxl_tui train` on the same config, which must give the same LoRA (seeded, deterministic).
 
 Every launch runs a copy of the source taken once per module (`source_snapshot`): run B is compared
@@ -24,12 +25,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.events.types import RunStarted, Step, event_from_json
+from engine.events.types import Finished, RunStarted, Step, event_from_json
 
 REPO = Path(__file__).resolve().parents[3]
 WORKER = REPO / "tests" / "multi_process_worker.py"
 STEPS = 18  # 3 epochs; the loss falls to ~0.5 of its start by then (0.9 is asserted)
-SAVED_AT = 6  # run A also saves its LoRA every 6 steps: run B (the CLI) trains only to the first of them
+MAX_STEPS = 24  # what run A is set to train: rank 0 alone asks for a stop after step STOP_ASKED_AT
+LOG_EVERY = 2  # processes agree on stops and saves at logging points only
+SAVE_ASKED_AT, STOP_ASKED_AT = 1, STEPS - 1  # rank 0 alone asks: done by both ranks at the next logging point
+SAVED_AT = 6  # run A also saves its LoRA every 6 steps
 LAUNCH_TIMEOUT = 300
 
 # each launch starts two Python processes that import torch + diffusers
@@ -67,9 +71,9 @@ def _write_config(tmp: Path, tiny_model, demo_dataset, name: str, **options) -> 
 
     cfg = RunConfig().with_values(
         pretrained_model_name_or_path=str(tiny_model.diffusers_dir), dataset_config=str(demo_dataset.dataset_toml),
-        output_dir=str(tmp / name / "out"), output_name="lora", max_train_steps=STEPS, mixed_precision="no",
+        output_dir=str(tmp / name / "out"), output_name="lora", max_train_steps=MAX_STEPS, mixed_precision="no",
         gradient_checkpointing=False, optimizer_type="AdamW", learning_rate=1e-2, network_dim=8, network_alpha=8.0,
-        network_args=["conv_dim=8", "conv_alpha=8"], save_precision="fp32", log_every_n_steps=1, seed=7)
+        network_args=["conv_dim=8", "conv_alpha=8"], save_precision="fp32", log_every_n_steps=LOG_EVERY, seed=7)
     cfg = cfg.with_values(**options) if options else cfg
     path = tmp / name / "run.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,11 +87,14 @@ def _events(out: Path) -> list:
 
 @pytest.fixture(scope="module")
 def run_a(tmp_path_factory, tiny_model, demo_dataset, source_snapshot):
+    """The torchrun job every test but the accelerate one looks at: STEPS steps of MAX_STEPS, then
+    stopped (asked of rank 0 alone after step STOP_ASKED_AT); a save asked after step SAVE_ASKED_AT."""
     tmp = tmp_path_factory.mktemp("two_processes")
     config = _write_config(tmp, tiny_model, demo_dataset, "a", save_every_n_steps=SAVED_AT)
     records = tmp / "a" / "records"
     _launch([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-             str(source_snapshot / WORKER.name), str(config), str(records)], cwd=tmp, source=source_snapshot)
+             str(source_snapshot / WORKER.name), str(config), str(records)], cwd=tmp, source=source_snapshot,
+            WORKER_SAVE_NOW_AT=str(SAVE_ASKED_AT), WORKER_STOP_AT=str(STOP_ASKED_AT))
     return tmp, config.parent / "out", records
 
 
@@ -135,13 +142,14 @@ def demo_dataset_images(demo_dataset) -> list[Path]:
 
 def test_rank_zero_alone_writes_files_and_events(run_a):
     _, out, records = run_a
-    assert int(_rank_file(records, 0, "emitted").read_text()) > STEPS
-    assert int(_rank_file(records, 1, "emitted").read_text()) == 0
     events = _events(out)
+    assert int(_rank_file(records, 0, "emitted").read_text()) == len(events)  # what rank 0 emitted is the log
+    assert int(_rank_file(records, 1, "emitted").read_text()) == 0
     assert sum(isinstance(e, RunStarted) for e in events) == 1
-    assert [e.step for e in events if isinstance(e, Step)] == list(range(1, STEPS + 1))
+    assert [e.step for e in events if isinstance(e, Step)] == list(range(LOG_EVERY, STEPS + 1, LOG_EVERY))
     every_n = [f"lora-step{s:08d}.safetensors" for s in range(SAVED_AT, STEPS, SAVED_AT)]
-    assert sorted(p.name for p in out.glob("*.safetensors")) == [*every_n, "lora.safetensors"]
+    asked = [f"lora-step{s:08d}.safetensors" for s in (SAVE_ASKED_AT + 1, STEPS)]  # the save and the stop
+    assert sorted(p.name for p in out.glob("*.safetensors")) == sorted([*every_n, *asked])
 
 
 def test_effective_batch_and_steps_are_those_of_the_whole_job(run_a, tiny_model, demo_dataset):
@@ -150,7 +158,7 @@ def test_effective_batch_and_steps_are_those_of_the_whole_job(run_a, tiny_model,
     assert started.num_processes == 2 and started.batch_size == 2 and started.gradient_accumulation_steps == 1
     assert started.effective_batch_size == 4
     assert started.steps_per_epoch == 6  # 12 batches per epoch, 6 on each rank
-    assert started.total_steps == STEPS and started.total_epochs == STEPS // 6
+    assert started.total_steps == MAX_STEPS and started.total_epochs == MAX_STEPS // 6
     step = [e for e in _events(out) if isinstance(e, Step)][-1]
     assert step.images_per_second == pytest.approx(4 / step.seconds_per_step)
     # the plan counts the same way before any process starts
@@ -158,7 +166,7 @@ def test_effective_batch_and_steps_are_those_of_the_whole_job(run_a, tiny_model,
     from engine.plan.run_plan import make_plan, plan_lines
 
     plan = make_plan(load_config(out / "config.toml"), world_size=2)
-    assert (plan.batches_per_epoch, plan.steps_per_epoch, plan.total_steps) == (6, 6, STEPS)
+    assert (plan.batches_per_epoch, plan.steps_per_epoch, plan.total_steps) == (6, 6, MAX_STEPS)
     assert "Effective batch: 2 per process × 2 processes × 1 accumulation = 4 images per step" in plan_lines(plan)
 
 
@@ -166,7 +174,7 @@ def test_the_lora_file_loads_and_the_loss_went_down(run_a):
     from engine.lora.file import load_lora
 
     _, out, records = run_a
-    tensors, metadata = load_lora(out / "lora.safetensors")
+    tensors, metadata = load_lora(out / f"lora-step{STEPS:08d}.safetensors")  # saved at the stop
     from safetensors.torch import load_file
 
     rank0 = load_file(str(_rank_file(records, 0, "lora.safetensors")))
@@ -175,46 +183,46 @@ def test_the_lora_file_loads_and_the_loss_went_down(run_a):
     losses = [e.loss for e in _events(out) if isinstance(e, Step)]
     quarter = len(losses) // 4
     first, last = sum(losses[:quarter]) / quarter, sum(losses[-quarter:]) / quarter
-    print(f"two processes: mean loss first {quarter} steps {first:.3f} -> last {quarter} steps {last:.3f}")
+    print(f"two processes: mean loss of the first {quarter} logged intervals {first:.3f} -> last {quarter} {last:.3f}")
     assert last < 0.9 * first
 
 
 def test_accelerate_launch_of_the_cli_gives_the_same_lora_again(run_a, tiny_model, demo_dataset, source_snapshot):
     """`accelerate launch --multi_gpu --num_processes 2 -m sdxl_tui train` (what docs/multi_gpu.md
     tells users) trains the same seeded job to the same weights, and only rank 0 prints. To keep it
-    short it trains to run A's first step save (same seed, constant learning rate: the first
-    SAVED_AT steps do not depend on max_train_steps)."""
+    short it trains to run A's first save, the one asked after step SAVE_ASKED_AT (same seed, constant
+    learning rate: the first steps do not depend on max_train_steps)."""
     from safetensors.torch import load_file
 
     tmp, out_a, _ = run_a
-    config = _write_config(tmp, tiny_model, demo_dataset, "b", max_train_steps=SAVED_AT)
+    until = SAVE_ASKED_AT + 1
+    config = _write_config(tmp, tiny_model, demo_dataset, "b", max_train_steps=until)  # run A's, to step 2
     done = _launch([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                     "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                     "-m", "sdxl_tui", "train", str(config), "--plain"], cwd=tmp, source=source_snapshot)
     out_b = config.parent / "out"
-    a = load_file(str(out_a / f"lora-step{SAVED_AT:08d}.safetensors"))
+    a = load_file(str(out_a / f"lora-step{until:08d}.safetensors"))
     b = load_file(str(out_b / "lora.safetensors"))
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), f"{key}: a seeded two-process run is not repeatable"
-    last_step = [line for line in done.stdout.splitlines() if line.startswith(f"step {SAVED_AT}/{SAVED_AT}")]
+    last_step = [line for line in done.stdout.splitlines() if line.startswith(f"step {until}/{until}")]
     assert len(last_step) == 1, f"expected one process to print progress:\n{done.stdout[-2000:]}"
 
 
-def test_a_stop_or_save_asked_of_rank_zero_alone_is_done_by_both_ranks_at_the_same_step(tmp_path, tiny_model,
-                                                                                     demo_dataset,
-                                                                                     source_snapshot):
-    """The dashboard's control file reaches rank 0 only. With logging every 2 steps, a save asked
-    after step 1 happens after step 2 and a stop asked after step 3 ends both ranks after step 4:
+def test_a_stop_or_save_asked_of_rank_zero_alone_is_done_by_both_ranks_at_the_same_step(run_a):
+    """The dashboard's control file reaches rank 0 only. Run A logs every 2 steps: the save asked
+    after step 1 happens after step 2 and the stop asked after step 17 ends both ranks after step 18:
     no rank is left waiting for the other in a gradient all-reduce."""
-    config = _write_config(tmp_path, tiny_model, demo_dataset, "stop", log_every_n_steps=2, max_train_steps=20,
-                           network_train_unet_only=True, cache_text_encoder_outputs=True)  # the sync needs no TE
-    records = tmp_path / "stop" / "records"
-    _launch([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-             str(source_snapshot / WORKER.name), str(config), str(records)], cwd=tmp_path, source=source_snapshot,
-            WORKER_SAVE_NOW_AT="1", WORKER_STOP_AT="3")
+    _, out, records = run_a
     results = [json.loads(_rank_file(records, r, "result.json").read_text()) for r in (0, 1)]
-    assert [(r["ok"], r["stopped"], r["step"]) for r in results] == [(True, True, 4)] * 2
-    out = config.parent / "out"
+    assert [(r["ok"], r["stopped"], r["step"]) for r in results] == [(True, True, STEPS)] * 2
+    assert STOP_ASKED_AT % LOG_EVERY and SAVE_ASKED_AT % LOG_EVERY  # asked between logging points
     saved = sorted(p.name for p in out.glob("*.safetensors"))
-    assert saved == ["lora-step00000002.safetensors", "lora-step00000004.safetensors"], saved
+    for step in (SAVE_ASKED_AT + 1, STOP_ASKED_AT + 1):  # at the next logging point, with its state
+        assert f"lora-step{step:08d}.safetensors" in saved, saved
+        assert (out / "state" / f"step-{step:08d}" / "COMPLETE").is_file()
+    assert f"lora-step{SAVE_ASKED_AT:08d}.safetensors" not in saved
+    assert sorted(p.name for p in (out / "state").iterdir()) == [f"step-{s:08d}" for s in (2, STEPS)]
+    finished = [e for e in _events(out) if isinstance(e, Finished)]
+    assert len(finished) == 1 and finished[0].stopped and finished[0].step == STEPS
