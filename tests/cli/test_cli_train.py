@@ -35,8 +35,9 @@ def _events(output_dir: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def stopped_and_resumed(tmp_path_factory, tiny_model, demo_dataset) -> SimpleNamespace:
-    """One `train` with `--set` options, stopped by SIGINT after its first step, then `resume`d two
-    steps further: the run both tests below look at (one launch of each command instead of three)."""
+    """One `train` with `--set` options, stopped by SIGINT after its first step (a real process), then
+    `resume`d two steps further (in this process: what it reads and writes is checked, the exit codes
+    of a real `resume` are tests/engine/storage/test_atomic_saves.py's): the run both tests below look at."""
     tmp_path = tmp_path_factory.mktemp("cli_train")
     cfg = tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=200, output_dir="run-out")
     config_path = save_config(cfg, tmp_path / "run.toml")
@@ -60,9 +61,22 @@ def stopped_and_resumed(tmp_path_factory, tiny_model, demo_dataset) -> SimpleNam
             process.kill()
     stopped = _events(out)
     stopped_at = stopped[-1].get("step", 0)
-    resumed = _cli("resume", str(out), "--set", f"max_train_steps={stopped_at + 2}") if stopped_at else None
+    resumed = _resume_here(out, f"max_train_steps={stopped_at + 2}") if stopped_at else None
     return SimpleNamespace(out=out, returncode=process.returncode, stdout=stdout, stderr=stderr, stopped=stopped,
                            resumed=resumed)
+
+
+def _resume_here(out: Path, setting: str) -> SimpleNamespace:
+    """`sdxl-tui resume OUT --set SETTING` in this process: (returncode, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from sdxl_tui.cli import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(["resume", str(out), "--set", setting])
+    return SimpleNamespace(returncode=code, stdout=stdout.getvalue(), stderr=stderr.getvalue())
 
 
 def _lora_keys_and_downs(lora: Path) -> tuple[list[str], list]:
