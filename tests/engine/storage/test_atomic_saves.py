@@ -54,9 +54,9 @@ def test_kill_9_in_the_middle_of_a_state_save_then_resume_skips_it_and_says_so(t
     cfg = tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=1000, save_every_n_steps=1,
                       save_state=True, **FAST)
     config = save_config(cfg, tmp_path / "run.toml")
-    # each part of a save takes 0.75 s more: once the step-2 state's LoRA part is on disk, the delays of
-    # its three parts (2.25 s) stand between the kill and its COMPLETE marker
-    run = CliProcess.start(["train", str(config), "--plain"], out, **{SLOW_SAVE: "0.75"})
+    # each part of a save takes 0.5 s more: once the step-2 state's LoRA part is on disk, the delays of
+    # its three parts (1.5 s) stand between the kill and its COMPLETE marker
+    run = CliProcess.start(["train", str(config), "--plain"], out, **{SLOW_SAVE: "0.5"})
     run.wait_for(lambda: (out / "state" / "step-00000001" / "COMPLETE").exists(), what="the state of step 1")
     # the step-2 state is being written: its LoRA part is on disk, the optimizer not yet
     run.wait_for(lambda: any((d / "lora.safetensors").exists() for d in run.staging_dirs()
@@ -84,9 +84,8 @@ def test_kill_9_in_the_middle_of_a_state_save_then_resume_skips_it_and_says_so(t
 
 
 # Every part of a save takes PART_SECONDS more (the test hook sleeps after writing each part), so
-# each moment below is a window of that length the kill can be aimed into. The state save's first
-# window (its LoRA part written) is the test above's.
-PART_SECONDS = 0.6
+# each moment below is a window of that length a kill can be aimed into.
+PART_SECONDS = 0.5
 
 
 def _staging_holds(run: CliProcess, newer_than: int, present: str, absent: str) -> Callable[[], bool]:
@@ -96,29 +95,33 @@ def _staging_holds(run: CliProcess, newer_than: int, present: str, absent: str) 
     return check
 
 
-# (the moment, what the state folder being written holds then and what it does not hold yet)
-STATE_MOMENTS = {
-    "state save, optimizer written": ("optimizer.pt", "config.toml"),
-    "state save, every part written, no COMPLETE marker yet": ("config.toml", "COMPLETE"),
+# Inside a state save: after one of its parts is written (what the folder being written holds then, and
+# what it does not hold yet). One of them is drawn per run: a kill anywhere in the staging folder is the
+# same case for `resume` (the folder is skipped and named); the test above kills at the first one.
+STATE_PARTS = {
+    "its LoRA part written": ("lora.safetensors", "optimizer.pt"),
+    "its optimizer written": ("optimizer.pt", "config.toml"),
+    "every part written, no COMPLETE marker yet": ("config.toml", "COMPLETE"),
 }
+IN_A_STATE_SAVE = "in a state save"
 # up to 1.5 s after a state landed: its older states pruned, the next step trained, its LoRA file written
-BETWEEN_SAVES = "after a state landed"
+AFTER_A_STATE = "after a state landed"
 
 
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_kill_9_at_random_moments_never_leaves_a_broken_file_under_a_final_name(tmp_path, tiny_model,
                                                                                demo_dataset):
-    """Every step saves a LoRA and a state, then the process is killed, resumed and killed again,
-    once in each phase of the save cycle (a random moment within each): inside the state save after
-    its optimizer part, after its last part but before the COMPLETE marker, and between saves."""
+    """Every step saves a LoRA and a state; the process is killed at a random moment inside a state
+    save, resumed, then killed at a random moment between state saves (old states pruned, training,
+    a LoRA file written): the two cases `resume` tells apart (an unfinished folder to skip, or none)."""
     out = tmp_path / "out"
     cfg = tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=1000, save_every_n_steps=1,
                       save_state=True, **FAST)
     config = save_config(cfg, tmp_path / "run.toml")
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
-    moments = [*STATE_MOMENTS, BETWEEN_SAVES]
+    moments = [IN_A_STATE_SAVE, AFTER_A_STATE]
     print(f"seed {seed}")  # with each kill's moment below: shown when the test fails
     mid_save, steps, prior_incomplete, kills = 0, [0], [], []
     for attempt, moment in enumerate(moments):
@@ -130,9 +133,10 @@ def test_kill_9_at_random_moments_never_leaves_a_broken_file_under_a_final_name(
         # (without one it refuses, exit 73, by design)
         run.wait_for(lambda: (out / "state" / f"step-{newest + 1:08d}" / "COMPLETE").exists(),
                      what=f"attempt {attempt}: the state of step {newest + 1}")
-        if moment in STATE_MOMENTS:
-            run.wait_for(_staging_holds(run, newest + 1, *STATE_MOMENTS[moment]),
-                         what=f"attempt {attempt}: {moment}")
+        if moment == IN_A_STATE_SAVE:
+            part = rng.choice(sorted(STATE_PARTS))
+            moment = f"{moment}, {part}"
+            run.wait_for(_staging_holds(run, newest + 1, *STATE_PARTS[part]), what=f"attempt {attempt}: {moment}")
             delay = rng.uniform(0.0, PART_SECONDS / 2)
         else:
             delay = rng.uniform(0.0, 1.5)
