@@ -29,8 +29,8 @@ from engine.events.types import Finished, RunStarted, Step, event_from_json
 
 REPO = Path(__file__).resolve().parents[3]
 WORKER = REPO / "tests" / "multi_process_worker.py"
-STEPS = 18  # 3 epochs; the loss falls to ~0.5 of its start by then (0.9 is asserted)
-MAX_STEPS = 24  # what run A is set to train: rank 0 alone asks for a stop after step STOP_ASKED_AT
+STEPS = 12  # 2 epochs; the loss falls to ~0.6 of its start by then (0.9 is asserted)
+MAX_STEPS = 18  # what run A is set to train: rank 0 alone asks for a stop after step STOP_ASKED_AT
 LOG_EVERY = 2  # processes agree on stops and saves at logging points only
 SAVE_ASKED_AT, STOP_ASKED_AT = 1, STEPS - 1  # rank 0 alone asks: done by both ranks at the next logging point
 SAVED_AT = 6  # run A also saves its LoRA every 6 steps
@@ -212,7 +212,7 @@ def test_accelerate_launch_of_the_cli_gives_the_same_lora_again(run_a, tiny_mode
 
 def test_a_stop_or_save_asked_of_rank_zero_alone_is_done_by_both_ranks_at_the_same_step(run_a):
     """The dashboard's control file reaches rank 0 only. Run A logs every 2 steps: the save asked
-    after step 1 happens after step 2 and the stop asked after step 17 ends both ranks after step 18:
+    after step 1 happens after step 2 and the stop asked after step 11 ends both ranks after step 12:
     no rank is left waiting for the other in a gradient all-reduce."""
     _, out, records = run_a
     results = [json.loads(_rank_file(records, r, "result.json").read_text()) for r in (0, 1)]
