@@ -70,7 +70,7 @@ def test_real_small_disk_stops_the_cli_before_the_save_that_would_not_fit(tmp_pa
                                                                          small_disk):
     disk = small_disk(16)
     # every step saves a LoRA (1.2 MB) and a state (3.8 MB), each checked with a 4 MB margin: the tmpfs
-    # fills by the third step
+    # fills after a few steps
     cfg = tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=40, save_every_n_steps=1,
                       save_state=True, output_dir=str(disk / "out"), **FAST)
     config = save_config(cfg, tmp_path / "run.toml")
