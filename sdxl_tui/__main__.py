@@ -1,5 +1,3 @@
-import sys
+from sdxl_tui.cli import console_main
 
-from sdxl_tui.cli import main
-
-sys.exit(main())
+console_main()
