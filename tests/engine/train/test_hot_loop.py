@@ -70,8 +70,9 @@ def sync_counter(monkeypatch):
     return counter
 
 
-def _run(tmp_path, tiny_model, demo_dataset, steps=4, **options):
-    recorded = train(tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=steps, **options))
+def _run(tmp_path, tiny_model, demo_dataset, steps=4, freeze_old_objects=True, **options):
+    recorded = train(tiny_config(tmp_path, tiny_model, demo_dataset, max_train_steps=steps, **options),
+                     freeze_old_objects=freeze_old_objects)
     assert recorded.result.ok, recorded.result.error
     return recorded
 
@@ -91,7 +92,8 @@ def test_no_engine_sync_between_logging_intervals(tmp_path, tiny_model, demo_dat
         counted_step(self)
 
     monkeypatch.setattr(loop.Trainer, "optimizer_step", optimizer_step)
-    _run(tmp_path, tiny_model, demo_dataset, log_every_n_steps=1000)
+    # (the helper's own freeze off: the freeze counted here must be the loop's)
+    _run(tmp_path, tiny_model, demo_dataset, log_every_n_steps=1000, freeze_old_objects=False)
     assert len(frozen) == 4 and min(frozen) > 10_000, frozen
     assert gc.get_freeze_count() == 0
     assert not sync_counter.in_steps, f"host<->device syncs inside the step loop: {dict(sync_counter.in_steps)}"

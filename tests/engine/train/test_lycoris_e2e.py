@@ -1,6 +1,7 @@
 """Whole tiny-model trainings with network_module = "lycoris.kohya", one per algo: the run
 trains (the loss falls), the file has LyCORIS' tensors under sd-scripts' names and loads back as
-network_weights carrying what was learned, and a stopped LoHa run resumes bit-identically.
+network_weights carrying what was learned, and the LoHa run resumed from the state it saved half-way
+ends bit-identical to its uninterrupted end.
 
 "The loss falls" is measured paired: a second run loads the trained file as network_weights at a
 rate too small to move it, with the same seed, so each of its steps sees the batch, noise,
@@ -8,12 +9,14 @@ timesteps and dropout of the trained run's step; the trained file must give the 
 each of them (the trained run's loss at step k is that of its weights after k - 1 steps)."""
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 from train_helpers import one_torch_thread, tiny_config, train  # noqa: F401  (one_torch_thread: autouse fixture)
 
-from engine.control.run_control import RunControl
-from engine.events.types import Step
+from engine.events.types import RunStarted
 
 pytest.importorskip("lycoris")
 
@@ -39,13 +42,17 @@ def _options(algo: str, **extra) -> dict:
                    network_args=ALGOS[algo][0], **FAST), **extra}
 
 
-_TRAINED: dict = {}  # algo -> its finished run (the LoHa one is also the resume test's uninterrupted run)
+_TRAINED: dict = {}  # algo -> (config, its finished run); the LoHa one is also the resume test's
+# uninterrupted run: it saves its state half-way, as a stop there would (Trainer.save_step_checkpoint)
+RESUMED_AT = dict(save_every_n_steps=STEPS // 2, save_state=True)
 
 
 def _trained(algo, tmp_path_factory, tiny_model, demo_dataset):
     if algo not in _TRAINED:
-        _TRAINED[algo] = train(tiny_config(tmp_path_factory.mktemp(algo), tiny_model, demo_dataset, **_options(algo)))
-    run = _TRAINED[algo]
+        cfg = tiny_config(tmp_path_factory.mktemp(algo), tiny_model, demo_dataset,
+                          **_options(algo, **(RESUMED_AT if algo == "loha" else {})))
+        _TRAINED[algo] = cfg, train(cfg)
+    cfg, run = _TRAINED[algo]
     assert run.result.ok, run.result.error
     return run
 
@@ -68,19 +75,15 @@ def test_each_algo_trains_and_loads_back(algo, tmp_path, tmp_path_factory, tiny_
 
 
 @pytest.mark.e2e
-def test_lycoris_resume_is_bit_identical(tmp_path, tmp_path_factory, tiny_model, demo_dataset):
+def test_lycoris_resume_is_bit_identical(tmp_path_factory, tiny_model, demo_dataset):
     whole = _trained("loha", tmp_path_factory, tiny_model, demo_dataset)
-    cfg = tiny_config(tmp_path / "split", tiny_model, demo_dataset, **_options("loha"))
-    control = RunControl()
-
-    def on_event(event):
-        if isinstance(event, Step) and event.step == 2:
-            control.request_stop("test")
-
-    first = train(cfg, control, on_event=on_event)
-    assert first.result.stopped and first.result.step == 2
+    cfg = _TRAINED["loha"][0]
+    ended = whole.lora()
+    # the run again from its half-way state: the newest once the end's is gone
+    shutil.rmtree(Path(whole.result.output_dir) / "state" / f"step-{STEPS:08d}")
     resumed = train(cfg, resume=True)
     assert resumed.result.ok, resumed.result.error
-    assert first.losses + resumed.losses == whole.losses
-    a, b = resumed.lora(), whole.lora()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.of(RunStarted)[0].resumed_from_step == STEPS // 2
+    assert whole.losses[:STEPS // 2] + resumed.losses == whole.losses
+    again = resumed.lora()
+    assert again.keys() == ended.keys() and all(torch.equal(again[k], ended[k]) for k in ended)

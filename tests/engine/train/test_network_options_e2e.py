@@ -3,6 +3,7 @@ the file loads back, and each option shows in what was trained or reported. EMA:
 file holds the average, the state the raw weights, and a resume is bit-identical."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,7 @@ import torch
 from small_dataset import small_dataset
 from train_helpers import one_torch_thread, tiny_config, train  # noqa: F401  (one_torch_thread: autouse fixture)
 
-from engine.control.run_control import RunControl
-from engine.events.types import Step
+from engine.events.types import RunStarted, Step
 
 
 def _falls(losses: list[float]) -> tuple[float, float]:
@@ -69,21 +69,14 @@ def test_text_encoder_only_with_base_weights_and_dim_from_weights(tmp_path, tiny
     assert set(run.of(Step)[-1].lr) == {"te1", "te2"}
 
 
-def _stop_at(step: int):
-    control = RunControl()
-
-    def on_event(event):
-        if isinstance(event, Step) and event.step == step:
-            control.request_stop("test")
-
-    return control, on_event
-
-
 @pytest.mark.e2e
 def test_ema_saves_the_average_and_resumes_bit_identically(tmp_path, tiny_model, demo_dataset):
-    options = dict(max_train_steps=6, learning_rate=1e-2, ema_decay=0.8, ema_update_every=2, save_state=True,
+    # averages at steps 2 and 4; the state saved at step 3 (the save a stop there makes) is mid-interval,
+    # so the resumed run must carry the average and the count since the last update to match at step 4
+    options = dict(max_train_steps=4, learning_rate=1e-2, ema_decay=0.8, ema_update_every=2, save_state=True,
                    **FAST)
-    whole = train(tiny_config(tmp_path / "whole", tiny_model, demo_dataset, **options))
+    cfg = tiny_config(tmp_path / "whole", tiny_model, demo_dataset, save_every_n_steps=3, **options)
+    whole = train(cfg)
     assert whole.result.ok, whole.result.error
     plain = train(tiny_config(tmp_path / "plain", tiny_model, demo_dataset, **{**options, "ema_decay": None}))
     assert whole.losses == plain.losses  # EMA never touches the trained weights
@@ -93,15 +86,14 @@ def test_ema_saves_the_average_and_resumes_bit_identically(tmp_path, tiny_model,
     from safetensors.torch import load_file
 
     newest = sorted(state.glob("step-*"))[-1]
+    assert newest.name == "step-00000004"
     assert all(torch.equal(v, raw[k]) for k, v in load_file(str(newest / "lora.safetensors")).items())
     assert (newest / "ema.safetensors").is_file()
 
-    cfg = tiny_config(tmp_path / "split", tiny_model, demo_dataset, **options)
-    control, on_event = _stop_at(3)
-    first = train(cfg, control, on_event=on_event)
-    assert first.result.stopped and first.result.step == 3
+    shutil.rmtree(newest)  # the state of step 3 is now the newest
     resumed = train(cfg, resume=True)
     assert resumed.result.ok, resumed.result.error
-    assert first.losses + resumed.losses == whole.losses
+    assert resumed.of(RunStarted)[0].resumed_from_step == 3
+    assert whole.losses[:3] + resumed.losses == whole.losses
     final = resumed.lora()
     assert all(torch.equal(final[k], saved[k]) for k in saved)

@@ -1,6 +1,6 @@
 """Each optimizer family and each lr_scheduler end to end on the tiny model: training runs, the
-loss falls, the saved LoRA loads back, and (for the cases in RESUMED) a run stopped half-way and
-resumed equals the uninterrupted run bit for bit (losses and tensors).
+loss falls, the saved LoRA loads back, and (for the cases in RESUMED) a run resumed from the state
+saved half-way equals the uninterrupted run bit for bit (losses, rates and tensors).
 
 "The loss falls" is measured paired: every run has the same seed, so each step sees the same
 batch, noise and timesteps; a reference run at a learning rate too small to change anything gives
@@ -8,12 +8,14 @@ the untrained loss of each of those steps, and a trained run must be below it af
 """
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 from train_helpers import one_torch_thread, tiny_config, train  # noqa: F401  (one_torch_thread: autouse fixture)
 
-from engine.control.run_control import RunControl
-from engine.events.types import Step
+from engine.events.types import RunStarted, Step
 
 STEPS = 4
 # (optimizer options, schedule options): every family once, every schedule once.
@@ -42,11 +44,11 @@ CASES = {
                                  {"lr_scheduler": "piecewise_constant", "lr_scheduler_args": ["step_rules=1:3,0.5"]}),
 }
 
-# Stopped half-way and resumed (bit-identical): one case per kind of optimizer state that a
+# Resumed from the state saved half-way (bit-identical): one case per kind of optimizer state that a
 # state folder must carry: bitsandbytes' 8-bit buffers with a warm-up schedule, D-Adaptation's d
 # estimate, Prodigy's, schedule-free's averaged weights, Adafactor's factored moments with its own
 # step size, and a torch class path with a torch scheduler. The other cases train and save only, to
-# keep the suite's time (each resume is two more trainings).
+# keep the suite's time (each resume is one more training).
 RESUMED = ("AdamW8bit-linear", "DAdaptAdam-polynomial", "Prodigy-constant_with_warmup",
            "AdamWScheduleFree-constant", "Adafactor-adafactor", "RAdam-path-StepLR")
 
@@ -66,18 +68,6 @@ def untrained(tmp_path_factory, tiny_model, demo_dataset):
     return train(cfg).losses
 
 
-def _stopped_at(cfg, step: int):
-    control = RunControl()
-
-    def on_event(event):
-        if isinstance(event, Step) and event.step == step:
-            control.request_stop("test")
-
-    run = train(cfg, control, on_event=on_event)
-    assert run.result.ok and run.result.stopped and run.result.step == step, run.result.error
-    return run
-
-
 @pytest.mark.e2e
 @pytest.mark.parametrize("case", list(CASES))
 def test_family_and_schedule_train_lower_the_loss_save_a_loadable_lora_and_resume_exactly(
@@ -86,6 +76,8 @@ def test_family_and_schedule_train_lower_the_loss_save_a_loadable_lora_and_resum
 
     optimizer_options, schedule_options = CASES[case]
     options = {**optimizer_options, **schedule_options}
+    if case in RESUMED:  # the state half-way, as a stop there saves it (Trainer.save_step_checkpoint)
+        options.update(save_every_n_steps=STEPS // 2, save_state=True)
     whole = train(_config(tmp_path / "whole", tiny_model, demo_dataset, options))
     assert whole.result.ok, whole.result.error
     losses = whole.losses
@@ -103,12 +95,14 @@ def test_family_and_schedule_train_lower_the_loss_save_a_loadable_lora_and_resum
 
     if case not in RESUMED:
         return  # exactness of a resume is the optimizer state's and the schedule's, covered by RESUMED
-    cfg = _config(tmp_path / "split", tiny_model, demo_dataset, options)
-    first = _stopped_at(cfg, STEPS // 2)
-    resumed = train(cfg, resume=True)
+    # the run again from its half-way state: the newest once the end's is gone (its LoRA is read above)
+    out = Path(whole.result.output_dir)
+    shutil.rmtree(out / "state" / f"step-{STEPS:08d}")
+    resumed = train(_config(tmp_path / "whole", tiny_model, demo_dataset, options), resume=True)
     assert resumed.result.ok, resumed.result.error
-    assert first.losses + resumed.losses == losses
-    assert [e.lr for e in first.of(Step) + resumed.of(Step)] == [e.lr for e in whole.of(Step)]
+    assert resumed.of(RunStarted)[0].resumed_from_step == STEPS // 2
+    assert losses[:STEPS // 2] + resumed.losses == losses
+    assert [e.lr for e in whole.of(Step)[:STEPS // 2] + resumed.of(Step)] == [e.lr for e in whole.of(Step)]
     again = resumed.lora()
     different = [k for k in lora if not torch.equal(lora[k], again[k])]
     assert not different, f"{case}: {len(different)} tensors differ after resume, e.g. {different[:2]}"

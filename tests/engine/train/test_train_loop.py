@@ -248,25 +248,26 @@ def test_events_are_valid_json_lines(tmp_path, tiny_model, demo_dataset):
 
 @pytest.mark.e2e
 def test_fused_backward_run_resumes_with_its_optimizer_state(tmp_path, tiny_model, one_image):
-    """The per-parameter optimizers' state is what a fused run saves and restores."""
-    control = RunControl()
+    """The per-parameter optimizers' state is what a fused run saves and restores: the run resumed
+    from the state it saved at step 2 (as a stop there saves it) ends as the uninterrupted run did."""
+    import shutil
 
-    def stop_at_two(event):
-        if isinstance(event, Step) and event.step == 2:
-            control.request_stop()
-
-    options = dict(max_train_steps=3, fused_backward_pass=True, max_grad_norm=0.0, learning_rate=1e-2)
-    cfg = tiny_config(tmp_path / "split", tiny_model, one_image, **options)
-    first = train(cfg, control, on_event=stop_at_two)
-    assert first.result.stopped
-    state = torch.load(Path(first.result.output_dir) / "state" / "step-00000002" / "optimizer.pt", weights_only=True)
+    options = dict(max_train_steps=3, fused_backward_pass=True, max_grad_norm=0.0, learning_rate=1e-2,
+                   save_every_n_steps=2, save_state=True)
+    cfg = tiny_config(tmp_path / "whole", tiny_model, one_image, **options)
+    whole = train(cfg)
+    assert whole.result.ok, whole.result.error
+    out = Path(whole.result.output_dir)
+    state = torch.load(out / "state" / "step-00000002" / "optimizer.pt", weights_only=True)
     # (adapters on text encoder 1's last layer have no state: its output is never used by SDXL)
     assert state["children"] and sum(bool(child["state"]) for child in state["children"]) > len(state["children"]) // 2
+    ended = whole.lora()
+    shutil.rmtree(out / "state" / "step-00000003")  # the half-way state is now the newest
     resumed = train(cfg, resume=True)
-    whole = train(tiny_config(tmp_path / "whole", tiny_model, one_image, **options))
-    assert first.losses + resumed.losses == whole.losses
-    a, b = resumed.lora(), whole.lora()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.result.ok and resumed.of(RunStarted)[0].resumed_from_step == 2
+    assert whole.losses[:2] + resumed.losses == whole.losses
+    again = resumed.lora()
+    assert again.keys() == ended.keys() and all(torch.equal(again[k], ended[k]) for k in ended)
 
 
 @pytest.mark.e2e
