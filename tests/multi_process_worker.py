@@ -14,6 +14,7 @@ file would) ask for a save / a stop after optimizer step N.
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -81,4 +82,6 @@ def main(config_path: str, record_dir: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    code = main(sys.argv[1], sys.argv[2])
+    gc.freeze()  # as sdxl_tui.cli.console_main: no final GC pass over torch's objects at exit
+    sys.exit(code)
