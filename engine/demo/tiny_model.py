@@ -248,10 +248,13 @@ def make_tiny_modules(seed: int = 0, vocab_size: int | None = None) -> TinyModul
 def _write_diffusers_folder(folder: Path, models: TinyModules, words: list[str]) -> None:
     import diffusers
 
+    from engine.model.library_bars import transformers_bars_off
+
     models.unet.save_pretrained(folder / "unet")
     models.vae.save_pretrained(folder / "vae")
-    models.text_encoder1.save_pretrained(folder / "text_encoder")
-    models.text_encoder2.save_pretrained(folder / "text_encoder_2")
+    with transformers_bars_off():
+        models.text_encoder1.save_pretrained(folder / "text_encoder")
+        models.text_encoder2.save_pretrained(folder / "text_encoder_2")
     (folder / "scheduler").mkdir()
     scheduler = {**SCHEDULER_CONFIG, "_diffusers_version": diffusers.__version__}
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler, indent=2))

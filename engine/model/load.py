@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from engine.errors import ModelError
+from engine.model.library_bars import transformers_bars_off
 from engine.model.parts import LoadProgress, load_parts
 from engine.model.prediction import training_scheduler_config
 from engine.model.source import (
@@ -79,7 +80,7 @@ def _load_diffusers_parts(source: ModelSource, progress: Optional[LoadProgress] 
         return checked_tokenizer(_load_from_pretrained(CLIPTokenizer, where, subfolder, source),
                                  f"{where} {subfolder}/")
 
-    return load_parts([
+    parts = [
         ("unet", "UNet", unet if with_unet else lambda: None),
         ("vae", "VAE", lambda: _load_from_pretrained(AutoencoderKL, where, "vae", source, **as_fp32)),
         ("text_encoder1", "text encoder 1", lambda: _load_from_pretrained(
@@ -89,7 +90,11 @@ def _load_diffusers_parts(source: ModelSource, progress: Optional[LoadProgress] 
         ("tokenizer1", "tokenizer 1", lambda: tokenizer("tokenizer")),
         ("tokenizer2", "tokenizer 2", lambda: tokenizer("tokenizer_2")),
         ("scheduler_config", "scheduler", lambda: _scheduler_config(where, source)),
-    ], progress)
+    ]
+    if source.kind == "hub":  # keep huggingface_hub's download bars
+        return load_parts(parts, progress)
+    with transformers_bars_off():
+        return load_parts(parts, progress)
 
 
 def _scheduler_config(where: str, source: ModelSource) -> dict:
