@@ -5,6 +5,7 @@ Model sources are recognised and checked in engine/model/source.py before anythi
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -91,9 +92,8 @@ def _load_diffusers_parts(source: ModelSource, progress: Optional[LoadProgress] 
         ("tokenizer2", "tokenizer 2", lambda: tokenizer("tokenizer_2")),
         ("scheduler_config", "scheduler", lambda: _scheduler_config(where, source)),
     ]
-    if source.kind == "hub":  # keep huggingface_hub's download bars
-        return load_parts(parts, progress)
-    with transformers_bars_off():
+    # a Hub source keeps huggingface_hub's download bars (transformers' switch turns those off too)
+    with nullcontext() if source.kind == "hub" else transformers_bars_off():
         return load_parts(parts, progress)
 
 
